@@ -1,0 +1,78 @@
+# nanossm: `make demo` builds everything and runs the demo; `make test` runs every test.
+# Everything the build needs comes from requirements.txt into .venv (Go and gcc come with the
+# machine). No GPU, driver or system CUDA is needed to build.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+CUDA12_INC = $(SITE)/nvidia/cuda_runtime/include
+NVCC = $(SITE)/nvidia/cu13/bin/nvcc
+LIBDIR := python/nanossm/_lib
+BUILD := build
+
+# sm_80 and sm_90 machine code plus compute_90 PTX for newer GPUs. nvcc 13.0's PTX needs an
+# R580+ driver to JIT; the machine code runs on any driver that supports CUDA 12+ (R525+).
+GENCODE := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+           -gencode arch=compute_90,code=compute_90
+NVCCFLAGS := -O3 -std=c++17 $(GENCODE)
+
+# gorgonia.org/cu compiles against CUDA 12.x cuda.h and links -lcuda: the stub in build/stub
+# satisfies the linker; at run time the real driver's libcuda.so.1 is used.
+CGO_ENV = CGO_CFLAGS="-I$(CUDA12_INC)" CGO_LDFLAGS="-L$(CURDIR)/$(BUILD)/stub"
+
+.PHONY: all setup lib kernels check-kernels demo test test-go test-c test-py bench clean
+
+all: lib
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+setup: $(VENV)/.installed
+
+$(BUILD)/stub/libcuda.so: tools/cuda_stub.py | setup
+	mkdir -p $(BUILD)/stub
+	$(PY) tools/cuda_stub.py $(CUDA12_INC) $(BUILD)/stub/cuda_stub.c
+	gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o $@ $(BUILD)/stub/cuda_stub.c
+
+# Go's build cache makes these cheap when nothing changed, so they always run.
+lib: setup $(BUILD)/stub/libcuda.so
+	mkdir -p $(LIBDIR)
+	$(CGO_ENV) go build -buildmode=c-shared -o $(LIBDIR)/libnanossm_cpu.so ./capi
+	$(CGO_ENV) go build -tags cuda -buildmode=c-shared -o $(LIBDIR)/libnanossm.so ./capi
+	rm -f $(LIBDIR)/*.h
+
+# Rebuild the committed module from its source (needs only the pip-installed nvcc).
+kernels: setup
+	$(NVCC) -fatbin $(NVCCFLAGS) -o kernels/scan.fatbin kernels/scan.cu
+
+# Prove the committed module is what kernels/scan.cu compiles to.
+check-kernels: setup
+	mkdir -p $(BUILD)
+	$(NVCC) -fatbin $(NVCCFLAGS) -o $(BUILD)/scan.fatbin kernels/scan.cu
+	cmp $(BUILD)/scan.fatbin kernels/scan.fatbin && echo "check-kernels: kernels/scan.fatbin matches kernels/scan.cu"
+
+demo: lib
+	PYTHONPATH=python $(PY) -m nanossm.demo
+
+test-go: setup $(BUILD)/stub/libcuda.so
+	$(CGO_ENV) go vet ./core/... ./capi/ ./kernels/
+	$(CGO_ENV) go test -count=1 ./core/ ./capi/
+
+test-c: lib
+	mkdir -p $(BUILD)
+	gcc -O2 -Wall -Werror -Iinclude tests/capi_test.c -o $(BUILD)/capi_test -L$(LIBDIR) -lnanossm_cpu -Wl,-rpath,$(CURDIR)/$(LIBDIR) -lm
+	$(BUILD)/capi_test
+
+test-py: lib
+	PYTHONPATH=python $(PY) -m pytest -q -rs tests
+
+test: check-kernels test-go test-c test-py
+
+bench: lib
+	PYTHONPATH=python $(PY) -m nanossm.bench
+
+clean:
+	rm -rf $(BUILD) $(LIBDIR)

@@ -1,0 +1,155 @@
+// Command capi is the C ABI of nanossm (include/nanossm.h), built with
+// `go build -buildmode=c-shared` into libnanossm.so (tag cuda) or libnanossm_cpu.so.
+// It holds exports and error mapping only: every export converts its arguments, calls core,
+// records the error message for nanossm_last_error and recovers any panic into a status.
+package main
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../include -DNANOSSM_BUILDING_LIBRARY
+#include <stdlib.h>
+#include "nanossm.h"
+void nanossm_set_last_error(char* msg);
+*/
+import "C"
+
+import (
+	"fmt"
+	"sync"
+	"unsafe"
+
+	"github.com/nanossm/nanossm/core"
+)
+
+func main() {}
+
+// finish records err for nanossm_last_error and returns its status.
+func finish(err error) C.int32_t {
+	if err == nil {
+		C.nanossm_set_last_error(nil)
+		return C.int32_t(core.StatusOK)
+	}
+	C.nanossm_set_last_error(C.CString(err.Error()))
+	return C.int32_t(core.StatusOf(err))
+}
+
+// guard turns a panic in f into NANOSSM_ERR_INTERNAL with the panic's text.
+func guard(f func() error) (status C.int32_t) {
+	defer func() {
+		if r := recover(); r != nil {
+			status = finish(core.Internal("internal error (recovered panic): %v", r))
+		}
+	}()
+	return finish(f())
+}
+
+var statusStrings sync.Map // core.Status -> *C.char, allocated once, never freed
+
+//export nanossm_version
+func nanossm_version() C.int32_t { return core.VersionNumber }
+
+//export nanossm_status_string
+func nanossm_status_string(status C.int32_t) *C.char {
+	s := core.Status(status)
+	if v, ok := statusStrings.Load(s); ok {
+		return v.(*C.char)
+	}
+	v, _ := statusStrings.LoadOrStore(s, C.CString(s.String()))
+	return v.(*C.char)
+}
+
+//export nanossm_has_cuda
+func nanossm_has_cuda() C.int32_t {
+	if core.HasCUDA() {
+		return 1
+	}
+	return 0
+}
+
+//export nanossm_scan_workspace_size
+func nanossm_scan_workspace_size(A, x, out *C.nanossm_tensor, options *C.nanossm_scan_options,
+	device C.int32_t, bytes *C.int64_t) C.int32_t {
+	return guard(func() error {
+		if bytes == nil {
+			return core.Invalid("bytes", "pointer is NULL")
+		}
+		args, err := scanArgs(A, x, out, options, device, nil)
+		if err != nil {
+			return err
+		}
+		n, err := core.WorkspaceSize(&args)
+		*bytes = C.int64_t(n)
+		return err
+	})
+}
+
+//export nanossm_scan
+func nanossm_scan(A, x, out *C.nanossm_tensor, options *C.nanossm_scan_options,
+	device C.int32_t, stream unsafe.Pointer) C.int32_t {
+	return guard(func() error {
+		args, err := scanArgs(A, x, out, options, device, stream)
+		if err != nil {
+			return err
+		}
+		return core.Scan(&args)
+	})
+}
+
+// tensor converts a C tensor descriptor; optional descriptors with data == NULL are absent.
+func tensor(name string, t *C.nanossm_tensor, optional bool) (core.Tensor, error) {
+	if t == nil {
+		if optional {
+			return core.Tensor{}, nil
+		}
+		return core.Tensor{}, core.Invalid(name, "descriptor pointer is NULL")
+	}
+	if optional && t.data == nil {
+		return core.Tensor{}, nil
+	}
+	nd := int(t.ndim)
+	if nd < 1 || nd > C.NANOSSM_MAX_DIMS {
+		return core.Tensor{}, core.Invalid(name, "ndim must be 1..%d, got %d", C.NANOSSM_MAX_DIMS, nd)
+	}
+	ct := core.Tensor{Data: uintptr(t.data), DType: core.DType(t.dtype),
+		Shape: make([]int64, nd), Strides: make([]int64, nd)}
+	for i := 0; i < nd; i++ {
+		ct.Shape[i], ct.Strides[i] = int64(t.shape[i]), int64(t.strides[i])
+	}
+	return ct, nil
+}
+
+func scanArgs(A, x, out *C.nanossm_tensor, o *C.nanossm_scan_options, device C.int32_t,
+	stream unsafe.Pointer) (core.ScanArgs, error) {
+	args := core.ScanArgs{Device: int(device), Stream: uintptr(stream)}
+	var err error
+	for _, t := range []struct {
+		name string
+		src  *C.nanossm_tensor
+		dst  *core.Tensor
+	}{{"A", A, &args.A}, {"x", x, &args.X}, {"out", out, &args.Out}} {
+		if *t.dst, err = tensor(t.name, t.src, false); err != nil {
+			return args, err
+		}
+	}
+	if o == nil {
+		return args, nil
+	}
+	if want := C.uint32_t(unsafe.Sizeof(*o)); o.struct_size != want {
+		return args, core.Invalid("options", "struct_size must be sizeof(nanossm_scan_options) = %d, got %d", want, o.struct_size)
+	}
+	if o.flags&^C.NANOSSM_SCAN_REVERSE != 0 {
+		return args, core.Invalid("options", fmt.Sprintf("unknown flags %#x", uint32(o.flags&^C.NANOSSM_SCAN_REVERSE)))
+	}
+	args.Reverse = o.flags&C.NANOSSM_SCAN_REVERSE != 0
+	for _, t := range []struct {
+		name string
+		src  *C.nanossm_tensor
+		dst  *core.Tensor
+	}{{"initial_state", &o.initial_state, &args.InitialState}, {"final_state", &o.final_state, &args.FinalState},
+		{"cu_seqlens", &o.cu_seqlens, &args.CuSeqlens}} {
+		if *t.dst, err = tensor(t.name, t.src, true); err != nil {
+			return args, err
+		}
+	}
+	args.Workspace, args.WorkspaceLen = uintptr(o.workspace), int64(o.workspace_bytes)
+	return args, nil
+}

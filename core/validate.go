@@ -1,0 +1,210 @@
+package core
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+)
+
+// Problem is a validated scan: sizes and what the call asks for.
+type Problem struct {
+	B, T, R, C int64
+	DType      DType // of x and out
+	ADType     DType // of A (float32, or float64 with float64 x on the CPU)
+	Reverse    bool
+	HasInitial bool
+	HasFinal   bool
+}
+
+func shapeString(s []int64) string {
+	parts := make([]string, len(s))
+	for i, v := range s {
+		parts[i] = fmt.Sprint(v)
+	}
+	return "(" + strings.Join(parts, ",") + ")"
+}
+
+// checkTensor checks rank, sizes >= 1, strides >= 0, the pointer and its alignment, and that
+// the addressed span fits in int64.
+func checkTensor(arg string, t Tensor, dims string) error {
+	want := len(strings.Split(strings.Trim(dims, "()"), ","))
+	if len(t.Shape) != want {
+		return Invalid(arg, "expected %d dims %s, got %d", want, dims, len(t.Shape))
+	}
+	if len(t.Strides) != len(t.Shape) {
+		return Invalid(arg, "expected %d strides, got %d", len(t.Shape), len(t.Strides))
+	}
+	if t.Data == 0 {
+		return Invalid(arg, "data pointer is NULL")
+	}
+	size := t.DType.Size()
+	if size == 0 {
+		return Invalid(arg, "unknown dtype %d", int32(t.DType))
+	}
+	if t.Data%uintptr(size) != 0 {
+		return Invalid(arg, "data pointer %#x is not aligned to its %d-byte elements", t.Data, size)
+	}
+	names := strings.Split(strings.Trim(dims, "()"), ",")
+	count := int64(1)
+	for i, n := range t.Shape {
+		if n < 1 {
+			return Invalid(arg, "size of dim %s must be >= 1, got %d", names[i], n)
+		}
+		if t.Strides[i] < 0 {
+			return Invalid(arg, "stride of dim %s must be >= 0, got %d", names[i], t.Strides[i])
+		}
+		if count > math.MaxInt64/n {
+			return Invalid(arg, "shape %s has more than 2^63 elements", shapeString(t.Shape))
+		}
+		count *= n
+	}
+	if _, ok := maxOffset(t); !ok {
+		return Invalid(arg, "shape %s with strides %s addresses past 2^63 bytes", shapeString(t.Shape), shapeString(t.Strides))
+	}
+	return nil
+}
+
+// maxOffset is the largest element offset the tensor addresses; ok is false on overflow.
+func maxOffset(t Tensor) (int64, bool) {
+	var off int64
+	for i, n := range t.Shape {
+		s := t.Strides[i]
+		if s != 0 && (n-1) > (math.MaxInt64/t.DType.Size()-off)/s {
+			return 0, false
+		}
+		off += (n - 1) * s
+	}
+	return off, true
+}
+
+// span is the byte range [lo, hi) a tensor touches.
+func span(t Tensor) (lo, hi uintptr) {
+	off, _ := maxOffset(t)
+	return t.Data, t.Data + uintptr((off+1)*t.DType.Size())
+}
+
+// overlapping reports whether two index tuples of t can address the same element.
+func overlapping(t Tensor) bool {
+	type dim struct{ size, stride int64 }
+	var ds []dim
+	for i, n := range t.Shape {
+		if n > 1 {
+			ds = append(ds, dim{n, t.Strides[i]})
+		}
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i].stride < ds[j].stride })
+	reach := int64(0) // largest offset reachable by the smaller-stride dims
+	for _, d := range ds {
+		if d.stride <= reach {
+			return true
+		}
+		reach += d.stride * (d.size - 1)
+	}
+	return false
+}
+
+func sameLayout(a, b Tensor) bool {
+	if a.Data != b.Data || a.DType != b.DType || len(a.Shape) != len(b.Shape) {
+		return false
+	}
+	for i := range a.Shape {
+		if a.Shape[i] != b.Shape[i] || (a.Shape[i] > 1 && a.Strides[i] != b.Strides[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func disjoint(a, b Tensor) bool {
+	alo, ahi := span(a)
+	blo, bhi := span(b)
+	return ahi <= blo || bhi <= alo
+}
+
+// Validate checks a scan call and returns its problem, or an error naming the argument.
+func Validate(a *ScanArgs) (Problem, error) {
+	if err := checkTensor("A", a.A, "(B,T,R)"); err != nil {
+		return Problem{}, err
+	}
+	if err := checkTensor("x", a.X, "(B,T,R,C)"); err != nil {
+		return Problem{}, err
+	}
+	p := Problem{B: a.X.Shape[0], T: a.X.Shape[1], R: a.X.Shape[2], C: a.X.Shape[3],
+		DType: a.X.DType, ADType: a.A.DType, Reverse: a.Reverse}
+	if a.A.Shape[0] != p.B || a.A.Shape[1] != p.T || a.A.Shape[2] != p.R {
+		return p, Invalid("A", "shape %s does not match x's (B,T,R) = (%d,%d,%d)",
+			shapeString(a.A.Shape), p.B, p.T, p.R)
+	}
+	switch p.DType {
+	case Float32, Float16, BFloat16:
+		if p.ADType != Float32 {
+			return p, Invalid("A", "expected float32, got %v", p.ADType)
+		}
+	case Float64:
+		if a.Device != CPU {
+			return p, Unsupported("x: float64 is supported on the CPU only, got it on cuda:%d", a.Device)
+		}
+		if p.ADType != Float64 && p.ADType != Float32 {
+			return p, Invalid("A", "expected float64 or float32 with float64 x, got %v", p.ADType)
+		}
+	default:
+		return p, Invalid("x", "expected float32, float16, bfloat16 or float64, got %v", p.DType)
+	}
+	if a.Device == CPU && (p.DType == Float16 || p.DType == BFloat16) {
+		return p, Unsupported("x: %v is supported on CUDA devices only; the CPU backend takes float32 or float64", p.DType)
+	}
+	if err := checkTensor("out", a.Out, "(B,T,R,C)"); err != nil {
+		return p, err
+	}
+	if shapeString(a.Out.Shape) != shapeString(a.X.Shape) || a.Out.DType != p.DType {
+		return p, Invalid("out", "expected %v %s like x, got %v %s", p.DType, shapeString(a.X.Shape),
+			a.Out.DType, shapeString(a.Out.Shape))
+	}
+	if overlapping(a.Out) {
+		return p, Invalid("out", "strides %s make elements overlap", shapeString(a.Out.Strides))
+	}
+	if !sameLayout(a.Out, a.X) && !disjoint(a.Out, a.X) {
+		return p, Invalid("out", "overlaps x without being x itself (in place needs identical layout)")
+	}
+	stateType := Float32
+	if p.DType == Float64 {
+		stateType = Float64
+	}
+	for _, st := range []struct {
+		name string
+		t    Tensor
+		flag *bool
+	}{{"initial_state", a.InitialState, &p.HasInitial}, {"final_state", a.FinalState, &p.HasFinal}} {
+		if !st.t.Present() {
+			continue
+		}
+		*st.flag = true
+		if err := checkTensor(st.name, st.t, "(B,R,C)"); err != nil {
+			return p, err
+		}
+		if st.t.DType != stateType {
+			return p, Invalid(st.name, "expected %v, got %v", stateType, st.t.DType)
+		}
+		if st.t.Shape[0] != p.B || st.t.Shape[1] != p.R || st.t.Shape[2] != p.C {
+			return p, Invalid(st.name, "expected shape (%d,%d,%d), got %s", p.B, p.R, p.C, shapeString(st.t.Shape))
+		}
+		if shapeString(st.t.Strides) != shapeString(Contiguous(p.B, p.R, p.C)) {
+			return p, Invalid(st.name, "expected contiguous strides %s, got %s",
+				shapeString(Contiguous(p.B, p.R, p.C)), shapeString(st.t.Strides))
+		}
+	}
+	if p.HasFinal && !(disjoint(a.FinalState, a.Out) && disjoint(a.FinalState, a.X)) {
+		return p, Invalid("final_state", "overlaps x or out")
+	}
+	if p.HasInitial && p.Reverse {
+		return p, Unsupported("initial_state: not defined for reverse scans")
+	}
+	if a.CuSeqlens.Present() {
+		return p, Unsupported("cu_seqlens: packed variable-length sequences are not supported yet")
+	}
+	if a.Device < CPU {
+		return p, Invalid("device", "expected a CUDA ordinal >= 0 or -1 for the CPU, got %d", a.Device)
+	}
+	return p, nil
+}

@@ -1,0 +1,308 @@
+// nanossm forward scan: one pass over x, O(T) work, parallel over T and over (b, r, c).
+//
+// Recurrence, per lane (b, r, c), with A the cumulative log-decay (A[-1] := 0):
+//     h[t] = exp(A[t] - A[t-1]) * h[t-1] + x[t],    out[t] = h[t],    h[-1] = h0 (or 0)
+// so  out[t] = exp(A[t]) * h0 + sum_{j<=t} exp(A[t] - A[j]) * x[j].
+// Reverse runs the same recurrence in "scan order" tau = T-1-t with a(tau) = -A[T-1-tau]:
+//     out[t] = sum_{j>=t} exp(A[j] - A[t]) * x[j].
+// Every decay is the exp of a difference of A values (never exp(A[t]) * exp(-A[j])), and the
+// difference is always taken "later minus earlier" in scan order, so it is <= 0 for decays <= 0.
+//
+// Decomposition
+//   lane   = VEC consecutive channels of one (b, r): a 16-byte packet when the layout allows
+//            (VEC = 4 for fp32, 8 for fp16/bf16; stride_c == 1, C % VEC == 0, aligned),
+//            otherwise one channel (VEC = 1).
+//   tile   = 32 lanes (one warp wide).  A block is 32 x S threads: S warps stacked along T.
+//   chunk  = S * STEPS consecutive steps; warp w of a block owns steps [w*STEPS, (w+1)*STEPS).
+// Each thread loads its STEPS packets (all loads in flight before any use), folds them into a
+// zero-carry aggregate, the block combines the S aggregates in shared memory, and when T needs
+// more than one chunk, chunks pass carries through a decoupled look-back (single pass: x is read
+// once and out written once).  With the carry known, each thread replays its STEPS steps from
+// the registers and writes out.  Blocks take (tile, chunk) from an atomic ticket in chunk-major
+// order, so a block only ever waits on blocks that started before it: no deadlock.
+//
+// Packed variable-length sequences (cu_seqlens) reuse this scheme: a sequence start inside a
+// chunk sets h[start-1] := h0[k] (or 0), which makes that chunk's aggregate an inclusive prefix
+// for every later step, so look-back stops there.  The parameter slots exist; the host refuses
+// cu_seqlens until that path ships.
+//
+// Every parameter is 64 bits wide: gorgonia.org/cu copies kernel arguments as 8-byte words.
+// The parameter order is part of the contract with core/cuda/launch.go.
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+namespace {
+
+constexpr int WARP = 32;
+constexpr int STEPS = 8;       // steps per thread: 8 packets (128 bytes) in flight per thread
+constexpr int MAX_WARPS = 16;  // warps per block along T (block <= 512 threads)
+
+constexpr unsigned FLAG_AGGREGATE = 1;  // chunk's zero-carry aggregate is published
+constexpr unsigned FLAG_PREFIX = 2;     // chunk's inclusive prefix (true state at its end)
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+// VEC raw elements as loaded; kept raw in registers to halve their count for 16-bit types.
+template <typename T, int VEC>
+struct alignas(VEC * sizeof(T)) Packet {
+  T v[VEC];
+};
+
+template <typename T, int VEC>
+__device__ __forceinline__ void load_packet(Packet<T, VEC>& p, const T* ptr, int64_t sc) {
+  if constexpr (VEC * sizeof(T) == 16) {
+    // read-only, streamed once: non-coherent 16-byte load
+    *reinterpret_cast<uint4*>(&p) = __ldg(reinterpret_cast<const uint4*>(ptr));
+  } else {
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) p.v[v] = ptr[v * sc];
+  }
+}
+
+template <typename T, int VEC>
+__device__ __forceinline__ void store_packet(T* ptr, int64_t sc, const float (&h)[VEC]) {
+  Packet<T, VEC> p;
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) p.v[v] = from_f<T>(h[v]);
+  if constexpr (VEC * sizeof(T) == 16) {
+    *reinterpret_cast<uint4*>(ptr) = *reinterpret_cast<const uint4*>(&p);
+  } else {
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) ptr[v * sc] = p.v[v];
+  }
+}
+
+__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void store_release(unsigned* p, unsigned v) {
+  asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+// Workspace layout (bytes), mirrored by core/cuda/plan.go:
+//   [0, 256)                 uint64 ticket counter          } zeroed before every launch
+//   [256, 256 + 4*n)         uint32 flag per (chunk, tile)  }
+//   aggregates, then inclusive prefixes: n * 32 * VEC floats each, 256-byte aligned
+// where n = n_chunks * n_tiles.
+__host__ __device__ constexpr int64_t align256(int64_t v) { return (v + 255) / 256 * 256; }
+
+template <typename T, int VEC>
+__device__ __forceinline__ void scan_fwd(
+    const float* __restrict__ A, const T* __restrict__ x, T* __restrict__ out,
+    const float* __restrict__ h0, float* __restrict__ hT, char* __restrict__ ws,
+    int64_t B, int64_t T_, int64_t R, int64_t C, int64_t sAb, int64_t sAt, int64_t sAr,
+    int64_t sxb, int64_t sxt, int64_t sxr, int64_t sxc, int64_t sob, int64_t sot, int64_t sor,
+    int64_t soc, int64_t flags, int64_t n_chunks, int64_t n_tiles) {
+  __shared__ float sh_agg[MAX_WARPS][WARP][VEC];
+  __shared__ float sh_aend[MAX_WARPS][WARP];
+  __shared__ float sh_carry[WARP][VEC];
+  __shared__ unsigned long long sh_ticket;
+
+  const int lane = threadIdx.x, w = threadIdx.y, S = blockDim.y;
+  const bool reverse = flags & 1;
+
+  int64_t tile = blockIdx.x, chunk = 0;
+  if (n_chunks > 1) {
+    if (lane == 0 && w == 0) sh_ticket = atomicAdd(reinterpret_cast<unsigned long long*>(ws), 1ull);
+    __syncthreads();
+    tile = (int64_t)(sh_ticket % (unsigned long long)n_tiles);
+    chunk = (int64_t)(sh_ticket / (unsigned long long)n_tiles);
+  }
+
+  const int64_t CV = C / VEC;
+  const int64_t g = tile * WARP + lane;
+  const bool active = g < B * R * CV;
+  int64_t cv = 0, r = 0, b = 0;
+  if (active) {
+    cv = g % CV;
+    r = (g / CV) % R;
+    b = g / CV / R;
+  }
+  const float* Ab = A + b * sAb + r * sAr;
+  const T* xb = x + b * sxb + r * sxr + cv * VEC * sxc;
+  T* ob = out + b * sob + r * sor + cv * VEC * soc;
+  const int64_t state_off = (b * R + r) * C + cv * VEC;  // h0 / hT are contiguous (B, R, C)
+
+  // a(tau): A in scan order, negated for reverse, so every decay is exp(a(later) - a(earlier)).
+  auto a_at = [&](int64_t tau) -> float {
+    const float v = Ab[(reverse ? T_ - 1 - tau : tau) * sAt];
+    return reverse ? -v : v;
+  };
+  // a just before step tau.  Before step 0 it is A[-1] := 0 when an initial state decays in;
+  // with no initial state the carry is exactly 0, and a(0) keeps every exponent <= 0 (no 0*inf).
+  auto a_before = [&](int64_t tau) -> float {
+    if (!active) return 0.f;
+    if (tau > 0) return a_at(tau - 1);
+    return h0 ? 0.f : a_at(0);
+  };
+
+  // ---- phase 1: load STEPS packets, turn A into per-step decays, fold a zero-carry aggregate
+  const int64_t chunk_len = (int64_t)S * STEPS;
+  const int64_t t0 = chunk * chunk_len;        // first step of the block (scan order)
+  const int64_t ts = t0 + (int64_t)w * STEPS;  // first step of this thread
+  Packet<T, VEC> xr[STEPS];
+  float dec[STEPS];
+  const float a_prev = ts < T_ ? a_before(ts) : 0.f;
+  float a_last = a_prev;
+#pragma unroll
+  for (int i = 0; i < STEPS; ++i) {
+    const int64_t tau = ts + i;
+    if (active && tau < T_) {
+      const int64_t t = reverse ? T_ - 1 - tau : tau;
+      load_packet<T, VEC>(xr[i], xb + t * sxt, sxc);
+      dec[i] = a_at(tau);
+    } else {
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) xr[i].v[v] = from_f<T>(0.f);
+      dec[i] = a_last;  // past the end: decay 1, input 0, the state rides through unchanged
+    }
+    a_last = dec[i];
+  }
+  float h[VEC];
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) h[v] = 0.f;
+  {
+    float ap = a_prev;
+#pragma unroll
+    for (int i = 0; i < STEPS; ++i) {
+      const float ai = dec[i];
+      dec[i] = expf(ai - ap);
+      ap = ai;
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) h[v] = fmaf(dec[i], h[v], to_f(xr[i].v[v]));
+    }
+  }
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) sh_agg[w][lane][v] = h[v];
+  sh_aend[w][lane] = a_last;
+  __syncthreads();
+
+  // ---- phase 2: the carry into the block (state at step t0 - 1)
+  const float a_blk = t0 < T_ ? a_before(t0) : 0.f;
+  float carry[VEC];
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) carry[v] = (chunk == 0 && h0 && active) ? h0[state_off + v] : 0.f;
+
+  if (n_chunks > 1) {
+    if (w == S - 1) {
+      // block aggregate: fold the S sub-chunk aggregates
+      float agg[VEC];
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
+      float ap = a_blk;
+      for (int s = 0; s < S; ++s) {
+        const float d = expf(sh_aend[s][lane] - ap);
+        ap = sh_aend[s][lane];
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) agg[v] = fmaf(d, agg[v], sh_agg[s][lane][v]);
+      }
+      const float a_end = ap;  // meaningful only when the chunk is full (not the last one)
+      const int64_t n = n_chunks * n_tiles;
+      unsigned* flag = reinterpret_cast<unsigned*>(ws + 256);
+      float* aggs = reinterpret_cast<float*>(ws + align256(256 + 4 * n));
+      float* incl = aggs + align256(n * WARP * VEC * 4) / 4;
+      const bool last = chunk == n_chunks - 1;
+      const int64_t me = chunk * n_tiles + tile;
+      if (chunk > 0) {
+        if (!last) {  // publish the aggregate early so successors can look past us
+#pragma unroll
+          for (int v = 0; v < VEC; ++v) __stcg(&aggs[(me * WARP + lane) * VEC + v], agg[v]);
+          __threadfence();
+          __syncwarp();
+          if (lane == 0) store_release(&flag[me], FLAG_AGGREGATE);
+        }
+        // look back: carry = sum over earlier chunks j of exp(a_blk - a_end(j)) * value(j),
+        // stopping at the first inclusive prefix.
+        for (int64_t j = chunk - 1; j >= 0; --j) {
+          const int64_t id = j * n_tiles + tile;
+          unsigned f;
+          int spins = 0;
+          while ((f = load_acquire(&flag[id])) == 0) {
+            if (++spins > 8) __nanosleep(32);
+          }
+          const float* src = f == FLAG_PREFIX ? incl : aggs;
+          const float d = active ? expf(a_blk - a_at((j + 1) * chunk_len - 1)) : 0.f;
+#pragma unroll
+          for (int v = 0; v < VEC; ++v)
+            carry[v] = fmaf(d, __ldcg(&src[(id * WARP + lane) * VEC + v]), carry[v]);
+          if (f == FLAG_PREFIX) break;
+        }
+      }
+      if (!last) {
+        const float d = expf(a_end - a_blk);
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) __stcg(&incl[(me * WARP + lane) * VEC + v], fmaf(d, carry[v], agg[v]));
+        __threadfence();
+        __syncwarp();
+        if (lane == 0) store_release(&flag[me], FLAG_PREFIX);
+      }
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) sh_carry[lane][v] = carry[v];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) carry[v] = sh_carry[lane][v];
+  }
+
+  // ---- phase 3: fold the sub-chunks before this warp, replay the steps with the true carry
+  if (!active || ts >= T_) return;
+  {
+    float ap = a_blk;
+    for (int s = 0; s < w; ++s) {
+      const float d = expf(sh_aend[s][lane] - ap);
+      ap = sh_aend[s][lane];
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) carry[v] = fmaf(d, carry[v], sh_agg[s][lane][v]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < STEPS; ++i) {
+    const int64_t tau = ts + i;
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) carry[v] = fmaf(dec[i], carry[v], to_f(xr[i].v[v]));
+    if (tau < T_) {
+      const int64_t t = reverse ? T_ - 1 - tau : tau;
+      store_packet<T, VEC>(ob + t * sot, soc, carry);
+      if (hT && tau == T_ - 1) {
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) hT[state_off + v] = carry[v];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// Entry points: nanossm_scan_fwd_<dtype>_v<VEC>.  The host's dispatch table (core/cuda) names
+// them; VEC > 1 only when x and out have stride_c == 1, C % VEC == 0 and 16-byte alignment.
+#define NANOSSM_FWD(NAME, TYPE, VEC)                                                             \
+  extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS) NAME(                           \
+      const float* A, const TYPE* x, TYPE* out, const float* h0, float* hT, char* ws,            \
+      const int64_t* cu_seqlens, int64_t n_seqs, int64_t B, int64_t T, int64_t R, int64_t C,     \
+      int64_t sAb, int64_t sAt, int64_t sAr, int64_t sxb, int64_t sxt, int64_t sxr, int64_t sxc, \
+      int64_t sob, int64_t sot, int64_t sor, int64_t soc, int64_t flags, int64_t n_chunks,       \
+      int64_t n_tiles) {                                                                         \
+    (void)cu_seqlens;                                                                            \
+    (void)n_seqs;                                                                                \
+    scan_fwd<TYPE, VEC>(A, x, out, h0, hT, ws, B, T, R, C, sAb, sAt, sAr, sxb, sxt, sxr, sxc,    \
+                        sob, sot, sor, soc, flags, n_chunks, n_tiles);                           \
+  }
+
+NANOSSM_FWD(nanossm_scan_fwd_f32_v4, float, 4)
+NANOSSM_FWD(nanossm_scan_fwd_f32_v1, float, 1)
+NANOSSM_FWD(nanossm_scan_fwd_f16_v8, __half, 8)
+NANOSSM_FWD(nanossm_scan_fwd_f16_v1, __half, 1)
+NANOSSM_FWD(nanossm_scan_fwd_bf16_v8, __nv_bfloat16, 8)
+NANOSSM_FWD(nanossm_scan_fwd_bf16_v1, __nv_bfloat16, 1)

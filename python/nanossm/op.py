@@ -1,0 +1,160 @@
+"""ssm_scan: the PyTorch entry point (ctypes over the C ABI, zero-copy on tensor pointers)."""
+import ctypes
+
+import torch
+
+from . import _loader
+
+_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3,
+                torch.int32: 4, torch.int64: 5}
+_CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_CPU_DTYPES = (torch.float32, torch.float64)
+
+
+def _desc(t):
+    """A nanossm_tensor describing t (no copy); None -> an absent tensor."""
+    d = _loader.Tensor()
+    if t is None:
+        return d
+    d.data = t.data_ptr()
+    d.dtype = _DTYPE_CODES[t.dtype]
+    d.ndim = t.dim()
+    for i, (n, s) in enumerate(zip(t.shape, t.stride())):
+        d.shape[i], d.strides[i] = n, s
+    return d
+
+
+def _raw_stream(index):
+    """The current CUDA stream's handle: the private accessor costs ~0.1 us, the public ~5 us."""
+    try:
+        return torch._C._cuda_getCurrentRawStream(index)
+    except AttributeError:  # pragma: no cover - older/newer torch without it
+        return torch.cuda.current_stream(index).cuda_stream
+
+
+def _launch(A, x, out, h0, hT, reverse):
+    """One library call: out (and hT) = scan(A, x). All tensors on one device, already checked."""
+    L = _loader.lib()
+    dA, dx, do = _desc(A), _desc(x), _desc(out)
+    opts = _loader.ScanOptions()
+    opts.struct_size = ctypes.sizeof(_loader.ScanOptions)
+    opts.flags = _loader.SCAN_REVERSE if reverse else 0
+    opts.initial_state, opts.final_state = _desc(h0), _desc(hT)
+    if x.is_cuda:
+        dev = x.device.index
+        need = ctypes.c_int64(0)
+        _loader.check(L.nanossm_scan_workspace_size(dA, dx, do, opts, dev, ctypes.byref(need)))
+        ws = None
+        if need.value:
+            ws = torch.empty(need.value, dtype=torch.uint8, device=x.device)
+            opts.workspace, opts.workspace_bytes = ws.data_ptr(), need.value
+        _loader.check(L.nanossm_scan(dA, dx, do, opts, dev, _raw_stream(dev)))
+        # ws returns to PyTorch's caching allocator on the current stream: safe to reuse there.
+    else:
+        _loader.check(L.nanossm_scan(dA, dx, do, opts, -1, None))
+
+
+def _forward(A, x, h0, reverse, want_final, out=None):
+    if out is None:
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    hT = None
+    if want_final:
+        state_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        hT = torch.empty((x.shape[0], x.shape[2], x.shape[3]), dtype=state_dtype, device=x.device)
+    _launch(A, x, out, h0, hT, reverse)
+    return out, hT
+
+
+class _Scan(torch.autograd.Function):
+    """Autograd: dx is the opposite-direction scan of g; dA = sum_c(g*out - x*dx) (negated for
+    reverse); dh0 = exp(A[:,0]) * dx[:,0]. The final state's gradient joins g at the last step."""
+
+    @staticmethod
+    def forward(ctx, A, x, h0, reverse, want_final):
+        out, hT = _forward(A, x, h0, reverse, want_final)
+        ctx.save_for_backward(A, x, out)
+        ctx.reverse, ctx.has_h0, ctx.want_final = reverse, h0 is not None, want_final
+        return out, hT
+
+    @staticmethod
+    def backward(ctx, g, g_final):
+        A, x, out = ctx.saved_tensors
+        if g is None:
+            g = torch.zeros_like(out)
+        if ctx.want_final and g_final is not None:
+            g = g.clone()
+            last = 0 if ctx.reverse else -1
+            g[:, last] += g_final.to(g.dtype)
+        dx, _ = _forward(A, g, None, not ctx.reverse, False)
+        f = torch.float64 if x.dtype == torch.float64 else torch.float32
+        dA = (g.to(f) * out.to(f) - x.to(f) * dx.to(f)).sum(-1)
+        if ctx.reverse:
+            dA = -dA
+        dh0 = torch.exp(A[:, 0].to(f)).unsqueeze(-1) * dx[:, 0].to(f) if ctx.has_h0 else None
+        return dA.to(A.dtype), dx, dh0, None, None
+
+
+def _check_tensor(name, t, ndim, dims):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != ndim:
+        raise ValueError(f"{name}: expected {ndim} dims {dims}, got {t.dim()}")
+
+
+def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_final_state=False,
+             reverse=False, cu_seqlens=None, out=None):
+    """out[b,t,r,c] = sum_{j<=t} exp(A[b,t,r] - A[b,j,r]) * x[b,j,r,c], in O(T).
+
+    cumsum_A: (B,T,R) cumulative log-decay (computed in float32; float64 with float64 x on CPU).
+    x: (B,T,R,C) float32 / float16 / bfloat16 on CUDA, float32 / float64 on CPU (float16 and
+    bfloat16 CPU tensors are computed in float32). Strided views are read in place.
+    use_assoc_scan: accepted for compatibility with ssm_scan_triton; nanossm is always O(T).
+    initial_state: (B,R,C) state before step 0 (decays by exp(A[t]) into out[t]).
+    return_final_state: also return the state after the last step, (B,R,C) float32.
+    reverse: out[t] = sum_{j>=t} exp(A[j] - A[t]) * x[j].
+    out: optional preallocated (B,T,R,C) output (no autograd through it).
+    Differentiable in A, x and initial_state.
+    """
+    del use_assoc_scan
+    _check_tensor("cumsum_A", cumsum_A, 3, "(B,T,R)")
+    _check_tensor("x", x, 4, "(B,T,R,C)")
+    if cu_seqlens is not None:
+        raise NotImplementedError("cu_seqlens: packed variable-length sequences are not supported yet")
+    if cumsum_A.device != x.device:
+        raise ValueError(f"cumsum_A: on {cumsum_A.device} but x is on {x.device}")
+    if not (x.is_floating_point() and cumsum_A.is_floating_point()):
+        bad, t = ("x", x) if not x.is_floating_point() else ("cumsum_A", cumsum_A)
+        raise TypeError(f"{bad}: expected a floating dtype, got {t.dtype}")
+    if x.is_cuda and x.dtype not in _CUDA_DTYPES:
+        raise TypeError(f"x: expected float32, float16 or bfloat16 on CUDA, got {x.dtype}")
+    h0 = initial_state
+    if h0 is not None:
+        _check_tensor("initial_state", h0, 3, "(B,R,C)")
+        if h0.device != x.device:
+            raise ValueError(f"initial_state: on {h0.device} but x is on {x.device}")
+    if x.numel() == 0 or cumsum_A.numel() == 0:
+        raise ValueError(f"x: every size must be >= 1, got {tuple(x.shape)} and cumsum_A {tuple(cumsum_A.shape)}")
+
+    compute = x.dtype if (x.is_cuda or x.dtype in _CPU_DTYPES) else torch.float32
+    a_dtype = torch.float64 if compute == torch.float64 else torch.float32
+    state_dtype = a_dtype
+    A = cumsum_A.to(a_dtype)
+    xc = x.to(compute)
+    if h0 is not None:
+        h0 = h0.to(state_dtype).contiguous()
+
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (cumsum_A, x, initial_state))
+    if out is not None:
+        if needs_grad:
+            raise ValueError("out: not supported when gradients are required")
+        if compute != x.dtype:
+            raise ValueError(f"out: not supported for {x.dtype} on the CPU")
+        _check_tensor("out", out, 4, "(B,T,R,C)")
+        y, hT = _forward(A, xc, h0, reverse, return_final_state, out=out)
+    elif needs_grad:
+        y, hT = _Scan.apply(A, xc, h0, reverse, return_final_state)
+    else:
+        y, hT = _forward(A, xc, h0, reverse, return_final_state)
+    y = y.to(x.dtype)
+    return (y, hT) if return_final_state else y

@@ -1,0 +1,114 @@
+/* C ABI test: includes only include/nanossm.h, links libnanossm (either flavour), runs a CPU scan
+ * of fresh random inputs against a double-precision reference computed here, checks that every
+ * output element was written, and checks the error path (status, message naming the argument,
+ * the process surviving, and a good call afterwards still working). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nanossm.h"
+
+static int failures;
+#define CHECK(cond, ...)                        \
+  do {                                          \
+    if (!(cond)) {                              \
+      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+      fprintf(stderr, __VA_ARGS__);             \
+      fprintf(stderr, "\n");                    \
+      failures++;                               \
+    }                                           \
+  } while (0)
+
+static nanossm_tensor make(void* data, int32_t dtype, int ndim, const int64_t* shape) {
+  nanossm_tensor t;
+  memset(&t, 0, sizeof t);
+  t.data = data;
+  t.dtype = dtype;
+  t.ndim = ndim;
+  int64_t acc = 1;
+  for (int i = ndim - 1; i >= 0; --i) {
+    t.shape[i] = shape[i];
+    t.strides[i] = acc;
+    acc *= shape[i];
+  }
+  return t;
+}
+
+static double uniform(void) { return (double)rand() / RAND_MAX; }
+
+int main(void) {
+  CHECK(nanossm_version() == NANOSSM_VERSION, "runtime version %d != header %d", nanossm_version(), NANOSSM_VERSION);
+  CHECK(strcmp(nanossm_status_string(NANOSSM_ERR_INVALID_ARGUMENT), "invalid argument") == 0, "status string");
+
+  enum { B = 2, T = 37, R = 3, C = 5 };
+  srand(1234);
+  float *A = malloc(sizeof(float) * B * T * R), *x = malloc(sizeof(float) * B * T * R * C);
+  float *out = malloc(sizeof(float) * B * T * R * C), *hT = malloc(sizeof(float) * B * R * C);
+  for (int b = 0; b < B; ++b)
+    for (int r = 0; r < R; ++r) {
+      double acc = 0;
+      for (int t = 0; t < T; ++t) {
+        acc += -0.2 * uniform();
+        A[(b * T + t) * R + r] = (float)acc;
+      }
+    }
+  for (int i = 0; i < B * T * R * C; ++i) x[i] = (float)(2 * uniform() - 1);
+  for (int i = 0; i < B * T * R * C; ++i) out[i] = NAN; /* poison: unwritten elements fail */
+
+  const int64_t sA[] = {B, T, R}, sx[] = {B, T, R, C}, sh[] = {B, R, C};
+  nanossm_tensor tA = make(A, NANOSSM_FLOAT32, 3, sA), tx = make(x, NANOSSM_FLOAT32, 4, sx);
+  nanossm_tensor to = make(out, NANOSSM_FLOAT32, 4, sx);
+  nanossm_scan_options opt;
+  memset(&opt, 0, sizeof opt);
+  opt.struct_size = sizeof opt;
+  opt.final_state = make(hT, NANOSSM_FLOAT32, 3, sh);
+  int64_t ws = -1;
+  int st = nanossm_scan_workspace_size(&tA, &tx, &to, &opt, NANOSSM_CPU, &ws);
+  CHECK(st == NANOSSM_OK && ws == 0, "workspace size on the CPU: status %d, %lld bytes", st, (long long)ws);
+  st = nanossm_scan(&tA, &tx, &to, &opt, NANOSSM_CPU, NULL);
+  CHECK(st == NANOSSM_OK, "scan failed: %d %s", st, nanossm_last_error());
+
+  double num = 0, den = 0;
+  for (int b = 0; b < B; ++b)
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c)
+        for (int t = 0; t < T; ++t) {
+          double ref = 0;
+          for (int j = 0; j <= t; ++j)
+            ref += exp((double)A[(b * T + t) * R + r] - A[(b * T + j) * R + r]) * x[((b * T + j) * R + r) * C + c];
+          double got = out[((b * T + t) * R + r) * C + c];
+          num += (got - ref) * (got - ref);
+          den += ref * ref;
+          if (t == T - 1) {
+            double f = hT[(b * R + r) * C + c];
+            CHECK(fabs(f - ref) <= 1e-4 * (1 + fabs(ref)), "final state (%d,%d,%d): %g vs %g", b, r, c, f, ref);
+          }
+        }
+  double rel = sqrt(num / den);
+  CHECK(rel <= 1e-5 && rel == rel, "relative error %g > 1e-5 (NaN means an unwritten output)", rel);
+
+  /* error path: x with 3 dims */
+  nanossm_tensor bad = make(x, NANOSSM_FLOAT32, 3, sx);
+  st = nanossm_scan(&tA, &bad, &to, NULL, NANOSSM_CPU, NULL);
+  CHECK(st == NANOSSM_ERR_INVALID_ARGUMENT, "3-dim x: status %d", st);
+  CHECK(strstr(nanossm_last_error(), "x: expected 4 dims (B,T,R,C), got 3") != NULL, "message: %s", nanossm_last_error());
+  st = nanossm_scan(&tA, NULL, &to, NULL, NANOSSM_CPU, NULL);
+  CHECK(st == NANOSSM_ERR_INVALID_ARGUMENT && strstr(nanossm_last_error(), "x:"), "NULL x: %d %s", st, nanossm_last_error());
+  opt.struct_size = 3;
+  st = nanossm_scan(&tA, &tx, &to, &opt, NANOSSM_CPU, NULL);
+  CHECK(st == NANOSSM_ERR_INVALID_ARGUMENT && strstr(nanossm_last_error(), "struct_size"), "struct_size: %d", st);
+  /* the library still works after errors */
+  opt.struct_size = sizeof opt;
+  st = nanossm_scan(&tA, &tx, &to, &opt, NANOSSM_CPU, NULL);
+  CHECK(st == NANOSSM_OK && nanossm_last_error()[0] == '\0', "good call after errors: %d", st);
+  if (!nanossm_has_cuda()) {
+    st = nanossm_scan(&tA, &tx, &to, NULL, 0, NULL);
+    CHECK(st == NANOSSM_ERR_NO_CUDA, "device call in the CPU flavour: status %d", st);
+  }
+
+  printf("capi_test: rel err %.2e, has_cuda %d\n", rel, nanossm_has_cuda());
+  printf("capi_test: %s (%d failures)\n", failures ? "FAIL" : "OK", failures);
+  free(A); free(x); free(out); free(hT);
+  return failures ? 1 : 0;
+}
