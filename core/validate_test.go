@@ -1,0 +1,108 @@
+package core
+
+import (
+	"strings"
+	"testing"
+	"unsafe"
+)
+
+// TestValidateErrors: each bad call is refused with its status and a message naming the argument.
+func TestValidateErrors(t *testing.T) {
+	buf := make([]float64, 4096)
+	base := uintptr(unsafe.Pointer(&buf[0]))
+	base = (base + 255) &^ 255
+	f32 := func(off int, shape ...int64) Tensor {
+		return Tensor{base + uintptr(off), Float32, shape, Contiguous(shape...)}
+	}
+	good := func() ScanArgs {
+		return ScanArgs{A: f32(0, 2, 3, 4), X: f32(4096, 2, 3, 4, 5), Out: f32(12288, 2, 3, 4, 5), Device: CPU}
+	}
+	cases := []struct {
+		name   string
+		mutate func(a *ScanArgs)
+		status Status
+		msg    string
+	}{
+		{"x rank", func(a *ScanArgs) { a.X = f32(4096, 2, 3, 4) }, StatusInvalidArgument, "x: expected 4 dims (B,T,R,C), got 3"},
+		{"A rank", func(a *ScanArgs) { a.A = f32(0, 2, 3) }, StatusInvalidArgument, "A: expected 3 dims (B,T,R), got 2"},
+		{"A shape", func(a *ScanArgs) { a.A = f32(0, 2, 5, 4) }, StatusInvalidArgument, "A: shape (2,5,4) does not match x's (B,T,R) = (2,3,4)"},
+		{"zero T", func(a *ScanArgs) { a.X.Shape[1] = 0 }, StatusInvalidArgument, "x: size of dim T must be >= 1, got 0"},
+		{"negative size", func(a *ScanArgs) { a.X.Shape[0] = -1 }, StatusInvalidArgument, "x: size of dim B must be >= 1, got -1"},
+		{"negative stride", func(a *ScanArgs) { a.X.Strides[2] = -5 }, StatusInvalidArgument, "x: stride of dim R must be >= 0, got -5"},
+		{"NULL x", func(a *ScanArgs) { a.X.Data = 0 }, StatusInvalidArgument, "x: data pointer is NULL"},
+		{"misaligned x", func(a *ScanArgs) { a.X.Data++ }, StatusInvalidArgument, "x: data pointer"},
+		{"int x", func(a *ScanArgs) { a.X.DType = Int32 }, StatusInvalidArgument, "x: expected float32, float16, bfloat16 or float64, got int32"},
+		{"unknown dtype", func(a *ScanArgs) { a.X.DType = 42 }, StatusInvalidArgument, "x: unknown dtype 42"},
+		{"A dtype", func(a *ScanArgs) { a.A.DType = Float16 }, StatusInvalidArgument, "A: expected float32, got float16"},
+		{"half on CPU", func(a *ScanArgs) { a.X.DType, a.Out.DType = Float16, Float16 }, StatusUnsupported, "x: float16 is supported on CUDA devices only"},
+		{"float64 on GPU", func(a *ScanArgs) { a.X.DType, a.Out.DType, a.Device = Float64, Float64, 0 }, StatusUnsupported, "x: float64 is supported on the CPU only"},
+		{"out shape", func(a *ScanArgs) { a.Out = f32(12288, 2, 3, 4, 6) }, StatusInvalidArgument, "out: expected float32 (2,3,4,5) like x, got float32 (2,3,4,6)"},
+		{"out overlaps itself", func(a *ScanArgs) { a.Out.Strides = []int64{0, 20, 5, 1} }, StatusInvalidArgument, "out: strides (0,20,5,1) make elements overlap"},
+		{"out overlaps x", func(a *ScanArgs) { a.Out.Data = a.X.Data + 4 }, StatusInvalidArgument, "out: overlaps x"},
+		{"h0 shape", func(a *ScanArgs) { a.InitialState = f32(20000, 2, 4, 4) }, StatusInvalidArgument, "initial_state: expected shape (2,4,5), got (2,4,4)"},
+		{"h0 dtype", func(a *ScanArgs) {
+			a.InitialState = f32(20000, 2, 4, 5)
+			a.InitialState.DType = Float64
+		}, StatusInvalidArgument, "initial_state: expected float32, got float64"},
+		{"h0 strides", func(a *ScanArgs) {
+			a.InitialState = f32(20000, 2, 4, 5)
+			a.InitialState.Strides = []int64{20, 1, 4}
+		}, StatusInvalidArgument, "initial_state: expected contiguous strides (20,5,1), got (20,1,4)"},
+		{"h0 with reverse", func(a *ScanArgs) { a.InitialState, a.Reverse = f32(20000, 2, 4, 5), true }, StatusUnsupported, "initial_state: not defined for reverse scans"},
+		{"final overlaps out", func(a *ScanArgs) { a.FinalState = f32(12288, 2, 4, 5) }, StatusInvalidArgument, "final_state: overlaps x or out"},
+		{"cu_seqlens", func(a *ScanArgs) { a.CuSeqlens = Tensor{base, Int64, []int64{2}, []int64{1}} }, StatusUnsupported, "cu_seqlens:"},
+		{"device", func(a *ScanArgs) { a.Device = -7 }, StatusInvalidArgument, "device: expected a CUDA ordinal >= 0 or -1 for the CPU, got -7"},
+		{"huge", func(a *ScanArgs) { a.X.Shape = []int64{1 << 40, 1 << 40, 4, 5} }, StatusInvalidArgument, "x: shape (1099511627776,1099511627776,4,5) has more than 2^63 elements"},
+	}
+	for _, c := range cases {
+		a := good()
+		c.mutate(&a)
+		_, err := Validate(&a)
+		if StatusOf(err) != c.status || err == nil || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("%s: got %v (status %v), want status %v and %q", c.name, err, StatusOf(err), c.status, c.msg)
+		}
+	}
+	a := good()
+	if _, err := Validate(&a); err != nil {
+		t.Fatalf("the good call is refused: %v", err)
+	}
+}
+
+func TestPlanScan(t *testing.T) {
+	mk := func(dt DType, data uintptr, shape, strides []int64) *ScanArgs {
+		x := Tensor{data, dt, shape, strides}
+		return &ScanArgs{X: x, Out: x}
+	}
+	p := func(T, C int64, dt DType) Problem { return Problem{B: 2, T: T, R: 3, C: C, DType: dt} }
+	cases := []struct {
+		name    string
+		args    *ScanArgs
+		prob    Problem
+		kernel  string
+		vec     int64
+		warps   int64
+		chunks  int64
+		needsWS bool
+	}{
+		{"fp32 vector", mk(Float32, 1<<20, []int64{2, 100, 3, 8}, Contiguous(2, 100, 3, 8)), p(100, 8, Float32), "nanossm_scan_fwd_f32_v4", 4, 8, 2, true},
+		{"fp32 C=7 scalar", mk(Float32, 1<<20, []int64{2, 3, 3, 7}, Contiguous(2, 3, 3, 7)), p(3, 7, Float32), "nanossm_scan_fwd_f32_v1", 1, 1, 1, false},
+		{"fp32 misaligned", mk(Float32, 1<<20+4, []int64{2, 64, 3, 8}, Contiguous(2, 64, 3, 8)), p(64, 8, Float32), "nanossm_scan_fwd_f32_v1", 1, 8, 1, false},
+		{"fp32 strided c", mk(Float32, 1<<20, []int64{2, 64, 3, 8}, []int64{3072, 48, 16, 2}), p(64, 8, Float32), "nanossm_scan_fwd_f32_v1", 1, 8, 1, false},
+		{"bf16 vector", mk(BFloat16, 1<<20, []int64{2, 9, 3, 16}, Contiguous(2, 9, 3, 16)), p(9, 16, BFloat16), "nanossm_scan_fwd_bf16_v8", 8, 2, 1, false},
+		{"f16 C=12", mk(Float16, 1<<20, []int64{2, 9, 3, 12}, Contiguous(2, 9, 3, 12)), p(9, 12, Float16), "nanossm_scan_fwd_f16_v1", 1, 2, 1, false},
+	}
+	for _, c := range cases {
+		pl := PlanScan(c.args, c.prob)
+		if pl.Kernel != c.kernel || pl.Vec != c.vec || pl.Warps != c.warps || pl.Chunks != c.chunks || (pl.Workspace > 0) != c.needsWS {
+			t.Errorf("%s: got %+v", c.name, pl)
+		}
+		if pl.Chunks > 1 && (pl.ZeroBytes%256 != 0 || pl.Workspace < pl.ZeroBytes+2*pl.Chunks*pl.Tiles*32*pl.Vec*4) {
+			t.Errorf("%s: workspace layout too small: %+v", c.name, pl)
+		}
+	}
+	for key, name := range scanKernels {
+		if !strings.Contains(name, map[DType]string{Float32: "f32", Float16: "f16", BFloat16: "bf16"}[key.dtype]) {
+			t.Errorf("dispatch table: %v -> %s", key, name)
+		}
+	}
+}

@@ -1,0 +1,148 @@
+"""python -m nanossm.bench: time nanossm against the copy floor and the baselines.
+
+For each shape: nanossm, a device-to-device copy of x (the floor: the scan reads x once and
+writes out once), the original einsum baseline (where its (B,T,T,R) matrix fits), a Triton O(T^2)
+kernel in the original design (one program per (b,t,r), where it finishes in reasonable time),
+and optional peers when installed. Median times with a cold L2 (triton.testing.do_bench flushes
+it before every repetition). Prints a table and writes a PNG plot. Not a test: no pass/fail.
+"""
+import argparse
+import json
+import math
+
+import torch
+
+from nanossm import ssm_scan
+from nanossm.reference import rel_err, ssm_scan_chunked64, ssm_scan_einsum
+
+DEFAULT_SHAPES = [(2, 8, 64, 64), (2, 1024, 64, 64), (8, 2048, 64, 64), (4, 8192, 64, 64),
+                  (1, 65536, 64, 64), (16, 1024, 16, 128), (1, 262144, 4, 32)]
+DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+
+
+def bench_ms(fn):
+    import triton.testing
+    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def triton_quadratic():
+    """The original design: one program per (b, t, r) sums exp(A[t]-A[j]) x[j] over j <= t."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def kernel(A, X, O, T, R, C: tl.constexpr, BJ: tl.constexpr):
+        pid = tl.program_id(0)
+        r = pid % R
+        t = (pid // R) % T
+        b = pid // (R * T)
+        c = tl.arange(0, C)
+        a_t = tl.load(A + (b * T + t) * R + r)
+        acc = tl.zeros([C], dtype=tl.float32)
+        for j0 in range(0, t + 1, BJ):
+            j = j0 + tl.arange(0, BJ)
+            m = j <= t
+            a_j = tl.load(A + (b * T + j) * R + r, mask=m, other=0.0)
+            w = tl.where(m, tl.exp(a_t - a_j), 0.0)
+            xv = tl.load(X + ((b * T + j[:, None]) * R + r) * C + c[None, :], mask=m[:, None], other=0.0)
+            acc += tl.sum(w[:, None] * xv.to(tl.float32), axis=0)
+        tl.store(O + ((b * T + t) * R + r) * C + c, acc.to(O.dtype.element_ty))
+
+    def run(A, x):
+        B, T, R, C = x.shape
+        out = torch.empty_like(x)
+        kernel[(B * T * R,)](A, x, out, T, R, C, BJ=32)
+        return out
+    return run
+
+
+def peers():
+    found = {}
+    try:
+        from accelerated_scan.warp import scan as warp_scan  # (B, D, T) layout, gates then tokens
+
+        def acc(A, x):
+            B, T, R, C = x.shape
+            gates = torch.exp(torch.diff(A, dim=1, prepend=torch.zeros_like(A[:, :1])))
+            g = gates[..., None].expand(B, T, R, C).permute(0, 2, 3, 1).reshape(B, R * C, T).contiguous()
+            tok = x.permute(0, 2, 3, 1).reshape(B, R * C, T).contiguous()
+            return warp_scan(g, tok).reshape(B, R, C, T).permute(0, 3, 1, 2)
+        found["accelerated-scan (incl. layout)"] = acc
+    except ImportError:
+        pass
+    return found
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--shapes", default=None, help="B,T,R,C;B,T,R,C;...")
+    ap.add_argument("--dtypes", default="f32", help="comma list of f32,f16,bf16")
+    ap.add_argument("--plot", default="docs/bench.png")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--no-baselines", action="store_true")
+    args = ap.parse_args()
+    shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")] if args.shapes else DEFAULT_SHAPES
+    dev = torch.device("cuda")
+    print(f"device: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}")
+    tri = None if args.no_baselines else triton_quadratic()
+    others = peers()
+    rows = []
+    for dname in args.dtypes.split(","):
+        dtype = DTYPES[dname]
+        for shape in shapes:
+            B, T, R, C = shape
+            g = torch.Generator(device=dev).manual_seed(0)
+            A = torch.cumsum(-0.2 * torch.rand(B, T, R, device=dev, generator=g), dim=1)
+            x = torch.randn(B, T, R, C, device=dev, generator=g).to(dtype)
+            dst = torch.empty_like(x)
+            row = {"shape": shape, "dtype": dname, "bytes": 2 * x.numel() * x.element_size()}
+            row["copy"] = bench_ms(lambda: dst.copy_(x))
+            out = ssm_scan(A, x)
+            row["err"] = rel_err(out, ssm_scan_chunked64(A, x))
+            row["nanossm"] = bench_ms(lambda: ssm_scan(A, x))
+            if not args.no_baselines and B * T * T * R * 4 <= 8e9:
+                row["einsum"] = bench_ms(lambda: ssm_scan_einsum(A, x))
+            if tri is not None and B * T * T * R * C <= 4e11 and C & (C - 1) == 0:
+                row["triton_T2"] = bench_ms(lambda: tri(A, x))
+            for name, fn in others.items():
+                row[name] = bench_ms(lambda: fn(A, x))
+            rows.append(row)
+            print_row(row, others)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    plot(rows, args.plot)
+
+
+def print_row(row, others):
+    gbs = row["bytes"] / row["nanossm"] / 1e6
+    extra = "".join(f"  {k} {row[k]:.4f}" for k in ["einsum", "triton_T2", *others] if k in row)
+    print(f"{row['dtype']:>4} {str(row['shape']):>20}  copy {row['copy']:.4f} ms  nanossm {row['nanossm']:.4f} ms"
+          f"  {gbs:7.0f} GB/s  nanossm/copy {row['nanossm'] / row['copy']:.3f}  err {row['err']:.1e}{extra}")
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return
+    labels = [f"{r['dtype']} {','.join(map(str, r['shape']))}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows)), 4))
+    ratio = [r["nanossm"] / r["copy"] for r in rows]
+    ax.bar(range(len(rows)), ratio, color="tab:blue", label="nanossm / copy of x")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.axhline(1.11, color="tab:red", ls="--", lw=0.8, label="fp32 target 1.11")
+    ax.set_xticks(range(len(rows)), labels, rotation=40, ha="right", fontsize=7)
+    ax.set_ylabel("time / copy time (lower is better)")
+    ax.set_title(f"nanossm forward vs the copy floor ({torch.cuda.get_device_name()})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Errors, gradients and safe loading of the native library."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from conftest import DEVICES, make_inputs
+from nanossm import ssm_scan
+from nanossm.reference import rel_err, ssm_scan_einsum
+
+PYDIR = os.path.join(os.path.dirname(__file__), "..", "python")
+
+
+def run_py(code, env_extra=None, timeout=120):
+    """Run code in a fresh interpreter; returns the completed process."""
+    env = dict(os.environ, PYTHONPATH=PYDIR, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bad_inputs_raise_naming_the_argument(device):
+    A, x = make_inputs((2, 5, 3, 4), torch.float32, device)
+    cases = [
+        (lambda: ssm_scan(A, x[0]), ValueError, "x: expected 4 dims (B,T,R,C), got 3"),
+        (lambda: ssm_scan(A[0], x), ValueError, "cumsum_A: expected 3 dims (B,T,R), got 2"),
+        (lambda: ssm_scan(A[:, :4], x), ValueError, "A: shape (2,4,3) does not match x's (B,T,R) = (2,5,3)"),
+        (lambda: ssm_scan(A, x.to(torch.int64)), TypeError, "x: expected a floating dtype, got torch.int64"),
+        (lambda: ssm_scan(A.to(torch.int32), x), TypeError, "cumsum_A: expected a floating dtype"),
+        (lambda: ssm_scan([1.0], x), TypeError, "cumsum_A: expected a torch.Tensor, got list"),
+        (lambda: ssm_scan(A, x[:, :0]), ValueError, "x: every size must be >= 1"),
+        (lambda: ssm_scan(A, x, initial_state=torch.zeros(2, 3, 5, device=device)), ValueError,
+         "initial_state: expected shape (2,3,4), got (2,3,5)"),
+        (lambda: ssm_scan(A, x, out=torch.empty(2, 5, 3, 5, device=device)), ValueError, "out: expected float32 (2,5,3,4)"),
+    ]
+    if device == "cuda":
+        cases += [
+            (lambda: ssm_scan(A.cpu(), x), ValueError, "cumsum_A: on cpu but x is on cuda:0"),
+            (lambda: ssm_scan(A, x.double()), TypeError, "x: expected float32, float16 or bfloat16 on CUDA, got torch.float64"),
+        ]
+    for call, exc, msg in cases:
+        with pytest.raises(exc) as e:
+            call()
+        assert msg in str(e.value), f"{msg!r} not in {str(e.value)!r}"
+    # the library still works after every refusal
+    assert rel_err(ssm_scan(A, x), ssm_scan_einsum(A.double(), x.double())) <= 1e-5
+
+
+def test_gradcheck_cpu_float64():
+    A, x = make_inputs((2, 6, 2, 3), torch.float64, "cpu", seed=8)
+    A, x = A.double().requires_grad_(), x.requires_grad_()
+    h0 = torch.randn(2, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, v: ssm_scan(a, v), (A, x))
+    assert torch.autograd.gradcheck(lambda a, v, h: ssm_scan(a, v, initial_state=h, return_final_state=True),
+                                    (A, x, h0))
+    assert torch.autograd.gradcheck(lambda a, v: ssm_scan(a, v, reverse=True), (A, x))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(2, 1, 3, 4), (2, 77, 3, 5), (1, 300, 2, 16)], ids=str)
+def test_gradients_match_einsum_autograd(device, shape):
+    A, x = make_inputs(shape, torch.float32, device, seed=9)
+    g = torch.randn_like(x)
+    A1, x1 = A.clone().requires_grad_(), x.clone().requires_grad_()
+    (ssm_scan(A1, x1) * g).sum().backward()
+    A2, x2 = A.double().requires_grad_(), x.double().requires_grad_()
+    (ssm_scan_einsum(A2, x2) * g.double()).sum().backward()
+    assert rel_err(x1.grad, x2.grad) <= 1e-5
+    # dA at t = 0 only sees exp(A[0]-A[0]) terms; compare the whole tensor relative to its norm
+    assert rel_err(A1.grad, A2.grad) <= 1e-4
+
+
+def test_import_does_not_load_the_library():
+    p = run_py("""
+        import nanossm
+        from nanossm import _loader
+        assert not _loader.loaded(), "library loaded at import"
+        print("ok")
+    """)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr
+
+
+def test_no_visible_gpu_loads_cpu_flavour_and_survives():
+    p = run_py("""
+        import torch, nanossm
+        from nanossm.reference import rel_err, ssm_scan_sequential
+        A = torch.cumsum(-0.2 * torch.rand(2, 33, 3), 1); x = torch.randn(2, 33, 3, 4)
+        assert rel_err(nanossm.ssm_scan(A, x), ssm_scan_sequential(A, x)[0]) <= 1e-5
+        info = nanossm.library_info()
+        assert info["flavour"] == "cpu" and not info["has_cuda"], info
+        print("survived", info["reason"])
+    """, {"CUDA_VISIBLE_DEVICES": "", "NANOSSM_FLAVOUR": "auto"})
+    assert p.returncode == 0 and "survived" in p.stdout, p.stdout + p.stderr
+
+
+def test_forcing_cuda_where_it_cannot_start_raises():
+    p = run_py("""
+        import nanossm
+        try:
+            nanossm.library_info()
+        except RuntimeError as e:
+            print("raised:", e)
+    """, {"CUDA_VISIBLE_DEVICES": "", "NANOSSM_FLAVOUR": "cuda"})
+    assert p.returncode == 0 and "raised: nanossm: NANOSSM_FLAVOUR=cuda but CUDA cannot start" in p.stdout, p.stdout + p.stderr
+
+
+def test_fork_before_first_use_is_harmless_and_after_raises():
+    p = run_py("""
+        import os, torch, nanossm
+        A = torch.cumsum(-0.2 * torch.rand(1, 9, 2), 1); x = torch.randn(1, 9, 2, 3)
+        pid = os.fork()
+        if pid == 0:  # child of a fork before first use: loads its own library
+            nanossm.ssm_scan(A, x); os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0, "child forked before first use failed"
+        nanossm.ssm_scan(A, x)  # the parent loads the library now
+        pid = os.fork()
+        if pid == 0:  # child of a fork after first use: a clear error, not a hang
+            try:
+                nanossm.ssm_scan(A, x)
+            except RuntimeError as e:
+                os._exit(7 if "forked after nanossm loaded" in str(e) else 1)
+            os._exit(2)
+        print("child status", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    """, {"NANOSSM_FLAVOUR": "cpu"}, timeout=60)
+    assert p.returncode == 0 and "child status 7" in p.stdout, p.stdout + p.stderr
