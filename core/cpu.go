@@ -10,7 +10,9 @@ import (
 )
 
 // The CPU backend: the same recurrence as kernels/scan.cu,
-//     out[t] = exp(A[t] - A[t-1]) * out[t-1] + x[t]      (A[-1] := 0, out[-1] := h0 or 0)
+//
+//	out[t] = exp(A[t] - A[t-1]) * out[t-1] + x[t]      (A[-1] := 0, out[-1] := h0 or 0)
+//
 // one (b, r) row of C channels at a time, rows spread over goroutines, each step a BLAS copy
 // and axpy over the C channels (gonum). float32 accumulates in float32 like the GPU; float64
 // in float64 (the gradcheck path).

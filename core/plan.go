@@ -6,7 +6,7 @@ package core
 const ScanSteps = 8
 
 // scanMaxWarps is MAX_WARPS in kernels/scan.cu.
-const scanMaxWarps = 16
+const scanMaxWarps = 8
 
 // kernelKey is one row of the dispatch table: element type x vector width.
 type kernelKey struct {

@@ -3,6 +3,7 @@ package core
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -28,7 +29,7 @@ func shapeString(s []int64) string {
 // checkTensor checks rank, sizes >= 1, strides >= 0, the pointer and its alignment, and that
 // the addressed span fits in int64.
 func checkTensor(arg string, t Tensor, dims string) error {
-	want := len(strings.Split(strings.Trim(dims, "()"), ","))
+	want := strings.Count(dims, ",") + 1
 	if len(t.Shape) != want {
 		return Invalid(arg, "expected %d dims %s, got %d", want, dims, len(t.Shape))
 	}
@@ -45,14 +46,14 @@ func checkTensor(arg string, t Tensor, dims string) error {
 	if t.Data%uintptr(size) != 0 {
 		return Invalid(arg, "data pointer %#x is not aligned to its %d-byte elements", t.Data, size)
 	}
-	names := strings.Split(strings.Trim(dims, "()"), ",")
+	name := func(i int) string { return strings.Split(strings.Trim(dims, "()"), ",")[i] }
 	count := int64(1)
 	for i, n := range t.Shape {
 		if n < 1 {
-			return Invalid(arg, "size of dim %s must be >= 1, got %d", names[i], n)
+			return Invalid(arg, "size of dim %s must be >= 1, got %d", name(i), n)
 		}
 		if t.Strides[i] < 0 {
-			return Invalid(arg, "stride of dim %s must be >= 0, got %d", names[i], t.Strides[i])
+			return Invalid(arg, "stride of dim %s must be >= 0, got %d", name(i), t.Strides[i])
 		}
 		if count > math.MaxInt64/n {
 			return Invalid(arg, "shape %s has more than 2^63 elements", shapeString(t.Shape))
@@ -157,7 +158,7 @@ func Validate(a *ScanArgs) (Problem, error) {
 	if err := checkTensor("out", a.Out, "(B,T,R,C)"); err != nil {
 		return p, err
 	}
-	if shapeString(a.Out.Shape) != shapeString(a.X.Shape) || a.Out.DType != p.DType {
+	if !slices.Equal(a.Out.Shape, a.X.Shape) || a.Out.DType != p.DType {
 		return p, Invalid("out", "expected %v %s like x, got %v %s", p.DType, shapeString(a.X.Shape),
 			a.Out.DType, shapeString(a.Out.Shape))
 	}
@@ -189,7 +190,7 @@ func Validate(a *ScanArgs) (Problem, error) {
 		if st.t.Shape[0] != p.B || st.t.Shape[1] != p.R || st.t.Shape[2] != p.C {
 			return p, Invalid(st.name, "expected shape (%d,%d,%d), got %s", p.B, p.R, p.C, shapeString(st.t.Shape))
 		}
-		if shapeString(st.t.Strides) != shapeString(Contiguous(p.B, p.R, p.C)) {
+		if st.t.Strides[2] != 1 || st.t.Strides[1] != p.C || st.t.Strides[0] != p.R*p.C {
 			return p, Invalid(st.name, "expected contiguous strides %s, got %s",
 				shapeString(Contiguous(p.B, p.R, p.C)), shapeString(st.t.Strides))
 		}

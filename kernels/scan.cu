@@ -37,7 +37,12 @@ namespace {
 
 constexpr int WARP = 32;
 constexpr int STEPS = 8;       // steps per thread: 8 packets (128 bytes) in flight per thread
-constexpr int MAX_WARPS = 16;  // warps per block along T (block <= 512 threads)
+constexpr int MAX_WARPS = 8;   // warps per block along T (block <= 256 threads)
+// Resident blocks per SM that the register budget must allow (ptxas caps registers to fit).
+#ifndef NANOSSM_MIN_BLOCKS
+#define NANOSSM_MIN_BLOCKS 3
+#endif
+constexpr int MIN_BLOCKS = NANOSSM_MIN_BLOCKS;
 
 constexpr unsigned FLAG_AGGREGATE = 1;  // chunk's zero-carry aggregate is published
 constexpr unsigned FLAG_PREFIX = 2;     // chunk's inclusive prefix (true state at its end)
@@ -224,20 +229,29 @@ __device__ __forceinline__ void scan_fwd(
           if (lane == 0) store_release(&flag[me], FLAG_AGGREGATE);
         }
         // look back: carry = sum over earlier chunks j of exp(a_blk - a_end(j)) * value(j),
-        // stopping at the first inclusive prefix.
-        for (int64_t j = chunk - 1; j >= 0; --j) {
-          const int64_t id = j * n_tiles + tile;
-          unsigned f;
-          int spins = 0;
-          while ((f = load_acquire(&flag[id])) == 0) {
-            if (++spins > 8) __nanosleep(32);
+        // up to and including the nearest inclusive prefix. Windows of 32 predecessors: lane i
+        // watches chunk j0 - i, so a deep look-back costs a few latencies, not one per chunk.
+        for (int64_t j0 = chunk - 1;; j0 -= WARP) {
+          const int64_t jl = j0 - lane;
+          unsigned f = FLAG_PREFIX;  // before chunk 0: never reached (chunk 0 is a prefix)
+          if (jl >= 0) {
+            int spins = 0;
+            while ((f = load_acquire(&flag[jl * n_tiles + tile])) == 0) {
+              if (++spins > 4) __nanosleep(20);
+            }
           }
-          const float* src = f == FLAG_PREFIX ? incl : aggs;
-          const float d = active ? expf(a_blk - a_at((j + 1) * chunk_len - 1)) : 0.f;
+          const unsigned prefixes = __ballot_sync(0xffffffffu, f == FLAG_PREFIX);
+          const int stop = prefixes ? __ffs(prefixes) - 1 : WARP - 1;
+#pragma unroll 4
+          for (int i = 0; i <= stop; ++i) {
+            const int64_t id = (j0 - i) * n_tiles + tile;
+            const float* src = i == stop && prefixes ? incl : aggs;
+            const float d = active ? expf(a_blk - a_at((j0 - i + 1) * chunk_len - 1)) : 0.f;
 #pragma unroll
-          for (int v = 0; v < VEC; ++v)
-            carry[v] = fmaf(d, __ldcg(&src[(id * WARP + lane) * VEC + v]), carry[v]);
-          if (f == FLAG_PREFIX) break;
+            for (int v = 0; v < VEC; ++v)
+              carry[v] = fmaf(d, __ldcg(&src[(id * WARP + lane) * VEC + v]), carry[v]);
+          }
+          if (prefixes) break;
         }
       }
       if (!last) {
@@ -288,7 +302,7 @@ __device__ __forceinline__ void scan_fwd(
 // Entry points: nanossm_scan_fwd_<dtype>_v<VEC>.  The host's dispatch table (core/cuda) names
 // them; VEC > 1 only when x and out have stride_c == 1, C % VEC == 0 and 16-byte alignment.
 #define NANOSSM_FWD(NAME, TYPE, VEC)                                                             \
-  extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS) NAME(                           \
+  extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS, MIN_BLOCKS) NAME(                           \
       const float* A, const TYPE* x, TYPE* out, const float* h0, float* hT, char* ws,            \
       const int64_t* cu_seqlens, int64_t n_seqs, int64_t B, int64_t T, int64_t R, int64_t C,     \
       int64_t sAb, int64_t sAt, int64_t sAr, int64_t sxb, int64_t sxt, int64_t sxr, int64_t sxc, \

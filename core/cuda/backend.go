@@ -38,6 +38,9 @@ type device struct {
 
 var devices [maxDevices]device
 
+// deviceCount is read once: the visible devices of a process do not change.
+var deviceCount = sync.OnceValues(cu.NumDevices)
+
 // errName turns a gorgonia.org/cu error into the CUDA error name (CUDA_ERROR_...).
 func errName(err error) string {
 	v := reflect.ValueOf(err)
@@ -71,7 +74,7 @@ func withContext(ctx cu.CUContext, f func() error) error {
 }
 
 func getDevice(ordinal int) (*device, error) {
-	n, err := cu.NumDevices()
+	n, err := deviceCount()
 	if err != nil {
 		return nil, cudaErr("cuDeviceGetCount", err)
 	}

@@ -25,6 +25,20 @@ def bench_ms(fn):
     return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
+def host_us(fn, n=2000):
+    """Wall-clock microseconds per call of back-to-back calls, synchronising once at the end:
+    what a Python loop of small calls sees (host overhead when the kernels are tiny)."""
+    import time
+    for _ in range(50):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
 def triton_quadratic():
     """The original design: one program per (b, t, r) sums exp(A[t]-A[j]) x[j] over j <= t."""
     import triton
@@ -100,6 +114,9 @@ def main():
             out = ssm_scan(A, x)
             row["err"] = rel_err(out, ssm_scan_chunked64(A, x))
             row["nanossm"] = bench_ms(lambda: ssm_scan(A, x))
+            if x.numel() <= 1 << 20:
+                row["host_us"] = host_us(lambda: ssm_scan(A, x))
+                row["copy_host_us"] = host_us(lambda: dst.copy_(x))
             if not args.no_baselines and B * T * T * R * 4 <= 8e9:
                 row["einsum"] = bench_ms(lambda: ssm_scan_einsum(A, x))
             if tri is not None and B * T * T * R * C <= 4e11 and C & (C - 1) == 0:
@@ -117,6 +134,8 @@ def main():
 def print_row(row, others):
     gbs = row["bytes"] / row["nanossm"] / 1e6
     extra = "".join(f"  {k} {row[k]:.4f}" for k in ["einsum", "triton_T2", *others] if k in row)
+    if "host_us" in row:
+        extra += f"  per-call wall {row['host_us']:.1f} us (copy_ {row['copy_host_us']:.1f} us)"
     print(f"{row['dtype']:>4} {str(row['shape']):>20}  copy {row['copy']:.4f} ms  nanossm {row['nanossm']:.4f} ms"
           f"  {gbs:7.0f} GB/s  nanossm/copy {row['nanossm'] / row['copy']:.3f}  err {row['err']:.1e}{extra}")
 

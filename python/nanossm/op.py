@@ -11,17 +11,22 @@ _CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _CPU_DTYPES = (torch.float32, torch.float64)
 
 
+_DIMS = ctypes.c_int64 * 4
+_EMPTY = _loader.Tensor()
+
+
 def _desc(t):
-    """A nanossm_tensor describing t (no copy); None -> an absent tensor."""
-    d = _loader.Tensor()
+    """A nanossm_tensor describing t (no copy); None -> an absent tensor. One constructor call:
+    setting ctypes fields one by one costs microseconds on the small-call path."""
     if t is None:
-        return d
-    d.data = t.data_ptr()
-    d.dtype = _DTYPE_CODES[t.dtype]
-    d.ndim = t.dim()
-    for i, (n, s) in enumerate(zip(t.shape, t.stride())):
-        d.shape[i], d.strides[i] = n, s
-    return d
+        return _EMPTY
+    return _loader.Tensor(t.data_ptr(), _DTYPE_CODES[t.dtype], t.dim(), _DIMS(*t.shape), _DIMS(*t.stride()))
+
+
+# Workspace bytes depend only on the layout (shapes, strides, dtype, 16-byte alignment) and the
+# flags: cache them so the common call makes one library call, not two.
+_ws_cache = {}
+_OPTS_SIZE = ctypes.sizeof(_loader.ScanOptions)
 
 
 def _raw_stream(index):
@@ -36,18 +41,19 @@ def _launch(A, x, out, h0, hT, reverse):
     """One library call: out (and hT) = scan(A, x). All tensors on one device, already checked."""
     L = _loader.lib()
     dA, dx, do = _desc(A), _desc(x), _desc(out)
-    opts = _loader.ScanOptions()
-    opts.struct_size = ctypes.sizeof(_loader.ScanOptions)
-    opts.flags = _loader.SCAN_REVERSE if reverse else 0
-    opts.initial_state, opts.final_state = _desc(h0), _desc(hT)
+    opts = _loader.ScanOptions(_OPTS_SIZE, _loader.SCAN_REVERSE if reverse else 0, _desc(h0), _desc(hT))
     if x.is_cuda:
         dev = x.device.index
-        need = ctypes.c_int64(0)
-        _loader.check(L.nanossm_scan_workspace_size(dA, dx, do, opts, dev, ctypes.byref(need)))
+        key = (x.shape, x.stride(), out.stride(), x.dtype, x.data_ptr() % 16, out.data_ptr() % 16, reverse)
+        need = _ws_cache.get(key)
+        if need is None:
+            n = ctypes.c_int64(0)
+            _loader.check(L.nanossm_scan_workspace_size(dA, dx, do, opts, dev, ctypes.byref(n)))
+            need = _ws_cache.setdefault(key, n.value) if len(_ws_cache) < 4096 else n.value
         ws = None
-        if need.value:
-            ws = torch.empty(need.value, dtype=torch.uint8, device=x.device)
-            opts.workspace, opts.workspace_bytes = ws.data_ptr(), need.value
+        if need:
+            ws = torch.empty(need, dtype=torch.uint8, device=x.device)
+            opts.workspace, opts.workspace_bytes = ws.data_ptr(), need
         _loader.check(L.nanossm_scan(dA, dx, do, opts, dev, _raw_stream(dev)))
         # ws returns to PyTorch's caching allocator on the current stream: safe to reuse there.
     else:
