@@ -3,10 +3,14 @@ package core
 // Launch planning for kernels/scan.cu. Pure arithmetic, so it is tested without a GPU.
 
 // ScanSteps is STEPS in kernels/scan.cu: time steps per thread.
-const ScanSteps = 8
+const ScanSteps = 16
 
-// scanMaxWarps is MAX_WARPS in kernels/scan.cu.
-const scanMaxWarps = 8
+// ScanMaxWarps is MAX_WARPS in kernels/scan.cu.
+const ScanMaxWarps = 8
+
+// ScanMaxSharedBytes is the most dynamic shared memory a scan block stages x in: MAX_WARPS *
+// STEPS rows of 32 lanes x one 16-byte packet.
+const ScanMaxSharedBytes = ScanMaxWarps * ScanSteps * 32 * 16
 
 // kernelKey is one row of the dispatch table: element type x vector width.
 type kernelKey struct {
@@ -41,6 +45,7 @@ type ScanPlan struct {
 	Warps     int64 // S: warps per block, stacked along T
 	Tiles     int64 // 32-lane tiles over (b, r, c/Vec)
 	Chunks    int64 // blocks along T (each Warps*ScanSteps steps); > 1 needs the workspace
+	Shared    int64 // bytes of dynamic shared memory: the staged rows of x
 	Workspace int64 // bytes of device scratch
 	ZeroBytes int64 // leading workspace bytes to zero before the launch (ticket + flags)
 }
@@ -69,14 +74,15 @@ func vectorWidth(a *ScanArgs, p Problem) int64 {
 
 // PlanScan picks the kernel and its launch shape.
 //
-// Heuristic: a block is 32 lanes x S warps; S = 8 (256 threads) gives each block 8*8 = 64 steps,
-// enough work to amortise the block's carry exchange while keeping two to three blocks
-// resident per SM at ~100 registers per thread. Short sequences use fewer warps so no warp is
-// idle. T longer than one block's 64 steps is split into chunks that pass carries through the
+// Heuristic: a block is 32 lanes x S warps; S = 8 (256 threads) gives each block 8*16 = 128
+// steps, 64 KB of x staged in shared memory for 16-byte packets, so three resident blocks per SM
+// keep ~190 KB in flight (4.2 TB/s x ~1 us latency needs ~32 KB per SM) and the block's fixed
+// latency chain (ticket, look-back, barriers) is paid once per 128 KB moved. Short sequences
+// use fewer warps so no warp is idle. T longer than one block's 64 steps is split into chunks that pass carries through the
 // workspace (decoupled look-back), so every shape exposes tiles*chunks blocks of parallelism.
 func PlanScan(a *ScanArgs, p Problem) ScanPlan {
 	vec := vectorWidth(a, p)
-	warps := min(int64(8), (p.T+ScanSteps-1)/ScanSteps)
+	warps := min(int64(ScanMaxWarps), (p.T+ScanSteps-1)/ScanSteps)
 	chunkLen := warps * ScanSteps
 	pl := ScanPlan{
 		Kernel: scanKernels[kernelKey{p.DType, vec}],
@@ -84,6 +90,7 @@ func PlanScan(a *ScanArgs, p Problem) ScanPlan {
 		Warps:  warps,
 		Tiles:  (p.B*p.R*(p.C/vec) + 31) / 32,
 		Chunks: (p.T + chunkLen - 1) / chunkLen,
+		Shared: warps * ScanSteps * 32 * vec * p.DType.Size(),
 	}
 	if pl.Chunks > 1 {
 		n := pl.Chunks * pl.Tiles

@@ -84,17 +84,20 @@ func TestPlanScan(t *testing.T) {
 		chunks  int64
 		needsWS bool
 	}{
-		{"fp32 vector", mk(Float32, 1<<20, []int64{2, 100, 3, 8}, Contiguous(2, 100, 3, 8)), p(100, 8, Float32), "nanossm_scan_fwd_f32_v4", 4, 8, 2, true},
+		{"fp32 vector", mk(Float32, 1<<20, []int64{2, 200, 3, 8}, Contiguous(2, 100, 3, 8)), p(200, 8, Float32), "nanossm_scan_fwd_f32_v4", 4, 8, 2, true},
 		{"fp32 C=7 scalar", mk(Float32, 1<<20, []int64{2, 3, 3, 7}, Contiguous(2, 3, 3, 7)), p(3, 7, Float32), "nanossm_scan_fwd_f32_v1", 1, 1, 1, false},
-		{"fp32 misaligned", mk(Float32, 1<<20+4, []int64{2, 64, 3, 8}, Contiguous(2, 64, 3, 8)), p(64, 8, Float32), "nanossm_scan_fwd_f32_v1", 1, 8, 1, false},
-		{"fp32 strided c", mk(Float32, 1<<20, []int64{2, 64, 3, 8}, []int64{3072, 48, 16, 2}), p(64, 8, Float32), "nanossm_scan_fwd_f32_v1", 1, 8, 1, false},
-		{"bf16 vector", mk(BFloat16, 1<<20, []int64{2, 9, 3, 16}, Contiguous(2, 9, 3, 16)), p(9, 16, BFloat16), "nanossm_scan_fwd_bf16_v8", 8, 2, 1, false},
-		{"f16 C=12", mk(Float16, 1<<20, []int64{2, 9, 3, 12}, Contiguous(2, 9, 3, 12)), p(9, 12, Float16), "nanossm_scan_fwd_f16_v1", 1, 2, 1, false},
+		{"fp32 misaligned", mk(Float32, 1<<20+4, []int64{2, 64, 3, 8}, Contiguous(2, 64, 3, 8)), p(64, 8, Float32), "nanossm_scan_fwd_f32_v1", 1, 4, 1, false},
+		{"fp32 strided c", mk(Float32, 1<<20, []int64{2, 64, 3, 8}, []int64{3072, 48, 16, 2}), p(64, 8, Float32), "nanossm_scan_fwd_f32_v1", 1, 4, 1, false},
+		{"bf16 vector", mk(BFloat16, 1<<20, []int64{2, 9, 3, 16}, Contiguous(2, 9, 3, 16)), p(9, 16, BFloat16), "nanossm_scan_fwd_bf16_v8", 8, 1, 1, false},
+		{"f16 C=12", mk(Float16, 1<<20, []int64{2, 9, 3, 12}, Contiguous(2, 9, 3, 12)), p(9, 12, Float16), "nanossm_scan_fwd_f16_v1", 1, 1, 1, false},
 	}
 	for _, c := range cases {
 		pl := PlanScan(c.args, c.prob)
 		if pl.Kernel != c.kernel || pl.Vec != c.vec || pl.Warps != c.warps || pl.Chunks != c.chunks || (pl.Workspace > 0) != c.needsWS {
 			t.Errorf("%s: got %+v", c.name, pl)
+		}
+		if pl.Shared != pl.Warps*ScanSteps*32*pl.Vec*c.prob.DType.Size() || pl.Shared > ScanMaxSharedBytes {
+			t.Errorf("%s: shared bytes %d", c.name, pl.Shared)
 		}
 		if pl.Chunks > 1 && (pl.ZeroBytes%256 != 0 || pl.Workspace < pl.ZeroBytes+2*pl.Chunks*pl.Tiles*32*pl.Vec*4) {
 			t.Errorf("%s: workspace layout too small: %+v", c.name, pl)

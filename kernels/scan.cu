@@ -14,11 +14,12 @@
 //            otherwise one channel (VEC = 1).
 //   tile   = 32 lanes (one warp wide).  A block is 32 x S threads: S warps stacked along T.
 //   chunk  = S * STEPS consecutive steps; warp w of a block owns steps [w*STEPS, (w+1)*STEPS).
-// Each thread loads its STEPS packets (all loads in flight before any use), folds them into a
+// Each thread stages its STEPS packets in shared memory with asynchronous copies (all in flight
+// at once, holding no registers, so a block keeps 64 KB of x in flight), folds them into a
 // zero-carry aggregate, the block combines the S aggregates in shared memory, and when T needs
 // more than one chunk, chunks pass carries through a decoupled look-back (single pass: x is read
 // once and out written once).  With the carry known, each thread replays its STEPS steps from
-// the registers and writes out.  Blocks take (tile, chunk) from an atomic ticket in chunk-major
+// shared memory and writes out.  Blocks take (tile, chunk) from an atomic ticket in chunk-major
 // order, so a block only ever waits on blocks that started before it: no deadlock.
 //
 // Packed variable-length sequences (cu_seqlens) reuse this scheme: a sequence start inside a
@@ -33,10 +34,12 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
-namespace {
+// A named namespace, not an anonymous one: anonymous-namespace symbols carry a hash of the
+// source path, which would make the committed module depend on where it was built.
+namespace nanossm {
 
 constexpr int WARP = 32;
-constexpr int STEPS = 8;       // steps per thread: 8 packets (128 bytes) in flight per thread
+constexpr int STEPS = 16;      // steps per thread, staged in shared memory (256 bytes in flight)
 constexpr int MAX_WARPS = 8;   // warps per block along T (block <= 256 threads)
 // Resident blocks per SM that the register budget must allow (ptxas caps registers to fit).
 #ifndef NANOSSM_MIN_BLOCKS
@@ -72,6 +75,24 @@ __device__ __forceinline__ void load_packet(Packet<T, VEC>& p, const T* ptr, int
 #pragma unroll
     for (int v = 0; v < VEC; ++v) p.v[v] = ptr[v * sc];
   }
+}
+
+// Stage one packet into shared memory: an asynchronous 16-byte copy (no register holds it while
+// in flight) when the packet is 16 bytes, else a plain load and store.
+template <typename T, int VEC>
+__device__ __forceinline__ void stage_packet(Packet<T, VEC>* dst, const T* src, int64_t sc) {
+  if constexpr (VEC * sizeof(T) == 16) {
+    const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+  } else {
+    Packet<T, VEC> p;
+    load_packet<T, VEC>(p, src, sc);
+    *dst = p;
+  }
+}
+
+__device__ __forceinline__ void staged_wait() {
+  asm volatile("cp.async.wait_all;" ::: "memory");
 }
 
 template <typename T, int VEC>
@@ -153,11 +174,14 @@ __device__ __forceinline__ void scan_fwd(
     return h0 ? 0.f : a_at(0);
   };
 
-  // ---- phase 1: load STEPS packets, turn A into per-step decays, fold a zero-carry aggregate
+  // ---- phase 1: stage this thread's STEPS packets in shared memory (every copy in flight at
+  // once, none held in registers), read its STEPS A values, fold a zero-carry aggregate.
+  // Shared layout: row (w*STEPS + i), lane -> xs[i * WARP]; a warp's row is 32 adjacent packets.
+  extern __shared__ __align__(16) unsigned char smem[];
+  Packet<T, VEC>* xs = reinterpret_cast<Packet<T, VEC>*>(smem) + (int64_t)w * STEPS * WARP + lane;
   const int64_t chunk_len = (int64_t)S * STEPS;
   const int64_t t0 = chunk * chunk_len;        // first step of the block (scan order)
   const int64_t ts = t0 + (int64_t)w * STEPS;  // first step of this thread
-  Packet<T, VEC> xr[STEPS];
   float dec[STEPS];
   const float a_prev = ts < T_ ? a_before(ts) : 0.f;
   float a_last = a_prev;
@@ -166,15 +190,18 @@ __device__ __forceinline__ void scan_fwd(
     const int64_t tau = ts + i;
     if (active && tau < T_) {
       const int64_t t = reverse ? T_ - 1 - tau : tau;
-      load_packet<T, VEC>(xr[i], xb + t * sxt, sxc);
+      stage_packet<T, VEC>(&xs[i * WARP], xb + t * sxt, sxc);
       dec[i] = a_at(tau);
     } else {
+      Packet<T, VEC> zero;
 #pragma unroll
-      for (int v = 0; v < VEC; ++v) xr[i].v[v] = from_f<T>(0.f);
+      for (int v = 0; v < VEC; ++v) zero.v[v] = from_f<T>(0.f);
+      xs[i * WARP] = zero;
       dec[i] = a_last;  // past the end: decay 1, input 0, the state rides through unchanged
     }
     a_last = dec[i];
   }
+  staged_wait();  // each thread reads back only the rows it staged: no barrier needed
   float h[VEC];
 #pragma unroll
   for (int v = 0; v < VEC; ++v) h[v] = 0.f;
@@ -185,8 +212,9 @@ __device__ __forceinline__ void scan_fwd(
       const float ai = dec[i];
       dec[i] = expf(ai - ap);
       ap = ai;
+      const Packet<T, VEC> p = xs[i * WARP];
 #pragma unroll
-      for (int v = 0; v < VEC; ++v) h[v] = fmaf(dec[i], h[v], to_f(xr[i].v[v]));
+      for (int v = 0; v < VEC; ++v) h[v] = fmaf(dec[i], h[v], to_f(p.v[v]));
     }
   }
 #pragma unroll
@@ -284,8 +312,9 @@ __device__ __forceinline__ void scan_fwd(
 #pragma unroll
   for (int i = 0; i < STEPS; ++i) {
     const int64_t tau = ts + i;
+    const Packet<T, VEC> p = xs[i * WARP];
 #pragma unroll
-    for (int v = 0; v < VEC; ++v) carry[v] = fmaf(dec[i], carry[v], to_f(xr[i].v[v]));
+    for (int v = 0; v < VEC; ++v) carry[v] = fmaf(dec[i], carry[v], to_f(p.v[v]));
     if (tau < T_) {
       const int64_t t = reverse ? T_ - 1 - tau : tau;
       store_packet<T, VEC>(ob + t * sot, soc, carry);
@@ -297,7 +326,12 @@ __device__ __forceinline__ void scan_fwd(
   }
 }
 
-}  // namespace
+}  // namespace nanossm
+
+using nanossm::scan_fwd;
+using nanossm::WARP;
+using nanossm::MAX_WARPS;
+using nanossm::MIN_BLOCKS;
 
 // Entry points: nanossm_scan_fwd_<dtype>_v<VEC>.  The host's dispatch table (core/cuda) names
 // them; VEC > 1 only when x and out have stride_c == 1, C % VEC == 0 and 16-byte alignment.

@@ -47,9 +47,13 @@ func errName(err error) string {
 	if v.Kind() != reflect.Int {
 		return err.Error()
 	}
+	return cErrName(C.CUresult(v.Int()))
+}
+
+func cErrName(r C.CUresult) string {
 	var s *C.char
-	if C.cuGetErrorName(C.CUresult(v.Int()), &s) != C.CUDA_SUCCESS || s == nil {
-		return fmt.Sprintf("CUDA error %d", v.Int())
+	if C.cuGetErrorName(r, &s) != C.CUDA_SUCCESS || s == nil {
+		return fmt.Sprintf("CUDA error %d", int(r))
 	}
 	return C.GoString(s)
 }
@@ -104,6 +108,11 @@ func (d *device) load(ordinal int) error {
 			fn, err := mod.Function(name)
 			if err != nil {
 				return cudaErr("cuModuleGetFunction("+name+")", err)
+			}
+			// staged rows of x live in dynamic shared memory: allow the most a plan asks for
+			cfn := *(*C.CUfunction)(unsafe.Pointer(&fn))
+			if r := C.cuFuncSetAttribute(cfn, C.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, C.int(core.ScanMaxSharedBytes)); r != C.CUDA_SUCCESS {
+				return core.CUDAError("cuFuncSetAttribute("+name+")", cErrName(r))
 			}
 			d.fns[name] = fn
 		}
@@ -171,7 +180,7 @@ func (backend) Scan(a *core.ScanArgs, p core.Problem) error {
 				return cudaErr("cuMemsetD32Async(workspace)", err)
 			}
 		}
-		if err := fn.Launch(int(blocks), 1, 1, 32, int(pl.Warps), 1, 0, stream, ptrs[:]); err != nil {
+		if err := fn.Launch(int(blocks), 1, 1, 32, int(pl.Warps), 1, int(pl.Shared), stream, ptrs[:]); err != nil {
 			return cudaErr("cuLaunchKernel("+pl.Kernel+")", err)
 		}
 		return nil

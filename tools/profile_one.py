@@ -1,0 +1,19 @@
+"""Run one scan shape a few times (for ncu / compute-sanitizer on the GPU machine).
+usage: python tools/profile_one.py B,T,R,C [f32|f16|bf16] [reps]"""
+import sys
+
+import torch
+
+sys.path.insert(0, "python")
+from nanossm import ssm_scan  # noqa: E402
+
+shape = tuple(int(v) for v in sys.argv[1].split(","))
+dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[sys.argv[2] if len(sys.argv) > 2 else "f32"]
+reps = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+B, T, R, C = shape
+A = torch.cumsum(-0.2 * torch.rand(B, T, R, device="cuda"), 1)
+x = torch.randn(B, T, R, C, device="cuda").to(dtype)
+for _ in range(reps):
+    out = ssm_scan(A, x)
+torch.cuda.synchronize()
+print("ok", tuple(out.shape), out.dtype)
