@@ -8,6 +8,10 @@ const ScanSteps = 16
 // ScanMaxWarps is MAX_WARPS in kernels/scan.cu.
 const ScanMaxWarps = 8
 
+// TuneWarps, when in 1..ScanMaxWarps, replaces the heuristic's warps per block: a benchmarking
+// knob (NANOSSM_TUNE_WARPS, read by core/cuda), not an API.
+var TuneWarps int64
+
 // ScanMaxSharedBytes is the most dynamic shared memory a scan block stages x in: MAX_WARPS *
 // STEPS rows of 32 lanes x one 16-byte packet.
 const ScanMaxSharedBytes = ScanMaxWarps * ScanSteps * 32 * 16
@@ -82,7 +86,11 @@ func vectorWidth(a *ScanArgs, p Problem) int64 {
 // workspace (decoupled look-back), so every shape exposes tiles*chunks blocks of parallelism.
 func PlanScan(a *ScanArgs, p Problem) ScanPlan {
 	vec := vectorWidth(a, p)
-	warps := min(int64(ScanMaxWarps), (p.T+ScanSteps-1)/ScanSteps)
+	maxWarps := int64(ScanMaxWarps)
+	if TuneWarps >= 1 && TuneWarps <= ScanMaxWarps {
+		maxWarps = TuneWarps
+	}
+	warps := min(maxWarps, (p.T+ScanSteps-1)/ScanSteps)
 	chunkLen := warps * ScanSteps
 	pl := ScanPlan{
 		Kernel: scanKernels[kernelKey{p.DType, vec}],

@@ -46,6 +46,12 @@ constexpr int MAX_WARPS = 8;   // warps per block along T (block <= 256 threads)
 #define NANOSSM_MIN_BLOCKS 3
 #endif
 constexpr int MIN_BLOCKS = NANOSSM_MIN_BLOCKS;
+#ifndef NANOSSM_TICKET
+#define NANOSSM_TICKET 1  // blocks take (tile, chunk) from an atomic ticket (0: from blockIdx)
+#endif
+#ifndef NANOSSM_FENCE
+#define NANOSSM_FENCE 1   // every lane fences before lane 0's release store of a flag
+#endif
 
 constexpr unsigned FLAG_AGGREGATE = 1;  // chunk's zero-carry aggregate is published
 constexpr unsigned FLAG_PREFIX = 2;     // chunk's inclusive prefix (true state at its end)
@@ -140,7 +146,10 @@ __device__ __forceinline__ void scan_fwd(
   const bool reverse = flags & 1;
 
   int64_t tile = blockIdx.x, chunk = 0;
-  if (n_chunks > 1) {
+  if (n_chunks > 1 && !NANOSSM_TICKET) {  // chunk-major block order, relied on being dispatched in order
+    tile = blockIdx.x % n_tiles;
+    chunk = blockIdx.x / n_tiles;
+  } else if (n_chunks > 1) {
     if (lane == 0 && w == 0) sh_ticket = atomicAdd(reinterpret_cast<unsigned long long*>(ws), 1ull);
     __syncthreads();
     tile = (int64_t)(sh_ticket % (unsigned long long)n_tiles);
@@ -252,7 +261,7 @@ __device__ __forceinline__ void scan_fwd(
         if (!last) {  // publish the aggregate early so successors can look past us
 #pragma unroll
           for (int v = 0; v < VEC; ++v) __stcg(&aggs[(me * WARP + lane) * VEC + v], agg[v]);
-          __threadfence();
+          if (NANOSSM_FENCE) __threadfence();
           __syncwarp();
           if (lane == 0) store_release(&flag[me], FLAG_AGGREGATE);
         }
@@ -286,7 +295,7 @@ __device__ __forceinline__ void scan_fwd(
         const float d = expf(a_end - a_blk);
 #pragma unroll
         for (int v = 0; v < VEC; ++v) __stcg(&incl[(me * WARP + lane) * VEC + v], fmaf(d, carry[v], agg[v]));
-        __threadfence();
+        if (NANOSSM_FENCE) __threadfence();
         __syncwarp();
         if (lane == 0) store_release(&flag[me], FLAG_PREFIX);
       }

@@ -14,7 +14,9 @@ import "C"
 
 import (
 	"fmt"
+	"os"
 	"reflect"
+	"strconv"
 	"sync"
 	"unsafe"
 
@@ -23,7 +25,12 @@ import (
 	"gorgonia.org/cu"
 )
 
-func init() { core.RegisterCUDA(backend{}) }
+func init() {
+	core.RegisterCUDA(backend{})
+	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_WARPS")); err == nil {
+		core.TuneWarps = int64(v)
+	}
+}
 
 // maxDevices bounds the per-device state table.
 const maxDevices = 64
