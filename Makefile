@@ -61,9 +61,12 @@ test-go: setup $(BUILD)/stub/libcuda.so
 	$(CGO_ENV) go vet ./core/... ./capi/ ./kernels/
 	$(CGO_ENV) go test -count=1 ./core/ ./capi/
 
+# The C ABI test runs against the CPU flavour here; build/capi_test_cuda (linked against the CUDA
+# flavour) also runs the scan on device 0 where a GPU exists (run it there).
 test-c: lib
 	mkdir -p $(BUILD)
-	gcc -O2 -Wall -Werror -Iinclude tests/capi_test.c -o $(BUILD)/capi_test -L$(LIBDIR) -lnanossm_cpu -Wl,-rpath,$(CURDIR)/$(LIBDIR) -lm
+	gcc -O2 -Wall -Werror -Iinclude tests/capi_test.c -o $(BUILD)/capi_test -L$(LIBDIR) -lnanossm_cpu -Wl,-rpath,'$$ORIGIN/../$(LIBDIR)' -lm -ldl
+	gcc -O2 -Wall -Werror -Iinclude tests/capi_test.c -o $(BUILD)/capi_test_cuda -L$(LIBDIR) -lnanossm -Wl,-rpath,'$$ORIGIN/../$(LIBDIR)' -Wl,-rpath-link,$(BUILD)/stub -Wl,--allow-shlib-undefined -lm -ldl
 	$(BUILD)/capi_test
 
 test-py: lib

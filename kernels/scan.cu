@@ -47,10 +47,10 @@ constexpr int MAX_WARPS = 8;   // warps per block along T (block <= 256 threads)
 #endif
 constexpr int MIN_BLOCKS = NANOSSM_MIN_BLOCKS;
 #ifndef NANOSSM_TICKET
-#define NANOSSM_TICKET 1  // blocks take (tile, chunk) from an atomic ticket (0: from blockIdx)
+#define NANOSSM_TICKET 0  // 1: blocks take (tile, chunk) from an atomic ticket; 0: from blockIdx
 #endif
 #ifndef NANOSSM_FENCE
-#define NANOSSM_FENCE 1   // every lane fences before lane 0's release store of a flag
+#define NANOSSM_FENCE 0   // 1: every lane fences before lane 0's release store of a flag
 #endif
 
 constexpr unsigned FLAG_AGGREGATE = 1;  // chunk's zero-carry aggregate is published

@@ -1,7 +1,10 @@
 /* C ABI test: includes only include/nanossm.h, links libnanossm (either flavour), runs a CPU scan
  * of fresh random inputs against a double-precision reference computed here, checks that every
  * output element was written, and checks the error path (status, message naming the argument,
- * the process surviving, and a good call afterwards still working). */
+ * the process surviving, and a good call afterwards still working). Linked against the CUDA
+ * flavour on a machine with a GPU, it also runs the scan on device 0 (memory through the driver
+ * API, opened with dlopen so no CUDA header is needed) and checks that result the same way. */
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,11 +40,63 @@ static nanossm_tensor make(void* data, int32_t dtype, int ndim, const int64_t* s
 
 static double uniform(void) { return (double)rand() / RAND_MAX; }
 
+/* The scan on device 0 through the CUDA driver API: returns the status, fills out_host. */
+typedef int (*cu_fn)();
+static int gpu_scan(nanossm_tensor tA, nanossm_tensor tx, nanossm_tensor to, float* out_host, size_t nA, size_t nx) {
+  void* cuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+  if (!cuda) return -1;
+  cu_fn cuInit = (cu_fn)dlsym(cuda, "cuInit"), retain = (cu_fn)dlsym(cuda, "cuDevicePrimaryCtxRetain"),
+        setctx = (cu_fn)dlsym(cuda, "cuCtxSetCurrent"), alloc = (cu_fn)dlsym(cuda, "cuMemAlloc_v2"),
+        htod = (cu_fn)dlsym(cuda, "cuMemcpyHtoD_v2"), dtoh = (cu_fn)dlsym(cuda, "cuMemcpyDtoH_v2"),
+        sync = (cu_fn)dlsym(cuda, "cuCtxSynchronize"), memfree = (cu_fn)dlsym(cuda, "cuMemFree_v2");
+  void* ctx = NULL;
+  unsigned long long dA = 0, dx = 0, dout = 0, dws = 0;
+  if (cuInit(0) || retain(&ctx, 0) || setctx(ctx)) return -2;
+  if (alloc(&dA, nA * 4) || alloc(&dx, nx * 4) || alloc(&dout, nx * 4)) return -3;
+  if (htod(dA, tA.data, nA * 4) || htod(dx, tx.data, nx * 4)) return -4;
+  tA.data = (void*)dA;
+  tx.data = (void*)dx;
+  to.data = (void*)dout;
+  nanossm_scan_options opt;
+  memset(&opt, 0, sizeof opt);
+  opt.struct_size = sizeof opt;
+  int64_t bytes = 0;
+  int st = nanossm_scan_workspace_size(&tA, &tx, &to, &opt, 0, &bytes);
+  if (st) return st;
+  if (bytes && alloc(&dws, (size_t)bytes)) return -5;
+  opt.workspace = (void*)dws;
+  opt.workspace_bytes = bytes;
+  st = nanossm_scan(&tA, &tx, &to, &opt, 0, NULL);
+  if (st) return st;
+  if (sync() || dtoh(out_host, dout, nx * 4)) return -6;
+  memfree(dA);
+  memfree(dx);
+  memfree(dout);
+  if (dws) memfree(dws);
+  return 0;
+}
+
+static double rel_error(const float* A, const float* x, const float* out, int B, int T, int R, int C) {
+  double num = 0, den = 0;
+  for (int b = 0; b < B; ++b)
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c)
+        for (int t = 0; t < T; ++t) {
+          double ref = 0;
+          for (int j = 0; j <= t; ++j)
+            ref += exp((double)A[(b * T + t) * R + r] - A[(b * T + j) * R + r]) * x[((b * T + j) * R + r) * C + c];
+          double got = out[((b * T + t) * R + r) * C + c];
+          num += (got - ref) * (got - ref);
+          den += ref * ref;
+        }
+  return sqrt(num / den);
+}
+
 int main(void) {
   CHECK(nanossm_version() == NANOSSM_VERSION, "runtime version %d != header %d", nanossm_version(), NANOSSM_VERSION);
   CHECK(strcmp(nanossm_status_string(NANOSSM_ERR_INVALID_ARGUMENT), "invalid argument") == 0, "status string");
 
-  enum { B = 2, T = 37, R = 3, C = 5 };
+  enum { B = 2, T = 301, R = 3, C = 5 }; /* T over several 128-step chunks on the GPU */
   srand(1234);
   float *A = malloc(sizeof(float) * B * T * R), *x = malloc(sizeof(float) * B * T * R * C);
   float *out = malloc(sizeof(float) * B * T * R * C), *hT = malloc(sizeof(float) * B * R * C);
@@ -105,6 +160,13 @@ int main(void) {
   if (!nanossm_has_cuda()) {
     st = nanossm_scan(&tA, &tx, &to, NULL, 0, NULL);
     CHECK(st == NANOSSM_ERR_NO_CUDA, "device call in the CPU flavour: status %d", st);
+  } else {
+    for (int i = 0; i < B * T * R * C; ++i) out[i] = NAN;
+    st = gpu_scan(tA, tx, to, out, B * T * R, B * T * R * C);
+    CHECK(st == 0, "GPU scan: status %d %s", st, nanossm_last_error());
+    double gerr = rel_error(A, x, out, B, T, R, C);
+    CHECK(gerr <= 1e-5 && gerr == gerr, "GPU relative error %g > 1e-5", gerr);
+    printf("capi_test: GPU rel err %.2e\n", gerr);
   }
 
   printf("capi_test: rel err %.2e, has_cuda %d\n", rel, nanossm_has_cuda());

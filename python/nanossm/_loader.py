@@ -92,7 +92,8 @@ def _choose():
 
 
 def _declare(lib):
-    T, O = ctypes.POINTER(Tensor), ctypes.POINTER(ScanOptions)
+    # descriptors are passed as addresses (op.py packs them into one buffer per thread)
+    T = O = ctypes.c_void_p
     sigs = {
         "nanossm_version": ([], ctypes.c_int32),
         "nanossm_status_string": ([ctypes.c_int32], ctypes.c_char_p),

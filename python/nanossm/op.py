@@ -1,5 +1,7 @@
 """ssm_scan: the PyTorch entry point (ctypes over the C ABI, zero-copy on tensor pointers)."""
 import ctypes
+import struct
+import threading
 
 import torch
 
@@ -11,22 +13,40 @@ _CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _CPU_DTYPES = (torch.float32, torch.float64)
 
 
-_DIMS = ctypes.c_int64 * 4
-_EMPTY = _loader.Tensor()
+# The call's descriptors (include/nanossm.h) are packed into one reusable per-thread buffer with
+# struct.pack_into: building ctypes Structures field by field costs microseconds, and small calls
+# are dominated by host time. Layout: A, x, out (80 bytes each), then nanossm_scan_options.
+_TENSOR = {3: struct.Struct("<Qii3q8x3q8x"), 4: struct.Struct("<Qii4q4q")}
+_OPT_HEAD = struct.Struct("<II")
+_OPT_WS = struct.Struct("<Qq")
+_TSIZE = 80
+_OFF_A, _OFF_X, _OFF_OUT, _OFF_OPT = 0, 80, 160, 240
+_OFF_H0, _OFF_HT, _OFF_SEQ, _OFF_WS = _OFF_OPT + 8, _OFF_OPT + 88, _OFF_OPT + 168, _OFF_OPT + 248
+_BUF_SIZE = _OFF_OPT + ctypes.sizeof(_loader.ScanOptions)
+assert ctypes.sizeof(_loader.Tensor) == _TSIZE and ctypes.sizeof(_loader.ScanOptions) == 264
+_ZERO_T = bytes(_TSIZE)
+_tls = threading.local()
 
 
-def _desc(t):
-    """A nanossm_tensor describing t (no copy); None -> an absent tensor. One constructor call:
-    setting ctypes fields one by one costs microseconds on the small-call path."""
+def _buffer():
+    b = getattr(_tls, "buf", None)
+    if b is None:
+        b = _tls.buf = ctypes.create_string_buffer(_BUF_SIZE)
+        _tls.addr = ctypes.addressof(b)
+    return b, _tls.addr
+
+
+def _pack(buf, off, t):
+    """Describe t (no copy) at buf[off:off+80]; None -> an absent tensor."""
     if t is None:
-        return _EMPTY
-    return _loader.Tensor(t.data_ptr(), _DTYPE_CODES[t.dtype], t.dim(), _DIMS(*t.shape), _DIMS(*t.stride()))
+        buf[off:off + _TSIZE] = _ZERO_T
+    else:
+        _TENSOR[t.dim()].pack_into(buf, off, t.data_ptr(), _DTYPE_CODES[t.dtype], t.dim(), *t.shape, *t.stride())
 
 
 # Workspace bytes depend only on the layout (shapes, strides, dtype, 16-byte alignment) and the
 # flags: cache them so the common call makes one library call, not two.
 _ws_cache = {}
-_OPTS_SIZE = ctypes.sizeof(_loader.ScanOptions)
 
 
 def _raw_stream(index):
@@ -40,24 +60,35 @@ def _raw_stream(index):
 def _launch(A, x, out, h0, hT, reverse):
     """One library call: out (and hT) = scan(A, x). All tensors on one device, already checked."""
     L = _loader.lib()
-    dA, dx, do = _desc(A), _desc(x), _desc(out)
-    opts = _loader.ScanOptions(_OPTS_SIZE, _loader.SCAN_REVERSE if reverse else 0, _desc(h0), _desc(hT))
+    buf, addr = _buffer()
+    _pack(buf, _OFF_A, A)
+    _pack(buf, _OFF_X, x)
+    _pack(buf, _OFF_OUT, out)
+    _OPT_HEAD.pack_into(buf, _OFF_OPT, _OPT_SIZE, _loader.SCAN_REVERSE if reverse else 0)
+    _pack(buf, _OFF_H0, h0)
+    _pack(buf, _OFF_HT, hT)
+    _pack(buf, _OFF_SEQ, None)
+    _OPT_WS.pack_into(buf, _OFF_WS, 0, 0)
+    pA, px, po, popt = addr + _OFF_A, addr + _OFF_X, addr + _OFF_OUT, addr + _OFF_OPT
     if x.is_cuda:
         dev = x.device.index
         key = (x.shape, x.stride(), out.stride(), x.dtype, x.data_ptr() % 16, out.data_ptr() % 16, reverse)
         need = _ws_cache.get(key)
         if need is None:
             n = ctypes.c_int64(0)
-            _loader.check(L.nanossm_scan_workspace_size(dA, dx, do, opts, dev, ctypes.byref(n)))
+            _loader.check(L.nanossm_scan_workspace_size(pA, px, po, popt, dev, ctypes.byref(n)))
             need = _ws_cache.setdefault(key, n.value) if len(_ws_cache) < 4096 else n.value
         ws = None
         if need:
+            # from PyTorch's caching allocator on the current stream: reused safely after the call
             ws = torch.empty(need, dtype=torch.uint8, device=x.device)
-            opts.workspace, opts.workspace_bytes = ws.data_ptr(), need
-        _loader.check(L.nanossm_scan(dA, dx, do, opts, dev, _raw_stream(dev)))
-        # ws returns to PyTorch's caching allocator on the current stream: safe to reuse there.
+            _OPT_WS.pack_into(buf, _OFF_WS, ws.data_ptr(), need)
+        _loader.check(L.nanossm_scan(pA, px, po, popt, dev, _raw_stream(dev)))
     else:
-        _loader.check(L.nanossm_scan(dA, dx, do, opts, -1, None))
+        _loader.check(L.nanossm_scan(pA, px, po, popt, -1, None))
+
+
+_OPT_SIZE = 264
 
 
 def _forward(A, x, h0, reverse, want_final, out=None):
@@ -144,8 +175,8 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
     compute = x.dtype if (x.is_cuda or x.dtype in _CPU_DTYPES) else torch.float32
     a_dtype = torch.float64 if compute == torch.float64 else torch.float32
     state_dtype = a_dtype
-    A = cumsum_A.to(a_dtype)
-    xc = x.to(compute)
+    A = cumsum_A if cumsum_A.dtype == a_dtype else cumsum_A.to(a_dtype)
+    xc = x if x.dtype == compute else x.to(compute)
     if h0 is not None:
         h0 = h0.to(state_dtype).contiguous()
 
@@ -162,5 +193,6 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
         y, hT = _Scan.apply(A, xc, h0, reverse, return_final_state)
     else:
         y, hT = _forward(A, xc, h0, reverse, return_final_state)
-    y = y.to(x.dtype)
+    if y.dtype != x.dtype:
+        y = y.to(x.dtype)
     return (y, hT) if return_final_state else y

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Everything the GPU machine checks, in one call (run from the repo root there, after `make lib
+# test-c` here; carry python/nanossm/_lib and build/capi_test_cuda):
+#   the pytest suite (CUDA cases run), the C ABI test on the GPU, compute-sanitizer on odd shapes,
+#   the demo, the benchmark (table + plot) and an ncu stall breakdown. Logs go to $OUT.
+set -u
+export PYTHONPATH=python PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/nanossm-out}; mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+echo "== pytest"; python3 -m pytest -q -rs tests 2>&1 | tee "$OUT/pytest.log" | tail -4
+echo "== C ABI on the GPU"; build/capi_test_cuda
+echo "== compute-sanitizer"
+for tool in memcheck racecheck initcheck synccheck; do
+  for case in "2,301,3,5 f32" "2,1000,4,16 f32" "1,517,3,64 f16" "3,129,2,8 bf16"; do
+    compute-sanitizer --tool $tool --error-exitcode 9 python3 tools/profile_one.py $case 1 > "$OUT/sanitizer.log" 2>&1
+    echo "$tool $case: rc=$? $(grep -E 'ERROR SUMMARY|hazard' "$OUT/sanitizer.log" | tail -1)"
+  done
+done
+echo "== demo"; python3 -m nanossm.demo; python3 -m nanossm.demo --shape 4,8192,64,64
+echo "== bench"
+python3 -m nanossm.bench --plot "$OUT/bench.png" --json "$OUT/bench_f32.json" 2>&1 | tee "$OUT/bench.log"
+python3 -m nanossm.bench --no-baselines --dtypes f16,bf16 --plot "$OUT/bench_half.png" --json "$OUT/bench_half.json" 2>&1 | tee -a "$OUT/bench.log"
+echo "== ncu"
+ncu --clock-control none --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active' \
+  -k regex:nanossm_scan -s 2 -c 1 python3 tools/profile_one.py 4,8192,64,64 f32 3 > "$OUT/ncu.txt" 2>&1
+grep -E "ratio|pct" "$OUT/ncu.txt" | awk '$NF+0 > 0.05' | sort -k3 -n -r | head -14
