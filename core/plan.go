@@ -50,8 +50,7 @@ type ScanPlan struct {
 	Tiles     int64 // 32-lane tiles over (b, r, c/Vec)
 	Chunks    int64 // blocks along T (each Warps*ScanSteps steps); > 1 needs the workspace
 	Shared    int64 // bytes of dynamic shared memory: the staged rows of x
-	Workspace int64 // bytes of device scratch
-	ZeroBytes int64 // leading workspace bytes to zero before the launch (ticket + flags)
+	Workspace int64 // bytes of device scratch, set to 0xff bytes before the launch (look-back)
 }
 
 func align256(v int64) int64 { return (v + 255) / 256 * 256 }
@@ -100,10 +99,8 @@ func PlanScan(a *ScanArgs, p Problem) ScanPlan {
 		Chunks: (p.T + chunkLen - 1) / chunkLen,
 		Shared: warps * ScanSteps * 32 * vec * p.DType.Size(),
 	}
-	if pl.Chunks > 1 {
-		n := pl.Chunks * pl.Tiles
-		pl.ZeroBytes = align256(256 + 4*n)
-		pl.Workspace = pl.ZeroBytes + 2*align256(n*32*vec*4)
+	if pl.Chunks > 1 { // aggregates and inclusive prefixes, 32 lanes x vec floats per block
+		pl.Workspace = 2 * align256(pl.Chunks*pl.Tiles*32*vec*4)
 	}
 	return pl
 }

@@ -99,7 +99,7 @@ func TestPlanScan(t *testing.T) {
 		if pl.Shared != pl.Warps*ScanSteps*32*pl.Vec*c.prob.DType.Size() || pl.Shared > ScanMaxSharedBytes {
 			t.Errorf("%s: shared bytes %d", c.name, pl.Shared)
 		}
-		if pl.Chunks > 1 && (pl.ZeroBytes%256 != 0 || pl.Workspace < pl.ZeroBytes+2*pl.Chunks*pl.Tiles*32*pl.Vec*4) {
+		if pl.Chunks > 1 && (pl.Workspace%256 != 0 || pl.Workspace < 2*pl.Chunks*pl.Tiles*32*pl.Vec*4) {
 			t.Errorf("%s: workspace layout too small: %+v", c.name, pl)
 		}
 	}

@@ -19,8 +19,8 @@
 // zero-carry aggregate, the block combines the S aggregates in shared memory, and when T needs
 // more than one chunk, chunks pass carries through a decoupled look-back (single pass: x is read
 // once and out written once).  With the carry known, each thread replays its STEPS steps from
-// shared memory and writes out.  Blocks take (tile, chunk) from an atomic ticket in chunk-major
-// order, so a block only ever waits on blocks that started before it: no deadlock.
+// shared memory and writes out.  Blocks are numbered chunk-major, so a block only waits on
+// blocks dispatched before it: no deadlock.
 //
 // Packed variable-length sequences (cu_seqlens) reuse this scheme: a sequence start inside a
 // chunk sets h[start-1] := h0[k] (or 0), which makes that chunk's aggregate an inclusive prefix
@@ -46,15 +46,7 @@ constexpr int MAX_WARPS = 8;   // warps per block along T (block <= 256 threads)
 #define NANOSSM_MIN_BLOCKS 3
 #endif
 constexpr int MIN_BLOCKS = NANOSSM_MIN_BLOCKS;
-#ifndef NANOSSM_TICKET
-#define NANOSSM_TICKET 0  // 1: blocks take (tile, chunk) from an atomic ticket; 0: from blockIdx
-#endif
-#ifndef NANOSSM_FENCE
-#define NANOSSM_FENCE 0   // 1: every lane fences before lane 0's release store of a flag
-#endif
 
-constexpr unsigned FLAG_AGGREGATE = 1;  // chunk's zero-carry aggregate is published
-constexpr unsigned FLAG_PREFIX = 2;     // chunk's inclusive prefix (true state at its end)
 
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
@@ -114,20 +106,42 @@ __device__ __forceinline__ void store_packet(T* ptr, int64_t sc, const float (&h
   }
 }
 
-__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-__device__ __forceinline__ void store_release(unsigned* p, unsigned v) {
-  asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+// The look-back's "not yet written" pattern (a NaN no arithmetic produces) and its accessors.
+constexpr unsigned UNWRITTEN = 0xffffffffu;
+
+template <int VEC>
+__device__ __forceinline__ void publish(float* dst, const float (&v)[VEC]) {
+#pragma unroll
+  for (int i = 0; i < VEC; i += 4) {
+    if constexpr (VEC % 4 == 0) {
+      __stcg(reinterpret_cast<float4*>(dst + i), make_float4(v[i], v[i + 1], v[i + 2], v[i + 3]));
+    } else {
+      for (int k = i; k < VEC && k < i + 4; ++k) __stcg(dst + k, v[k]);
+    }
+  }
 }
 
-// Workspace layout (bytes), mirrored by core/cuda/plan.go:
-//   [0, 256)                 uint64 ticket counter          } zeroed before every launch
-//   [256, 256 + 4*n)         uint32 flag per (chunk, tile)  }
-//   aggregates, then inclusive prefixes: n * 32 * VEC floats each, 256-byte aligned
-// where n = n_chunks * n_tiles.
+// Read VEC words from L2 (not L1: another SM wrote them); true when all are written.
+template <int VEC>
+__device__ __forceinline__ bool poll(const float* src, float (&v)[VEC]) {
+  bool ok = true;
+#pragma unroll
+  for (int i = 0; i < VEC; i += 4) {
+    if constexpr (VEC % 4 == 0) {
+      const float4 q = __ldcv(reinterpret_cast<const float4*>(src + i));
+      v[i] = q.x, v[i + 1] = q.y, v[i + 2] = q.z, v[i + 3] = q.w;
+    } else {
+      for (int k = i; k < VEC && k < i + 4; ++k) v[k] = __ldcv(src + k);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) ok &= __float_as_uint(v[i]) != UNWRITTEN;
+  return ok;
+}
+
+// Workspace layout (bytes), mirrored by core/plan.go: aggregates, then inclusive prefixes, each
+// n * 32 * VEC floats (256-byte aligned), n = n_chunks * n_tiles; all set to UNWRITTEN (memset
+// 0xff) before every launch.
 __host__ __device__ constexpr int64_t align256(int64_t v) { return (v + 255) / 256 * 256; }
 
 template <typename T, int VEC>
@@ -139,22 +153,13 @@ __device__ __forceinline__ void scan_fwd(
     int64_t soc, int64_t flags, int64_t n_chunks, int64_t n_tiles) {
   __shared__ float sh_agg[MAX_WARPS][WARP][VEC];
   __shared__ float sh_aend[MAX_WARPS][WARP];
-  __shared__ float sh_carry[WARP][VEC];
-  __shared__ unsigned long long sh_ticket;
 
   const int lane = threadIdx.x, w = threadIdx.y, S = blockDim.y;
   const bool reverse = flags & 1;
 
-  int64_t tile = blockIdx.x, chunk = 0;
-  if (n_chunks > 1 && !NANOSSM_TICKET) {  // chunk-major block order, relied on being dispatched in order
-    tile = blockIdx.x % n_tiles;
-    chunk = blockIdx.x / n_tiles;
-  } else if (n_chunks > 1) {
-    if (lane == 0 && w == 0) sh_ticket = atomicAdd(reinterpret_cast<unsigned long long*>(ws), 1ull);
-    __syncthreads();
-    tile = (int64_t)(sh_ticket % (unsigned long long)n_tiles);
-    chunk = (int64_t)(sh_ticket / (unsigned long long)n_tiles);
-  }
+  // (tile, chunk) in chunk-major order: chunk j of every tile has a lower block index than chunk
+  // j + 1, and blocks are dispatched in index order, so a block only waits on running blocks.
+  const int64_t tile = blockIdx.x % n_tiles, chunk = blockIdx.x / n_tiles;
 
   const int64_t CV = C / VEC;
   const int64_t g = tile * WARP + lane;
@@ -231,80 +236,60 @@ __device__ __forceinline__ void scan_fwd(
   sh_aend[w][lane] = a_last;
   __syncthreads();
 
-  // ---- phase 2: the carry into the block (state at step t0 - 1)
+  // ---- phase 2: the carry into the block (state at step t0 - 1): h0 for chunk 0, else a look-back
+  // that every warp does for itself (no second barrier). Publication needs no flag or fence: the
+  // workspace starts as the NaN pattern 0xffffffff, which arithmetic never produces (GPU NaNs are
+  // canonical 0x7fffffff), and every 32-bit value is written once; a reader polls its own lane's
+  // values until none is the pattern, and each word it sees is final.
   const float a_blk = t0 < T_ ? a_before(t0) : 0.f;
   float carry[VEC];
 #pragma unroll
   for (int v = 0; v < VEC; ++v) carry[v] = (chunk == 0 && h0 && active) ? h0[state_off + v] : 0.f;
-
   if (n_chunks > 1) {
-    if (w == S - 1) {
-      // block aggregate: fold the S sub-chunk aggregates
-      float agg[VEC];
+    const int64_t n = n_chunks * n_tiles;
+    float* aggs = reinterpret_cast<float*>(ws);
+    float* incl = aggs + align256(n * WARP * VEC * 4) / 4;
+    const bool last = chunk == n_chunks - 1;
+    const int64_t me = chunk * n_tiles + tile;
+    float agg[VEC], a_end = a_blk;
 #pragma unroll
-      for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
-      float ap = a_blk;
+    for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
+    if (w == S - 1 && !last) {
+      // block aggregate over the S sub-chunks (all full: not the last chunk); publish it first,
+      // so successors can look past this block while it looks back
       for (int s = 0; s < S; ++s) {
-        const float d = expf(sh_aend[s][lane] - ap);
-        ap = sh_aend[s][lane];
+        const float d = expf(sh_aend[s][lane] - a_end);
+        a_end = sh_aend[s][lane];
 #pragma unroll
         for (int v = 0; v < VEC; ++v) agg[v] = fmaf(d, agg[v], sh_agg[s][lane][v]);
       }
-      const float a_end = ap;  // meaningful only when the chunk is full (not the last one)
-      const int64_t n = n_chunks * n_tiles;
-      unsigned* flag = reinterpret_cast<unsigned*>(ws + 256);
-      float* aggs = reinterpret_cast<float*>(ws + align256(256 + 4 * n));
-      float* incl = aggs + align256(n * WARP * VEC * 4) / 4;
-      const bool last = chunk == n_chunks - 1;
-      const int64_t me = chunk * n_tiles + tile;
-      if (chunk > 0) {
-        if (!last) {  // publish the aggregate early so successors can look past us
-#pragma unroll
-          for (int v = 0; v < VEC; ++v) __stcg(&aggs[(me * WARP + lane) * VEC + v], agg[v]);
-          if (NANOSSM_FENCE) __threadfence();
-          __syncwarp();
-          if (lane == 0) store_release(&flag[me], FLAG_AGGREGATE);
-        }
-        // look back: carry = sum over earlier chunks j of exp(a_blk - a_end(j)) * value(j),
-        // up to and including the nearest inclusive prefix. Windows of 32 predecessors: lane i
-        // watches chunk j0 - i, so a deep look-back costs a few latencies, not one per chunk.
-        for (int64_t j0 = chunk - 1;; j0 -= WARP) {
-          const int64_t jl = j0 - lane;
-          unsigned f = FLAG_PREFIX;  // before chunk 0: never reached (chunk 0 is a prefix)
-          if (jl >= 0) {
-            int spins = 0;
-            while ((f = load_acquire(&flag[jl * n_tiles + tile])) == 0) {
-              if (++spins > 4) __nanosleep(20);
-            }
-          }
-          const unsigned prefixes = __ballot_sync(0xffffffffu, f == FLAG_PREFIX);
-          const int stop = prefixes ? __ffs(prefixes) - 1 : WARP - 1;
-#pragma unroll 4
-          for (int i = 0; i <= stop; ++i) {
-            const int64_t id = (j0 - i) * n_tiles + tile;
-            const float* src = i == stop && prefixes ? incl : aggs;
-            const float d = active ? expf(a_blk - a_at((j0 - i + 1) * chunk_len - 1)) : 0.f;
-#pragma unroll
-            for (int v = 0; v < VEC; ++v)
-              carry[v] = fmaf(d, __ldcg(&src[(id * WARP + lane) * VEC + v]), carry[v]);
-          }
-          if (prefixes) break;
-        }
-      }
-      if (!last) {
-        const float d = expf(a_end - a_blk);
-#pragma unroll
-        for (int v = 0; v < VEC; ++v) __stcg(&incl[(me * WARP + lane) * VEC + v], fmaf(d, carry[v], agg[v]));
-        if (NANOSSM_FENCE) __threadfence();
-        __syncwarp();
-        if (lane == 0) store_release(&flag[me], FLAG_PREFIX);
-      }
-#pragma unroll
-      for (int v = 0; v < VEC; ++v) sh_carry[lane][v] = carry[v];
+      if (chunk > 0) publish<VEC>(&aggs[(me * WARP + lane) * VEC], agg);
     }
-    __syncthreads();
+    if (chunk > 0 && active) {
+      // carry = sum over earlier chunks j of exp(a_blk - a_end(j)) * value(j), down to the
+      // nearest chunk whose inclusive prefix (true end state) is out
+      for (int64_t j = chunk - 1;; --j) {
+        const int64_t id = (j * n_tiles + tile) * WARP + lane;
+        float val[VEC];
+        bool prefix;
+        for (int spins = 0;; ++spins) {
+          if ((prefix = poll<VEC>(&incl[id * VEC], val)) || poll<VEC>(&aggs[id * VEC], val)) break;
+          if (spins > 2) __nanosleep(32);
+        }
+        // a_end(chunk - 1) is a_blk itself: decay 1, no load
+        const float d = j == chunk - 1 ? 1.f : expf(a_blk - a_at((j + 1) * chunk_len - 1));
 #pragma unroll
-    for (int v = 0; v < VEC; ++v) carry[v] = sh_carry[lane][v];
+        for (int v = 0; v < VEC; ++v) carry[v] = fmaf(d, val[v], carry[v]);
+        if (prefix) break;
+      }
+    }
+    if (w == S - 1 && !last) {
+      const float d = expf(a_end - a_blk);
+      float inc[VEC];
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) inc[v] = fmaf(d, carry[v], agg[v]);
+      publish<VEC>(&incl[(me * WARP + lane) * VEC], inc);
+    }
   }
 
   // ---- phase 3: fold the sub-chunks before this warp, replay the steps with the true carry

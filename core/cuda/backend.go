@@ -182,8 +182,8 @@ func (backend) Scan(a *core.ScanArgs, p core.Problem) error {
 	}
 	stream := rawStream(a.Stream)
 	return withContext(d.ctx, func() error {
-		if pl.ZeroBytes > 0 {
-			if err := cu.MemsetD32Async(cu.DevicePtr(a.Workspace), 0, pl.ZeroBytes/4, stream); err != nil {
+		if pl.Workspace > 0 { // the look-back's "unwritten" pattern (kernels/scan.cu)
+			if err := cu.MemsetD32Async(cu.DevicePtr(a.Workspace), 0xffffffff, pl.Workspace/4, stream); err != nil {
 				return cudaErr("cuMemsetD32Async(workspace)", err)
 			}
 		}
