@@ -34,6 +34,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 // A named namespace, not an anonymous one: anonymous-namespace symbols carry a hash of the
 // source path, which would make the committed module depend on where it was built.
 namespace nanossm {
@@ -50,7 +52,10 @@ constexpr int MIN_BLOCKS = NANOSSM_MIN_BLOCKS;
 
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+// bfloat16 is the top half of a float: a shift (the header conversion costs registers)
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) {
+  return __uint_as_float(static_cast<unsigned>(__bfloat16_as_ushort(v)) << 16);
+}
 template <typename T> __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
 template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
@@ -96,8 +101,16 @@ __device__ __forceinline__ void staged_wait() {
 template <typename T, int VEC>
 __device__ __forceinline__ void store_packet(T* ptr, int64_t sc, const float (&h)[VEC]) {
   Packet<T, VEC> p;
+  if constexpr (std::is_same_v<T, __nv_bfloat16> && VEC % 2 == 0) {  // paired conversions
 #pragma unroll
-  for (int v = 0; v < VEC; ++v) p.v[v] = from_f<T>(h[v]);
+    for (int v = 0; v < VEC; v += 2) *reinterpret_cast<__nv_bfloat162*>(&p.v[v]) = __floats2bfloat162_rn(h[v], h[v + 1]);
+  } else if constexpr (std::is_same_v<T, __half> && VEC % 2 == 0) {
+#pragma unroll
+    for (int v = 0; v < VEC; v += 2) *reinterpret_cast<__half2*>(&p.v[v]) = __floats2half2_rn(h[v], h[v + 1]);
+  } else {
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) p.v[v] = from_f<T>(h[v]);
+  }
   if constexpr (VEC * sizeof(T) == 16) {
     *reinterpret_cast<uint4*>(ptr) = *reinterpret_cast<const uint4*>(&p);
   } else {

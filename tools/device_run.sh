@@ -20,6 +20,7 @@ echo "== demo"; python3 -m nanossm.demo; python3 -m nanossm.demo --shape 4,8192,
 echo "== bench"
 python3 -m nanossm.bench --plot "$OUT/bench.png" --json "$OUT/bench_f32.json" 2>&1 | tee "$OUT/bench.log"
 python3 -m nanossm.bench --no-baselines --dtypes f16,bf16 --plot "$OUT/bench_half.png" --json "$OUT/bench_half.json" 2>&1 | tee -a "$OUT/bench.log"
+echo "== host profile"; python3 tools/host_profile.py
 echo "== ncu"
 ncu --clock-control none --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active' \
   -k regex:nanossm_scan -s 2 -c 1 python3 tools/profile_one.py 4,8192,64,64 f32 3 > "$OUT/ncu.txt" 2>&1
