@@ -13,7 +13,6 @@ void nanossm_set_last_error(char* msg);
 import "C"
 
 import (
-	"fmt"
 	"sync"
 	"unsafe"
 
@@ -137,7 +136,7 @@ func scanArgs(A, x, out *C.nanossm_tensor, o *C.nanossm_scan_options, device C.i
 		return args, core.Invalid("options", "struct_size must be sizeof(nanossm_scan_options) = %d, got %d", want, o.struct_size)
 	}
 	if o.flags&^C.NANOSSM_SCAN_REVERSE != 0 {
-		return args, core.Invalid("options", fmt.Sprintf("unknown flags %#x", uint32(o.flags&^C.NANOSSM_SCAN_REVERSE)))
+		return args, core.Invalid("options", "unknown flags %#x", uint32(o.flags&^C.NANOSSM_SCAN_REVERSE))
 	}
 	args.Reverse = o.flags&C.NANOSSM_SCAN_REVERSE != 0
 	for _, t := range []struct {
