@@ -21,7 +21,7 @@ NVCCFLAGS := -O3 -std=c++17 $(GENCODE)
 # satisfies the linker; at run time the real driver's libcuda.so.1 is used.
 CGO_ENV = CGO_CFLAGS="-I$(CUDA12_INC)" CGO_LDFLAGS="-L$(CURDIR)/$(BUILD)/stub"
 
-.PHONY: all setup lib kernels check-kernels demo test test-go test-c test-py bench clean
+.PHONY: all setup lib kernels check-kernels demo test test-go test-c test-py bench fuzz clean
 
 all: lib
 
@@ -62,6 +62,13 @@ demo: lib
 test-go: setup $(BUILD)/stub/libcuda.so
 	$(CGO_ENV) go vet -unsafeptr=false ./core/... ./capi/ ./kernels/
 	$(CGO_ENV) go test -count=1 ./core/ ./capi/
+	$(CGO_ENV) go test ./capi/ -run '^$$' -fuzz FuzzScanABI -fuzztime $(FUZZ_SMOKE)
+
+# The full fuzz run of the C ABI's argument validation (CI runs a smoke run of it in test-go).
+FUZZ_SMOKE ?= 50000x
+FUZZTIME ?= 1000000x
+fuzz: setup $(BUILD)/stub/libcuda.so
+	$(CGO_ENV) go test ./capi/ -run '^$$' -fuzz FuzzScanABI -fuzztime $(FUZZTIME)
 
 # The C ABI test runs against the CPU flavour here; build/capi_test_cuda (linked against the CUDA
 # flavour) also runs the scan on device 0 where a GPU exists (run it there).

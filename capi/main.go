@@ -13,6 +13,7 @@ void nanossm_set_last_error(char* msg);
 import "C"
 
 import (
+	"runtime"
 	"sync"
 	"unsafe"
 
@@ -62,6 +63,21 @@ func nanossm_has_cuda() C.int32_t {
 		return 1
 	}
 	return 0
+}
+
+//export nanossm_runtime_stats
+func nanossm_runtime_stats(goroutines, heapBytes *C.int64_t) C.int32_t {
+	return guard(func() error {
+		if goroutines != nil {
+			*goroutines = C.int64_t(runtime.NumGoroutine())
+		}
+		if heapBytes != nil {
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			*heapBytes = C.int64_t(m.HeapAlloc)
+		}
+		return nil
+	})
 }
 
 //export nanossm_scan_workspace_size

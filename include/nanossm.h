@@ -101,6 +101,10 @@ const char* nanossm_last_error(void);
 /* 1 if this library has the CUDA backend (libnanossm.so), 0 for the CPU-only flavour. */
 int32_t nanossm_has_cuda(void);
 
+/* Diagnostics of the library's Go runtime, for leak checks: live goroutines and bytes of Go heap
+ * in use. Either pointer may be NULL. */
+int32_t nanossm_runtime_stats(int64_t* goroutines, int64_t* heap_bytes);
+
 /* Device scratch that nanossm_scan needs for these arguments, in bytes (0 = none). */
 int32_t nanossm_scan_workspace_size(const nanossm_tensor* A, const nanossm_tensor* x,
                                     const nanossm_tensor* out, const nanossm_scan_options* options,

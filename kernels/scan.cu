@@ -279,21 +279,33 @@ __device__ __forceinline__ void scan_fwd(
       if (chunk > 0) publish<VEC>(&aggs[(me * WARP + lane) * VEC], agg);
     }
     if (chunk > 0 && active) {
-      // carry = sum over earlier chunks j of exp(a_blk - a_end(j)) * value(j), down to the
-      // nearest chunk whose inclusive prefix (true end state) is out
-      for (int64_t j = chunk - 1;; --j) {
+      // Find the nearest earlier chunk j whose inclusive prefix P(j) is out, looking past chunks
+      // whose aggregate is out; then replay P(j+1) .. P(chunk-1) with the very recurrence each
+      // chunk uses for its own prefix, P(i) = exp(a_end(i) - a_end(i-1)) * P(i-1) + agg(i). The
+      // carry is then bit-identical whichever path the timing allowed: results are reproducible.
+      int64_t j = chunk - 1;
+      float val[VEC];
+      for (int spins = 0;;) {
         const int64_t id = (j * n_tiles + tile) * WARP + lane;
-        float val[VEC];
-        bool prefix;
-        for (int spins = 0;; ++spins) {
-          if ((prefix = poll<VEC>(&incl[id * VEC], val)) || poll<VEC>(&aggs[id * VEC], val)) break;
-          if (spins > 2) __nanosleep(32);
+        if (poll<VEC>(&incl[id * VEC], val)) break;
+        if (poll<VEC>(&aggs[id * VEC], val)) {
+          --j;  // aggregate out, prefix not yet: look further back (chunk 0 is always a prefix)
+          spins = 0;
+          continue;
         }
-        // a_end(chunk - 1) is a_blk itself: decay 1, no load
-        const float d = j == chunk - 1 ? 1.f : expf(a_blk - a_at((j + 1) * chunk_len - 1));
+        if (++spins > 2) __nanosleep(32);
+      }
 #pragma unroll
-        for (int v = 0; v < VEC; ++v) carry[v] = fmaf(d, val[v], carry[v]);
-        if (prefix) break;
+      for (int v = 0; v < VEC; ++v) carry[v] = val[v];
+      float a_prev_end = a_at((j + 1) * chunk_len - 1);
+      for (int64_t i = j + 1; i < chunk; ++i) {
+        const int64_t id = (i * n_tiles + tile) * WARP + lane;
+        poll<VEC>(&aggs[id * VEC], val);  // seen written above: final
+        const float a_e = i == chunk - 1 ? a_blk : a_at((i + 1) * chunk_len - 1);
+        const float d = expf(a_e - a_prev_end);
+        a_prev_end = a_e;
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) carry[v] = fmaf(d, carry[v], val[v]);
       }
     }
     if (w == S - 1 && !last) {

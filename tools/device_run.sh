@@ -7,12 +7,14 @@ set -u
 export PYTHONPATH=python PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/nanossm-out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
-echo "== pytest"; python3 -m pytest -q -rs tests 2>&1 | tee "$OUT/pytest.log" | tail -4
+echo "== pytest"; python3 -m pytest -q -rs -s tests 2>&1 | tee "$OUT/pytest.log" | grep -E "rows on|threads x|calls on|passed|failed|Error" | tail -12
+echo "== soak: 16 threads, own streams, ${SOAK:-60} s"
+NANOSSM_SOAK_SECONDS=${SOAK:-60} python3 -m pytest -q -s tests/test_robustness.py -k "concurrent and cuda" 2>&1 | grep -E "threads|passed|failed"
 echo "== C ABI on the GPU"; build/capi_test_cuda
 echo "== compute-sanitizer"
 for tool in memcheck racecheck initcheck synccheck; do
-  for case in "2,301,3,5 f32" "2,1000,4,16 f32" "1,517,3,64 f16" "3,129,2,8 bf16"; do
-    compute-sanitizer --tool $tool --error-exitcode 9 python3 tools/profile_one.py $case 1 > "$OUT/sanitizer.log" 2>&1
+  for case in "2,301,3,5 f32 1" "2,1000,4,16 f32 1" "1,517,3,64 f16 1" "3,129,2,8 bf16 1" "2,301,3,5 f32 1 bwd" "1,517,3,64 bf16 1 bwd"; do
+    compute-sanitizer --tool $tool --error-exitcode 9 python3 tools/profile_one.py $case > "$OUT/sanitizer.log" 2>&1
     echo "$tool $case: rc=$? $(grep -E 'ERROR SUMMARY|hazard' "$OUT/sanitizer.log" | tail -1)"
   done
 done

@@ -99,6 +99,7 @@ def _declare(lib):
         "nanossm_status_string": ([ctypes.c_int32], ctypes.c_char_p),
         "nanossm_last_error": ([], ctypes.c_char_p),
         "nanossm_has_cuda": ([], ctypes.c_int32),
+        "nanossm_runtime_stats": ([ctypes.POINTER(ctypes.c_int64)] * 2, ctypes.c_int32),
         "nanossm_scan_workspace_size": ([T, T, T, O, ctypes.c_int32, ctypes.POINTER(ctypes.c_int64)], ctypes.c_int32),
         "nanossm_scan": ([T, T, T, O, ctypes.c_int32, ctypes.c_void_p], ctypes.c_int32),
     }
@@ -127,6 +128,13 @@ def lib():
         _declare(handle)
         _lib, _flavour, _pid = handle, (flavour, why), os.getpid()
         return _lib
+
+
+def runtime_stats():
+    """(goroutines, Go heap bytes) of the loaded library's runtime: for leak checks."""
+    g, h = ctypes.c_int64(0), ctypes.c_int64(0)
+    check(lib().nanossm_runtime_stats(ctypes.byref(g), ctypes.byref(h)))
+    return g.value, h.value
 
 
 def flavour():

@@ -1,0 +1,40 @@
+package main
+
+/*
+#include <stdlib.h>
+#include <string.h>
+#include "nanossm.h"
+const char* nanossm_last_error(void);
+*/
+import "C"
+
+import "unsafe"
+
+// abiBytes is the size of the raw argument block callABIBytes reads: the three tensor
+// descriptors, then the options struct.
+const abiBytes = 3*C.sizeof_nanossm_tensor + C.sizeof_nanossm_scan_options
+
+// callABIBytes runs nanossm_scan_workspace_size and nanossm_scan on arguments whose bytes are
+// given raw, as a foreign caller could lay them out (the fuzz test's entry): the block is copied
+// into C memory, so no Go pointer reaches the library. withOptions false passes options = NULL.
+// It returns both statuses and the last error message.
+func callABIBytes(raw []byte, withOptions bool, device int32) (wsStatus, status int32, msg string) {
+	block := C.calloc(1, C.size_t(abiBytes))
+	defer C.free(block)
+	if len(raw) > abiBytes {
+		raw = raw[:abiBytes]
+	}
+	if len(raw) > 0 {
+		C.memcpy(block, unsafe.Pointer(&raw[0]), C.size_t(len(raw)))
+	}
+	t := (*[3]C.nanossm_tensor)(block)
+	var opts *C.nanossm_scan_options
+	if withOptions {
+		opts = (*C.nanossm_scan_options)(unsafe.Add(block, 3*C.sizeof_nanossm_tensor))
+	}
+	bytes := (*C.int64_t)(C.malloc(8))
+	defer C.free(unsafe.Pointer(bytes))
+	wsStatus = int32(nanossm_scan_workspace_size(&t[0], &t[1], &t[2], opts, C.int32_t(device), bytes))
+	status = int32(nanossm_scan(&t[0], &t[1], &t[2], opts, C.int32_t(device), nil))
+	return wsStatus, status, C.GoString(C.nanossm_last_error())
+}
