@@ -6,11 +6,11 @@
 Importing is cheap and safe anywhere: the native library (and its Go runtime) loads on the
 first call, choosing the CUDA flavour only where CUDA can start (see nanossm._loader).
 """
-from .op import ssm_scan
+from .op import ssm_scan, ssm_step
 from ._loader import NanossmError
 
 __version__ = "0.1.0"
-__all__ = ["ssm_scan", "NanossmError", "library_info"]
+__all__ = ["ssm_scan", "ssm_step", "NanossmError", "library_info"]
 
 
 def library_info():

@@ -2,6 +2,7 @@
 import ctypes
 import struct
 import threading
+from typing import Optional, Tuple
 
 import torch
 
@@ -102,33 +103,54 @@ def _forward(A, x, h0, reverse, want_final, out=None):
     return out, hT
 
 
-class _Scan(torch.autograd.Function):
-    """Autograd: dx is the opposite-direction scan of g; dA = sum_c(g*out - x*dx) (negated for
-    reverse); dh0 = exp(A[:,0]) * dx[:,0]. The final state's gradient joins g at the last step."""
+# ---- the PyTorch op: nanossm::scan, with a fake (meta) implementation and autograd, so that
+# torch.compile(fullgraph=True) traces through it and the backward is compiled too. Plain
+# inference calls skip the custom-op dispatcher (it costs more than the whole library call).
 
-    @staticmethod
-    def forward(ctx, A, x, h0, reverse, want_final):
-        out, hT = _forward(A, x, h0, reverse, want_final)
-        ctx.save_for_backward(A, x, out)
-        ctx.reverse, ctx.has_h0, ctx.want_final = reverse, h0 is not None, want_final
-        return out, hT
+@torch.library.custom_op("nanossm::scan", mutates_args=())
+def _scan_op(A: torch.Tensor, x: torch.Tensor, h0: Optional[torch.Tensor], reverse: bool,
+             want_final: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    out, hT = _forward(A, x, h0, reverse, want_final)
+    return out, (hT if hT is not None else x.new_empty(0, dtype=_state_dtype(x)))
 
-    @staticmethod
-    def backward(ctx, g, g_final):
-        A, x, out = ctx.saved_tensors
-        if g is None:
-            g = torch.zeros_like(out)
-        if ctx.want_final and g_final is not None:
-            g = g.clone()
-            last = 0 if ctx.reverse else -1
-            g[:, last] += g_final.to(g.dtype)
-        dx, _ = _forward(A, g, None, not ctx.reverse, False)
-        f = torch.float64 if x.dtype == torch.float64 else torch.float32
-        dA = (g.to(f) * out.to(f) - x.to(f) * dx.to(f)).sum(-1)
-        if ctx.reverse:
-            dA = -dA
-        dh0 = torch.exp(A[:, 0].to(f)).unsqueeze(-1) * dx[:, 0].to(f) if ctx.has_h0 else None
-        return dA.to(A.dtype), dx, dh0, None, None
+
+@_scan_op.register_fake
+def _scan_fake(A, x, h0, reverse, want_final):
+    B, _, R, C = x.shape
+    hT = x.new_empty((B, R, C) if want_final else (0,), dtype=_state_dtype(x))
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device), hT
+
+
+def _state_dtype(x):
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _scan_setup(ctx, inputs, output):
+    A, x, h0, reverse, want_final = inputs
+    ctx.save_for_backward(A, x, output[0])
+    ctx.reverse, ctx.has_h0, ctx.want_final = reverse, h0 is not None, want_final
+
+
+def _scan_backward(ctx, g, g_final):
+    """dx is the opposite-direction scan of g; dA = sum_c(g*out - x*dx) (negated for reverse);
+    dh0 = exp(A[:,0]) * dx[:,0]. The final state's gradient joins g at the last step."""
+    A, x, out = ctx.saved_tensors
+    if g is None:
+        g = torch.zeros_like(out)
+    if ctx.want_final and g_final is not None and g_final.numel():
+        g = g.clone()
+        last = 0 if ctx.reverse else -1
+        g[:, last] += g_final.to(g.dtype)
+    dx, _ = torch.ops.nanossm.scan(A, g, None, not ctx.reverse, False)
+    f = _state_dtype(x)
+    dA = (g.to(f) * out.to(f) - x.to(f) * dx.to(f)).sum(-1)
+    if ctx.reverse:
+        dA = -dA
+    dh0 = torch.exp(A[:, 0].to(f)).unsqueeze(-1) * dx[:, 0].to(f) if ctx.has_h0 else None
+    return dA.to(A.dtype), dx, dh0, None, None
+
+
+_scan_op.register_autograd(_scan_backward, setup_context=_scan_setup)
 
 
 def _check_tensor(name, t, ndim, dims):
@@ -183,16 +205,34 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (cumsum_A, x, initial_state))
     if out is not None:
-        if needs_grad:
-            raise ValueError("out: not supported when gradients are required")
+        if needs_grad or torch.compiler.is_compiling():
+            raise ValueError("out: not supported when gradients are required or under torch.compile")
         if compute != x.dtype:
             raise ValueError(f"out: not supported for {x.dtype} on the CPU")
         _check_tensor("out", out, 4, "(B,T,R,C)")
         y, hT = _forward(A, xc, h0, reverse, return_final_state, out=out)
-    elif needs_grad:
-        y, hT = _Scan.apply(A, xc, h0, reverse, return_final_state)
+    elif needs_grad or torch.compiler.is_compiling():
+        y, hT = torch.ops.nanossm.scan(A, xc, h0, reverse, return_final_state)
     else:
         y, hT = _forward(A, xc, h0, reverse, return_final_state)
     if y.dtype != x.dtype:
         y = y.to(x.dtype)
     return (y, hT) if return_final_state else y
+
+
+def ssm_step(state, log_a, x, *, inplace=False):
+    """One decode step: state <- exp(log_a) * state + x, for state and x (B,R,C), log_a (B,R).
+
+    It is the scan of one step with `state` as its initial state, through the same kernel, so it
+    equals the last step of a full scan. Returns the new state (float32; float64 with float64 x
+    on the CPU); inplace=True also writes it into `state` and returns `state`.
+    """
+    _check_tensor("state", state, 3, "(B,R,C)")
+    _check_tensor("log_a", log_a, 2, "(B,R)")
+    _check_tensor("x", x, 3, "(B,R,C)")
+    _, new = ssm_scan(log_a.unsqueeze(1), x.unsqueeze(1), initial_state=state, return_final_state=True)
+    if inplace:
+        with torch.no_grad():
+            state.copy_(new)
+        return state
+    return new
