@@ -17,8 +17,8 @@
 // Each thread stages its STEPS packets in shared memory with asynchronous copies (all in flight
 // at once, holding no registers, so a block keeps 64 KB of x in flight), folds them into a
 // zero-carry aggregate, the block combines the S aggregates in shared memory, and when T needs
-// more than one chunk, chunks pass carries through a decoupled look-back (single pass: x is read
-// once and out written once).  With the carry known, each thread replays its STEPS steps from
+// more than one chunk, chunks pass carries through a deterministic decoupled look-back (single
+// pass: x is read once and out written once; results are bit-identical run to run).  With the carry known, each thread replays its STEPS steps from
 // shared memory and writes out.  Blocks are numbered chunk-major, so a block only waits on
 // blocks dispatched before it: no deadlock.
 //
@@ -28,7 +28,7 @@
 // cu_seqlens until that path ships.
 //
 // Every parameter is 64 bits wide: gorgonia.org/cu copies kernel arguments as 8-byte words.
-// The parameter order is part of the contract with core/cuda/launch.go.
+// The parameter order is part of the contract with core/cuda/backend.go.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
