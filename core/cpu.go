@@ -64,40 +64,59 @@ func scanHost[F float](a *ScanArgs, p Problem) error {
 	xs, os, as := a.X.Strides, a.Out.Strides, a.A.Strides
 	n := int(p.C)
 	blas := gonum.Implementation{}
+	var cu []int64 // packed sequences: sequence k is [cu[k], cu[k+1]) with state row k
+	if a.CuSeqlens.Present() {
+		cu = seqlens(a.CuSeqlens)
+	}
 	row := func(b, r int64, h []float64) {
 		abase := b*as[0] + r*as[2]
-		for c := range h {
-			h[c] = 0
-		}
-		aPrev := 0.0 // A[-1] := 0
-		if h0 != nil {
-			for c := range h {
-				h[c] = float64(h0[(b*p.R+r)*p.C+int64(c)])
-			}
-		}
-		for step := int64(0); step < p.T; step++ {
-			t := step
+		a := func(t int64) float64 { // A in scan order: negated for reverse
 			if p.Reverse {
-				t = p.T - 1 - step
+				return -av(abase + t*as[1])
 			}
-			at := av(abase + t*as[1])
-			if p.Reverse {
-				at = -at
+			return av(abase + t*as[1])
+		}
+		// one sequence [s, e) whose states are row k of h0 / hT
+		run := func(s, e, k int64) {
+			base := (k*p.R + r) * p.C
+			for c := range h {
+				h[c] = 0
+				if h0 != nil {
+					h[c] = float64(h0[base+int64(c)])
+				}
 			}
-			if step > 0 || h0 != nil { // a zero state needs no decay (and avoids 0 * inf)
-				blas.Dscal(n, math.Exp(at-aPrev), h, 1)
+			aPrev := 0.0 // A[s-1], with A[-1] := 0: the decay of h0 into step s (forward only)
+			if !p.Reverse && s > 0 {
+				aPrev = a(s - 1)
 			}
-			aPrev = at
-			xo, oo := b*xs[0]+t*xs[1]+r*xs[2], b*os[0]+t*os[1]+r*os[2]
-			for c := int64(0); c < p.C; c++ {
-				h[c] += float64(x[xo+c*xs[3]])
-				out[oo+c*os[3]] = F(h[c])
+			for step := int64(0); step < e-s; step++ {
+				t := s + step
+				if p.Reverse {
+					t = e - 1 - step
+				}
+				at := a(t)
+				if step > 0 || h0 != nil { // a zero state needs no decay (and avoids 0 * inf)
+					blas.Dscal(n, math.Exp(at-aPrev), h, 1)
+				}
+				aPrev = at
+				xo, oo := b*xs[0]+t*xs[1]+r*xs[2], b*os[0]+t*os[1]+r*os[2]
+				for c := int64(0); c < p.C; c++ {
+					h[c] += float64(x[xo+c*xs[3]])
+					out[oo+c*os[3]] = F(h[c])
+				}
+			}
+			if hT != nil {
+				for c := range h {
+					hT[base+int64(c)] = F(h[c])
+				}
 			}
 		}
-		if hT != nil {
-			for c := range h {
-				hT[(b*p.R+r)*p.C+int64(c)] = F(h[c])
-			}
+		if cu == nil {
+			run(0, p.T, b)
+			return
+		}
+		for k := 0; k+1 < len(cu); k++ {
+			run(cu[k], cu[k+1], int64(k))
 		}
 	}
 	parallelRows(p.B*p.R, n, func(i int64, h []float64) { row(i/p.R, i%p.R, h) })

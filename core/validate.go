@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"unsafe"
 )
 
 // Problem is a validated scan: sizes and what the call asks for.
@@ -16,6 +17,51 @@ type Problem struct {
 	Reverse    bool
 	HasInitial bool
 	HasFinal   bool
+	Seqs       int64 // packed sequences (cu_seqlens given), else 0
+	States     int64 // rows of initial/final state: Seqs when packed, else B
+}
+
+// checkSeqlens validates packed sequences: B = 1, cu_seqlens (N+1,) int32/int64 with
+// cu_seqlens[0] = 0, cu_seqlens[N] = T, non-decreasing. Values are read on the CPU only.
+func checkSeqlens(a *ScanArgs, p *Problem) error {
+	t := a.CuSeqlens
+	if err := checkTensor("cu_seqlens", t, "(N+1)"); err != nil {
+		return err
+	}
+	if t.DType != Int32 && t.DType != Int64 {
+		return Invalid("cu_seqlens", "expected int32 or int64, got %v", t.DType)
+	}
+	if p.B != 1 {
+		return Invalid("cu_seqlens", "packed sequences need x with B = 1, got B = %d", p.B)
+	}
+	p.Seqs, p.States = t.Shape[0]-1, t.Shape[0]-1
+	if a.Device != CPU {
+		return Unsupported("cu_seqlens: packed sequences run on the CPU backend only so far (the CUDA path is not shipped)")
+	}
+	cu := seqlens(t)
+	if cu[0] != 0 || cu[len(cu)-1] != p.T {
+		return Invalid("cu_seqlens", "must start at 0 and end at T = %d, got %d and %d", p.T, cu[0], cu[len(cu)-1])
+	}
+	for k := 1; k < len(cu); k++ {
+		if cu[k] < cu[k-1] {
+			return Invalid("cu_seqlens", "must be non-decreasing, got %d after %d at index %d", cu[k], cu[k-1], k)
+		}
+	}
+	return nil
+}
+
+// seqlens reads host cu_seqlens as int64s.
+func seqlens(t Tensor) []int64 {
+	out := make([]int64, t.Shape[0])
+	for i := range out {
+		off := int64(i) * t.Strides[0]
+		if t.DType == Int32 {
+			out[i] = int64(*(*int32)(unsafe.Add(unsafe.Pointer(t.Data), off*4)))
+		} else {
+			out[i] = *(*int64)(unsafe.Add(unsafe.Pointer(t.Data), off*8))
+		}
+	}
+	return out
 }
 
 func shapeString(s []int64) string {
@@ -168,6 +214,12 @@ func Validate(a *ScanArgs) (Problem, error) {
 	if !sameLayout(a.Out, a.X) && !disjoint(a.Out, a.X) {
 		return p, Invalid("out", "overlaps x without being x itself (in place needs identical layout)")
 	}
+	p.States = p.B
+	if a.CuSeqlens.Present() {
+		if err := checkSeqlens(a, &p); err != nil {
+			return p, err
+		}
+	}
 	stateType := Float32
 	if p.DType == Float64 {
 		stateType = Float64
@@ -187,8 +239,8 @@ func Validate(a *ScanArgs) (Problem, error) {
 		if st.t.DType != stateType {
 			return p, Invalid(st.name, "expected %v, got %v", stateType, st.t.DType)
 		}
-		if st.t.Shape[0] != p.B || st.t.Shape[1] != p.R || st.t.Shape[2] != p.C {
-			return p, Invalid(st.name, "expected shape (%d,%d,%d), got %s", p.B, p.R, p.C, shapeString(st.t.Shape))
+		if st.t.Shape[0] != p.States || st.t.Shape[1] != p.R || st.t.Shape[2] != p.C {
+			return p, Invalid(st.name, "expected shape (%d,%d,%d), got %s", p.States, p.R, p.C, shapeString(st.t.Shape))
 		}
 		if st.t.Strides[2] != 1 || st.t.Strides[1] != p.C || st.t.Strides[0] != p.R*p.C {
 			return p, Invalid(st.name, "expected contiguous strides %s, got %s",
@@ -200,9 +252,6 @@ func Validate(a *ScanArgs) (Problem, error) {
 	}
 	if p.HasInitial && p.Reverse {
 		return p, Unsupported("initial_state: not defined for reverse scans")
-	}
-	if a.CuSeqlens.Present() {
-		return p, Unsupported("cu_seqlens: packed variable-length sequences are not supported yet")
 	}
 	if a.Device < CPU {
 		return p, Invalid("device", "expected a CUDA ordinal >= 0 or -1 for the CPU, got %d", a.Device)

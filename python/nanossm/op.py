@@ -17,7 +17,7 @@ _CPU_DTYPES = (torch.float32, torch.float64)
 # The call's descriptors (include/nanossm.h) are packed into one reusable per-thread buffer with
 # struct.pack_into: building ctypes Structures field by field costs microseconds, and small calls
 # are dominated by host time. Layout: A, x, out (80 bytes each), then nanossm_scan_options.
-_TENSOR = {3: struct.Struct("<Qii3q8x3q8x"), 4: struct.Struct("<Qii4q4q")}
+_TENSOR = {1: struct.Struct("<Qiiq24xq24x"), 3: struct.Struct("<Qii3q8x3q8x"), 4: struct.Struct("<Qii4q4q")}
 _OPT_HEAD = struct.Struct("<II")
 _OPT_WS = struct.Struct("<Qq")
 _TSIZE = 80
@@ -58,7 +58,7 @@ def _raw_stream(index):
         return torch.cuda.current_stream(index).cuda_stream
 
 
-def _launch(A, x, out, h0, hT, reverse):
+def _launch(A, x, out, h0, hT, reverse, seq=None):
     """One library call: out (and hT) = scan(A, x). All tensors on one device, already checked."""
     L = _loader.lib()
     buf, addr = _buffer()
@@ -68,7 +68,7 @@ def _launch(A, x, out, h0, hT, reverse):
     _OPT_HEAD.pack_into(buf, _OFF_OPT, _OPT_SIZE, _loader.SCAN_REVERSE if reverse else 0)
     _pack(buf, _OFF_H0, h0)
     _pack(buf, _OFF_HT, hT)
-    _pack(buf, _OFF_SEQ, None)
+    _pack(buf, _OFF_SEQ, seq)
     _OPT_WS.pack_into(buf, _OFF_WS, 0, 0)
     pA, px, po, popt = addr + _OFF_A, addr + _OFF_X, addr + _OFF_OUT, addr + _OFF_OPT
     if x.is_cuda:
@@ -92,15 +92,19 @@ def _launch(A, x, out, h0, hT, reverse):
 _OPT_SIZE = 264
 
 
-def _forward(A, x, h0, reverse, want_final, out=None):
+def _forward(A, x, h0, reverse, want_final, out=None, seq=None):
     if out is None:
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     hT = None
     if want_final:
-        state_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        hT = torch.empty((x.shape[0], x.shape[2], x.shape[3]), dtype=state_dtype, device=x.device)
-    _launch(A, x, out, h0, hT, reverse)
+        hT = torch.empty(_state_shape(x, seq), dtype=_state_dtype(x), device=x.device)
+    _launch(A, x, out, h0, hT, reverse, seq)
     return out, hT
+
+
+def _state_shape(x, seq):
+    """(B,R,C), or (N,R,C) for N packed sequences."""
+    return (x.shape[0] if seq is None else seq.shape[0] - 1, x.shape[2], x.shape[3])
 
 
 # ---- the PyTorch op: nanossm::scan, with a fake (meta) implementation and autograd, so that
@@ -109,15 +113,14 @@ def _forward(A, x, h0, reverse, want_final, out=None):
 
 @torch.library.custom_op("nanossm::scan", mutates_args=())
 def _scan_op(A: torch.Tensor, x: torch.Tensor, h0: Optional[torch.Tensor], reverse: bool,
-             want_final: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    out, hT = _forward(A, x, h0, reverse, want_final)
+             want_final: bool, cu_seqlens: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    out, hT = _forward(A, x, h0, reverse, want_final, seq=cu_seqlens)
     return out, (hT if hT is not None else x.new_empty(0, dtype=_state_dtype(x)))
 
 
 @_scan_op.register_fake
-def _scan_fake(A, x, h0, reverse, want_final):
-    B, _, R, C = x.shape
-    hT = x.new_empty((B, R, C) if want_final else (0,), dtype=_state_dtype(x))
+def _scan_fake(A, x, h0, reverse, want_final, cu_seqlens=None):
+    hT = x.new_empty(_state_shape(x, cu_seqlens) if want_final else (0,), dtype=_state_dtype(x))
     return torch.empty(x.shape, dtype=x.dtype, device=x.device), hT
 
 
@@ -126,28 +129,52 @@ def _state_dtype(x):
 
 
 def _scan_setup(ctx, inputs, output):
-    A, x, h0, reverse, want_final = inputs
-    ctx.save_for_backward(A, x, output[0])
-    ctx.reverse, ctx.has_h0, ctx.want_final = reverse, h0 is not None, want_final
+    A, x, h0, reverse, want_final, seq = inputs
+    ctx.save_for_backward(A, x, output[0], h0, seq)
+    ctx.reverse, ctx.want_final = reverse, want_final
 
 
 def _scan_backward(ctx, g, g_final):
     """dx is the opposite-direction scan of g; dA = sum_c(g*out - x*dx) (negated for reverse);
-    dh0 = exp(A[:,0]) * dx[:,0]. The final state's gradient joins g at the last step."""
-    A, x, out = ctx.saved_tensors
+    dh0 = exp(A[s] - A[s-1]) * dx[s] at each sequence start s (A[-1] := 0), and with packed
+    sequences A[s-1] also decays sequence k's h0: dA[s-1] -= sum_c h0 * dh0. The final state's
+    gradient joins g at each sequence's last step (an empty sequence's final state is its h0)."""
+    A, x, out, h0, seq = ctx.saved_tensors
+    f = _state_dtype(x)
+    T = x.shape[1]
     if g is None:
         g = torch.zeros_like(out)
-    if ctx.want_final and g_final is not None and g_final.numel():
+    if seq is None:  # one sequence per batch row
+        starts = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        ends = torch.full_like(starts, T)
+    else:
+        starts, ends = seq[:-1].long(), seq[1:].long()
+    nonempty = ends > starts
+    final_grad = ctx.want_final and g_final is not None and g_final.numel() > 0
+    if final_grad:
         g = g.clone()
-        last = 0 if ctx.reverse else -1
-        g[:, last] += g_final.to(g.dtype)
-    dx, _ = torch.ops.nanossm.scan(A, g, None, not ctx.reverse, False)
-    f = _state_dtype(x)
+        at = (starts if ctx.reverse else ends - 1).clamp(0, T - 1)
+        if seq is None:
+            g[torch.arange(x.shape[0], device=x.device), at] += g_final.to(g.dtype)
+        else:
+            g[0, at[nonempty]] += g_final[nonempty].to(g.dtype)
+    dx, _ = torch.ops.nanossm.scan(A, g, None, not ctx.reverse, False, seq)
     dA = (g.to(f) * out.to(f) - x.to(f) * dx.to(f)).sum(-1)
     if ctx.reverse:
         dA = -dA
-    dh0 = torch.exp(A[:, 0].to(f)).unsqueeze(-1) * dx[:, 0].to(f) if ctx.has_h0 else None
-    return dA.to(A.dtype), dx, dh0, None, None
+    dh0 = None
+    if h0 is not None:
+        s = starts.clamp(max=T - 1)
+        rows = torch.arange(len(s), device=x.device) if seq is None else torch.zeros_like(s)
+        a_prev = torch.where((starts > 0)[:, None], A[rows, (s - 1).clamp(min=0)].to(f), 0.0)
+        dh0 = torch.exp(A[rows, s].to(f) - a_prev).unsqueeze(-1) * dx[rows, s].to(f)
+        dh0 = torch.where(nonempty[:, None, None], dh0, 0.0)
+        if seq is not None:  # A[s-1] belongs to the previous sequence but decays this h0
+            k = nonempty & (starts > 0)
+            dA[0].index_add_(0, starts[k] - 1, -(h0[k].to(f) * dh0[k]).sum(-1))
+        if final_grad:
+            dh0 = dh0 + torch.where(nonempty[:, None, None], 0.0, g_final.to(f))
+    return dA.to(A.dtype), dx, dh0, None, None, None
 
 
 _scan_op.register_autograd(_scan_backward, setup_context=_scan_setup)
@@ -171,6 +198,9 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
     initial_state: (B,R,C) state before step 0 (decays by exp(A[t]) into out[t]).
     return_final_state: also return the state after the last step, (B,R,C) float32.
     reverse: out[t] = sum_{j>=t} exp(A[j] - A[t]) * x[j].
+    cu_seqlens: (N+1,) int32/int64 offsets of N packed sequences in x with B = 1: the scan
+    restarts at each start; initial/final states are then (N,R,C), sequence k's initial state
+    decays by exp(A[t] - A[s_k - 1]); empty sequences are allowed. CPU tensors only so far.
     out: optional preallocated (B,T,R,C) output (no autograd through it).
     Differentiable in A, x and initial_state.
     """
@@ -178,7 +208,15 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
     _check_tensor("cumsum_A", cumsum_A, 3, "(B,T,R)")
     _check_tensor("x", x, 4, "(B,T,R,C)")
     if cu_seqlens is not None:
-        raise NotImplementedError("cu_seqlens: packed variable-length sequences are not supported yet")
+        if not isinstance(cu_seqlens, torch.Tensor):
+            raise TypeError(f"cu_seqlens: expected a torch.Tensor, got {type(cu_seqlens).__name__}")
+        if cu_seqlens.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"cu_seqlens: expected int32 or int64, got {cu_seqlens.dtype}")
+        if cu_seqlens.dim() != 1:
+            raise ValueError(f"cu_seqlens: expected 1 dim (N+1,), got {cu_seqlens.dim()}")
+        if x.is_cuda or cu_seqlens.is_cuda:
+            raise NotImplementedError("cu_seqlens: packed sequences run on the CPU backend only so far "
+                                      "(the CUDA kernel path is not shipped yet)")
     if cumsum_A.device != x.device:
         raise ValueError(f"cumsum_A: on {cumsum_A.device} but x is on {x.device}")
     if not (x.is_floating_point() and cumsum_A.is_floating_point()):
@@ -210,11 +248,11 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
         if compute != x.dtype:
             raise ValueError(f"out: not supported for {x.dtype} on the CPU")
         _check_tensor("out", out, 4, "(B,T,R,C)")
-        y, hT = _forward(A, xc, h0, reverse, return_final_state, out=out)
+        y, hT = _forward(A, xc, h0, reverse, return_final_state, out=out, seq=cu_seqlens)
     elif needs_grad or torch.compiler.is_compiling():
-        y, hT = torch.ops.nanossm.scan(A, xc, h0, reverse, return_final_state)
+        y, hT = torch.ops.nanossm.scan(A, xc, h0, reverse, return_final_state, cu_seqlens)
     else:
-        y, hT = _forward(A, xc, h0, reverse, return_final_state)
+        y, hT = _forward(A, xc, h0, reverse, return_final_state, seq=cu_seqlens)
     if y.dtype != x.dtype:
         y = y.to(x.dtype)
     return (y, hT) if return_final_state else y

@@ -1,0 +1,102 @@
+package core
+
+import (
+	"math/rand/v2"
+	"testing"
+	"unsafe"
+)
+
+// TestPackedSequences: a pack of uneven sequences (empty ones included) equals scanning each
+// sequence alone with its A rebased to the sequence start (A[s-1] := 0 there) and its own
+// initial state; final states are per sequence, and an empty sequence's final state is its
+// initial state. Also the value checks of cu_seqlens.
+func TestPackedSequences(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	cu := []int64{0, 0, 3, 4, 4, 17, 40, 40}
+	T, R, C := cu[len(cu)-1], int64(2), int64(3)
+	N := int64(len(cu) - 1)
+	A, x := randomInputs(rng, 1, int(T), int(R), int(C))
+	h0 := make([]float64, N*R*C)
+	for i := range h0 {
+		h0[i] = rng.NormFloat64()
+	}
+	ptr := func(p unsafe.Pointer) uintptr { return uintptr(p) }
+	for _, reverse := range []bool{false, true} {
+		out, fin := make([]float64, len(x)), make([]float64, len(h0))
+		args := ScanArgs{
+			A:          Tensor{ptr(unsafe.Pointer(&A[0])), Float64, []int64{1, T, R}, Contiguous(1, T, R)},
+			X:          Tensor{ptr(unsafe.Pointer(&x[0])), Float64, []int64{1, T, R, C}, Contiguous(1, T, R, C)},
+			Out:        Tensor{ptr(unsafe.Pointer(&out[0])), Float64, []int64{1, T, R, C}, Contiguous(1, T, R, C)},
+			FinalState: Tensor{ptr(unsafe.Pointer(&fin[0])), Float64, []int64{N, R, C}, Contiguous(N, R, C)},
+			CuSeqlens:  Tensor{ptr(unsafe.Pointer(&cu[0])), Int64, []int64{N + 1}, []int64{1}},
+			Reverse:    reverse,
+			Device:     CPU,
+		}
+		if !reverse {
+			args.InitialState = Tensor{ptr(unsafe.Pointer(&h0[0])), Float64, []int64{N, R, C}, Contiguous(N, R, C)}
+		}
+		if err := Scan(&args); err != nil {
+			t.Fatal(err)
+		}
+		for k := int64(0); k < N; k++ {
+			s, e := cu[k], cu[k+1]
+			var init []float64
+			if !reverse {
+				init = h0[k*R*C : (k+1)*R*C]
+			}
+			if s == e {
+				for i := int64(0); i < R*C; i++ {
+					want := 0.0
+					if init != nil {
+						want = init[i]
+					}
+					if fin[k*R*C+i] != want {
+						t.Fatalf("reverse=%v empty sequence %d: final state %g, want %g", reverse, k, fin[k*R*C+i], want)
+					}
+				}
+				continue
+			}
+			a := make([]float64, (e-s)*R)
+			for tt := s; tt < e; tt++ {
+				for r := int64(0); r < R; r++ {
+					prev := 0.0
+					if s > 0 {
+						prev = A[(s-1)*R+r]
+					}
+					a[(tt-s)*R+r] = A[tt*R+r] - prev
+				}
+			}
+			want, wantFin, err := ScanSlices(a, x[s*R*C:e*R*C], 1, e-s, R, C, Options{InitialState: init, Reverse: reverse})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := relErr(out[s*R*C:e*R*C], want); !(d <= 1e-12) {
+				t.Errorf("reverse=%v sequence %d [%d,%d): rel err %.3g", reverse, k, s, e, d)
+			}
+			if d := relErr(fin[k*R*C:(k+1)*R*C], wantFin); !(d <= 1e-12) {
+				t.Errorf("reverse=%v sequence %d: final state rel err %.3g", reverse, k, d)
+			}
+		}
+	}
+	// value checks
+	for _, bad := range []struct {
+		cu  []int64
+		msg string
+	}{
+		{[]int64{1, 40}, "must start at 0 and end at T = 40, got 1 and 40"},
+		{[]int64{0, 39}, "must start at 0 and end at T = 40, got 0 and 39"},
+		{[]int64{0, 20, 10, 40}, "must be non-decreasing, got 10 after 20 at index 2"},
+	} {
+		out := make([]float64, len(x))
+		args := ScanArgs{
+			A:         Tensor{ptr(unsafe.Pointer(&A[0])), Float64, []int64{1, T, R}, Contiguous(1, T, R)},
+			X:         Tensor{ptr(unsafe.Pointer(&x[0])), Float64, []int64{1, T, R, C}, Contiguous(1, T, R, C)},
+			Out:       Tensor{ptr(unsafe.Pointer(&out[0])), Float64, []int64{1, T, R, C}, Contiguous(1, T, R, C)},
+			CuSeqlens: Tensor{ptr(unsafe.Pointer(&bad.cu[0])), Int64, []int64{int64(len(bad.cu))}, []int64{1}},
+			Device:    CPU,
+		}
+		if err := Scan(&args); StatusOf(err) != StatusInvalidArgument || err.Error() != "cu_seqlens: "+bad.msg {
+			t.Errorf("cu_seqlens %v: got %v", bad.cu, err)
+		}
+	}
+}
