@@ -136,28 +136,36 @@ def _scan_setup(ctx, inputs, output):
 
 def _scan_backward(ctx, g, g_final):
     """dx is the opposite-direction scan of g; dA = sum_c(g*out - x*dx) (negated for reverse);
-    dh0 = exp(A[s] - A[s-1]) * dx[s] at each sequence start s (A[-1] := 0), and with packed
-    sequences A[s-1] also decays sequence k's h0: dA[s-1] -= sum_c h0 * dh0. The final state's
-    gradient joins g at each sequence's last step (an empty sequence's final state is its h0)."""
+    dh0 = exp(A[0]) * dx[0]. The final state's gradient joins g at the last step."""
     A, x, out, h0, seq = ctx.saved_tensors
-    f = _state_dtype(x)
-    T = x.shape[1]
     if g is None:
         g = torch.zeros_like(out)
-    if seq is None:  # one sequence per batch row
-        starts = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        ends = torch.full_like(starts, T)
-    else:
-        starts, ends = seq[:-1].long(), seq[1:].long()
-    nonempty = ends > starts
     final_grad = ctx.want_final and g_final is not None and g_final.numel() > 0
+    if seq is not None:
+        return _packed_backward(ctx, A, x, out, h0, seq, g, g_final if final_grad else None)
     if final_grad:
         g = g.clone()
-        at = (starts if ctx.reverse else ends - 1).clamp(0, T - 1)
-        if seq is None:
-            g[torch.arange(x.shape[0], device=x.device), at] += g_final.to(g.dtype)
-        else:
-            g[0, at[nonempty]] += g_final[nonempty].to(g.dtype)
+        g[:, 0 if ctx.reverse else -1] += g_final.to(g.dtype)
+    dx, _ = torch.ops.nanossm.scan(A, g, None, not ctx.reverse, False, None)
+    f = _state_dtype(x)
+    dA = (g.to(f) * out.to(f) - x.to(f) * dx.to(f)).sum(-1)
+    if ctx.reverse:
+        dA = -dA
+    dh0 = torch.exp(A[:, 0].to(f)).unsqueeze(-1) * dx[:, 0].to(f) if h0 is not None else None
+    return dA.to(A.dtype), dx, dh0, None, None, None
+
+
+def _packed_backward(ctx, A, x, out, h0, seq, g, g_final):
+    """The backward with packed sequences (B = 1): as above per sequence, and A[s-1], which
+    belongs to the previous sequence, also decays sequence k's h0: dA[s-1] -= sum_c h0 * dh0."""
+    f = _state_dtype(x)
+    T = x.shape[1]
+    starts, ends = seq[:-1].long(), seq[1:].long()
+    nonempty = ends > starts
+    if g_final is not None:
+        g = g.clone()
+        at = (starts if ctx.reverse else ends - 1)[nonempty]
+        g[0, at] += g_final[nonempty].to(g.dtype)
     dx, _ = torch.ops.nanossm.scan(A, g, None, not ctx.reverse, False, seq)
     dA = (g.to(f) * out.to(f) - x.to(f) * dx.to(f)).sum(-1)
     if ctx.reverse:
@@ -165,14 +173,12 @@ def _scan_backward(ctx, g, g_final):
     dh0 = None
     if h0 is not None:
         s = starts.clamp(max=T - 1)
-        rows = torch.arange(len(s), device=x.device) if seq is None else torch.zeros_like(s)
-        a_prev = torch.where((starts > 0)[:, None], A[rows, (s - 1).clamp(min=0)].to(f), 0.0)
-        dh0 = torch.exp(A[rows, s].to(f) - a_prev).unsqueeze(-1) * dx[rows, s].to(f)
+        a_prev = torch.where((starts > 0)[:, None], A[0, (s - 1).clamp(min=0)].to(f), 0.0)
+        dh0 = torch.exp(A[0, s].to(f) - a_prev).unsqueeze(-1) * dx[0, s].to(f)
         dh0 = torch.where(nonempty[:, None, None], dh0, 0.0)
-        if seq is not None:  # A[s-1] belongs to the previous sequence but decays this h0
-            k = nonempty & (starts > 0)
-            dA[0].index_add_(0, starts[k] - 1, -(h0[k].to(f) * dh0[k]).sum(-1))
-        if final_grad:
+        k = nonempty & (starts > 0)
+        dA[0].index_add_(0, starts[k] - 1, -(h0[k].to(f) * dh0[k]).sum(-1))
+        if g_final is not None:  # an empty sequence's final state is its initial state
             dh0 = dh0 + torch.where(nonempty[:, None, None], 0.0, g_final.to(f))
     return dA.to(A.dtype), dx, dh0, None, None, None
 
