@@ -20,6 +20,7 @@ def bad_input_matrix(device):
     argument, and leave the process and earlier results intact."""
     A, x = make_inputs((2, 5, 3, 4), torch.float32, device)
     h0 = torch.zeros(2, 3, 4, device=device)
+    both = torch.randn(2 * x.numel(), device=device)  # x and out as overlapping windows of one buffer
     rows = [
         ("x with 3 dims", lambda: ssm_scan(A, x[0]), ValueError, "x: expected 4 dims (B,T,R,C), got 3"),
         ("x with 5 dims", lambda: ssm_scan(A, x[None]), ValueError, "x: expected 4 dims (B,T,R,C), got 5"),
@@ -43,7 +44,7 @@ def bad_input_matrix(device):
         ("out shape", lambda: ssm_scan(A, x, out=torch.empty(2, 5, 3, 5, device=device)), ValueError, "out: expected float32 (2,5,3,4) like x, got float32 (2,5,3,5)"),
         ("out dtype", lambda: ssm_scan(A, x, out=torch.empty(2, 5, 3, 4, device=device, dtype=torch.float64)), ValueError, "out: expected float32 (2,5,3,4) like x, got float64"),
         ("out overlapping strides", lambda: ssm_scan(A, x, out=torch.empty(1, device=device).expand(2, 5, 3, 4)), ValueError, "out: strides (0,0,0,0) make elements overlap"),
-        ("out partly over x", lambda: ssm_scan(A, x, out=x.flatten()[1:].reshape(-1)[: x.numel() - 1].new_empty(0).set_(x.untyped_storage(), 1, x.shape, x.stride())), ValueError, "out: overlaps x without being x itself"),
+        ("out partly over x", lambda: ssm_scan(A, both[:x.numel()].view_as(x), out=both[1:x.numel() + 1].view_as(x)), ValueError, "out: overlaps x without being x itself"),
         ("reverse with initial_state", lambda: ssm_scan(A, x, initial_state=h0, reverse=True), NanossmError, "initial_state: not defined for reverse scans"),
         ("cu_seqlens with B = 2", lambda: ssm_scan(A, x, cu_seqlens=torch.tensor([0, 5], device=device)), ValueError if device == "cpu" else NotImplementedError, "cu_seqlens: packed sequences need x with B = 1" if device == "cpu" else "cu_seqlens: packed sequences run on the CPU backend only"),
         ("cu_seqlens float", lambda: ssm_scan(A, x, cu_seqlens=torch.tensor([0.0, 5.0])), TypeError, "cu_seqlens: expected int32 or int64, got torch.float32"),

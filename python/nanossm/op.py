@@ -20,11 +20,14 @@ _CPU_DTYPES = (torch.float32, torch.float64)
 _TENSOR = {1: struct.Struct("<Qiiq24xq24x"), 3: struct.Struct("<Qii3q8x3q8x"), 4: struct.Struct("<Qii4q4q")}
 _OPT_HEAD = struct.Struct("<II")
 _OPT_WS = struct.Struct("<Qq")
-_TSIZE = 80
-_OFF_A, _OFF_X, _OFF_OUT, _OFF_OPT = 0, 80, 160, 240
-_OFF_H0, _OFF_HT, _OFF_SEQ, _OFF_WS = _OFF_OPT + 8, _OFF_OPT + 88, _OFF_OPT + 168, _OFF_OPT + 248
-_BUF_SIZE = _OFF_OPT + ctypes.sizeof(_loader.ScanOptions)
-assert ctypes.sizeof(_loader.Tensor) == _TSIZE and ctypes.sizeof(_loader.ScanOptions) == 264
+# sizes and offsets come from the ctypes mirrors of the header's structs (nanossm._loader)
+_TSIZE = ctypes.sizeof(_loader.Tensor)
+_OPT_SIZE = ctypes.sizeof(_loader.ScanOptions)
+_OFF_A, _OFF_X, _OFF_OUT, _OFF_OPT = 0, _TSIZE, 2 * _TSIZE, 3 * _TSIZE
+_OFF_H0, _OFF_HT, _OFF_SEQ, _OFF_WS = (_OFF_OPT + getattr(_loader.ScanOptions, f).offset for f in
+                                       ("initial_state", "final_state", "cu_seqlens", "workspace"))
+_BUF_SIZE = _OFF_OPT + _OPT_SIZE
+assert all(s.size == _TSIZE for s in _TENSOR.values())
 _ZERO_T = bytes(_TSIZE)
 _tls = threading.local()
 
@@ -87,9 +90,6 @@ def _launch(A, x, out, h0, hT, reverse, seq=None):
         _loader.check(L.nanossm_scan(pA, px, po, popt, dev, _raw_stream(dev)))
     else:
         _loader.check(L.nanossm_scan(pA, px, po, popt, -1, None))
-
-
-_OPT_SIZE = 264
 
 
 def _forward(A, x, h0, reverse, want_final, out=None, seq=None):
@@ -239,12 +239,11 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
         raise ValueError(f"x: every size must be >= 1, got {tuple(x.shape)} and cumsum_A {tuple(cumsum_A.shape)}")
 
     compute = x.dtype if (x.is_cuda or x.dtype in _CPU_DTYPES) else torch.float32
-    a_dtype = torch.float64 if compute == torch.float64 else torch.float32
-    state_dtype = a_dtype
+    a_dtype = torch.float64 if compute == torch.float64 else torch.float32  # A and the states
     A = cumsum_A if cumsum_A.dtype == a_dtype else cumsum_A.to(a_dtype)
     xc = x if x.dtype == compute else x.to(compute)
     if h0 is not None:
-        h0 = h0.to(state_dtype).contiguous()
+        h0 = h0.to(a_dtype).contiguous()
 
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (cumsum_A, x, initial_state))
