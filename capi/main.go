@@ -109,6 +109,35 @@ func nanossm_scan(A, x, out *C.nanossm_tensor, options *C.nanossm_scan_options,
 	})
 }
 
+//export nanossm_scan_backward_workspace_size
+func nanossm_scan_backward_workspace_size(A, x, out, gradOut, gradX, gradA *C.nanossm_tensor,
+	options *C.nanossm_backward_options, device C.int32_t, bytes *C.int64_t) C.int32_t {
+	return guard(func() error {
+		if bytes == nil {
+			return core.Invalid("bytes", "pointer is NULL")
+		}
+		args, err := backwardArgs(A, x, out, gradOut, gradX, gradA, options, device, nil)
+		if err != nil {
+			return err
+		}
+		n, err := core.BackwardWorkspaceSize(&args)
+		*bytes = C.int64_t(n)
+		return err
+	})
+}
+
+//export nanossm_scan_backward
+func nanossm_scan_backward(A, x, out, gradOut, gradX, gradA *C.nanossm_tensor,
+	options *C.nanossm_backward_options, device C.int32_t, stream unsafe.Pointer) C.int32_t {
+	return guard(func() error {
+		args, err := backwardArgs(A, x, out, gradOut, gradX, gradA, options, device, stream)
+		if err != nil {
+			return err
+		}
+		return core.ScanBackward(&args)
+	})
+}
+
 // tensor converts a C tensor descriptor; optional descriptors with data == NULL are absent.
 func tensor(name string, t *C.nanossm_tensor, optional bool) (core.Tensor, error) {
 	if t == nil {
@@ -161,6 +190,44 @@ func scanArgs(A, x, out *C.nanossm_tensor, o *C.nanossm_scan_options, device C.i
 		dst  *core.Tensor
 	}{{"initial_state", &o.initial_state, &args.InitialState}, {"final_state", &o.final_state, &args.FinalState},
 		{"cu_seqlens", &o.cu_seqlens, &args.CuSeqlens}} {
+		if *t.dst, err = tensor(t.name, t.src, true); err != nil {
+			return args, err
+		}
+	}
+	args.Workspace, args.WorkspaceLen = uintptr(o.workspace), int64(o.workspace_bytes)
+	return args, nil
+}
+
+func backwardArgs(A, x, out, gradOut, gradX, gradA *C.nanossm_tensor, o *C.nanossm_backward_options,
+	device C.int32_t, stream unsafe.Pointer) (core.BackwardArgs, error) {
+	args := core.BackwardArgs{Device: int(device), Stream: uintptr(stream)}
+	var err error
+	for _, t := range []struct {
+		name string
+		src  *C.nanossm_tensor
+		dst  *core.Tensor
+	}{{"A", A, &args.A}, {"x", x, &args.X}, {"out", out, &args.Out}, {"grad_out", gradOut, &args.GradOut},
+		{"grad_x", gradX, &args.GradX}, {"grad_A", gradA, &args.GradA}} {
+		if *t.dst, err = tensor(t.name, t.src, false); err != nil {
+			return args, err
+		}
+	}
+	if o == nil {
+		return args, nil
+	}
+	if want := C.uint32_t(unsafe.Sizeof(*o)); o.struct_size != want {
+		return args, core.Invalid("options", "struct_size must be sizeof(nanossm_backward_options) = %d, got %d", want, o.struct_size)
+	}
+	if o.flags&^C.NANOSSM_SCAN_REVERSE != 0 {
+		return args, core.Invalid("options", "unknown flags %#x", uint32(o.flags&^C.NANOSSM_SCAN_REVERSE))
+	}
+	args.Reverse = o.flags&C.NANOSSM_SCAN_REVERSE != 0
+	for _, t := range []struct {
+		name string
+		src  *C.nanossm_tensor
+		dst  *core.Tensor
+	}{{"initial_state", &o.initial_state, &args.InitialState}, {"grad_final_state", &o.grad_final_state, &args.GradFinalState},
+		{"grad_initial_state", &o.grad_initial_state, &args.GradInitialState}, {"cu_seqlens", &o.cu_seqlens, &args.CuSeqlens}} {
 		if *t.dst, err = tensor(t.name, t.src, true); err != nil {
 			return args, err
 		}

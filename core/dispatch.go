@@ -19,6 +19,10 @@ type Backend interface {
 	WorkspaceSize(a *ScanArgs, p Problem) (int64, error)
 	// Scan computes out (and the final state). A device backend only enqueues on a.Stream.
 	Scan(a *ScanArgs, p Problem) error
+	// BackwardWorkspaceSize is the scratch a backward call needs (p: its reverse scan).
+	BackwardWorkspaceSize(a *BackwardArgs, p Problem) (int64, error)
+	// Backward computes grad_x, grad_A (and grad_initial_state).
+	Backward(a *BackwardArgs, p Problem) error
 }
 
 var (
@@ -80,12 +84,19 @@ func Scan(a *ScanArgs) error {
 	if err != nil {
 		return err
 	}
-	if need > 0 && (a.Workspace == 0 || a.WorkspaceLen < need) {
-		return Invalid("workspace", "this call needs %d bytes of device scratch, got %d bytes at %#x (ask nanossm_scan_workspace_size)",
-			need, a.WorkspaceLen, a.Workspace)
-	}
-	if need > 0 && a.Workspace%256 != 0 {
-		return Invalid("workspace", "pointer %#x must be 256-byte aligned", a.Workspace)
+	if err := checkWorkspace(a.Workspace, a.WorkspaceLen, need); err != nil {
+		return err
 	}
 	return b.Scan(a, p)
+}
+
+func checkWorkspace(ptr uintptr, have, need int64) error {
+	if need > 0 && (ptr == 0 || have < need) {
+		return Invalid("workspace", "this call needs %d bytes of device scratch, got %d bytes at %#x (ask the matching *_workspace_size)",
+			need, have, ptr)
+	}
+	if need > 0 && ptr%256 != 0 {
+		return Invalid("workspace", "pointer %#x must be 256-byte aligned", ptr)
+	}
+	return nil
 }

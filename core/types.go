@@ -145,3 +145,30 @@ type ScanArgs struct {
 
 // CPU is the Device value for host memory.
 const CPU = -1
+
+// BackwardArgs is one backward call: the gradients of a forward scan (ScanArgs with the same
+// A, x, out, cu_seqlens and direction) given dL/dout and, optionally, dL/d(final state).
+type BackwardArgs struct {
+	A, X, Out        Tensor // the forward's A (B,T,R), x and out (B,T,R,C)
+	GradOut          Tensor // dL/dout (B,T,R,C), dtype of x
+	GradX            Tensor // output dL/dx (B,T,R,C), dtype of x; may be GradOut itself (same layout)
+	GradA            Tensor // output dL/dA (B,T,R), dtype of A
+	InitialState     Tensor // the forward's initial state, if any (packed sequences need it for dA)
+	GradFinalState   Tensor // optional dL/d(final state) (S,R,C), state dtype
+	GradInitialState Tensor // optional output dL/d(initial state) (S,R,C), state dtype
+	CuSeqlens        Tensor // optional (N+1,) packed sequences, as in the forward
+	Reverse          bool   // the forward ran in reverse
+	Workspace        uintptr
+	WorkspaceLen     int64
+	Device           int
+	Stream           uintptr
+}
+
+// ReverseScan is the scan the backward runs: grad_out scanned in the opposite direction into
+// grad_x, the final state's gradient entering as its (undecayed) initial state and dh0 leaving
+// as its (scaled) final state.
+func (a *BackwardArgs) ReverseScan() ScanArgs {
+	return ScanArgs{A: a.A, X: a.GradOut, Out: a.GradX, InitialState: a.GradFinalState,
+		FinalState: a.GradInitialState, CuSeqlens: a.CuSeqlens, Reverse: !a.Reverse,
+		Workspace: a.Workspace, WorkspaceLen: a.WorkspaceLen, Device: a.Device, Stream: a.Stream}
+}

@@ -22,7 +22,7 @@ type Problem struct {
 }
 
 // checkSeqlens validates packed sequences: B = 1, cu_seqlens (N+1,) int32/int64 with
-// cu_seqlens[0] = 0, cu_seqlens[N] = T, non-decreasing. Values are read on the CPU only.
+// cu_seqlens[0] = 0, cu_seqlens[N] = T, non-decreasing. Values are checked in host memory only.
 func checkSeqlens(a *ScanArgs, p *Problem) error {
 	t := a.CuSeqlens
 	if err := checkTensor("cu_seqlens", t, "(N+1)"); err != nil {
@@ -32,11 +32,13 @@ func checkSeqlens(a *ScanArgs, p *Problem) error {
 		return Invalid("cu_seqlens", "expected int32 or int64, got %v", t.DType)
 	}
 	if p.B != 1 {
-		return Invalid("cu_seqlens", "packed sequences need x with B = 1, got B = %d", p.B)
+		return Invalid("cu_seqlens", "packed sequences need B = 1, got B = %d", p.B)
 	}
 	p.Seqs, p.States = t.Shape[0]-1, t.Shape[0]-1
 	if a.Device != CPU {
-		return Unsupported("cu_seqlens: packed sequences run on the CPU backend only so far (the CUDA path is not shipped)")
+		// device memory: reading the values would synchronise the host. The kernels only compare
+		// them, so malformed offsets give wrong results, never out-of-bounds accesses.
+		return nil
 	}
 	cu := seqlens(t)
 	if cu[0] != 0 || cu[len(cu)-1] != p.T {
@@ -169,19 +171,50 @@ func disjoint(a, b Tensor) bool {
 	return ahi <= blo || bhi <= alo
 }
 
+// roles names the tensors of a scan in error messages: a backward call validates its reverse
+// scan of grad_out into grad_x under its own argument names.
+type roles struct{ x, out, h0, hT string }
+
+var forwardRoles = roles{"x", "out", "initial_state", "final_state"}
+
+// checkState checks an initial/final state (or its gradient): (States,R,C) contiguous, in the
+// state dtype (float32; float64 with float64 x on the CPU).
+func checkState(name string, t Tensor, p Problem) error {
+	stateType := Float32
+	if p.DType == Float64 {
+		stateType = Float64
+	}
+	if err := checkTensor(name, t, "(B,R,C)"); err != nil {
+		return err
+	}
+	if t.DType != stateType {
+		return Invalid(name, "expected %v, got %v", stateType, t.DType)
+	}
+	if t.Shape[0] != p.States || t.Shape[1] != p.R || t.Shape[2] != p.C {
+		return Invalid(name, "expected shape (%d,%d,%d), got %s", p.States, p.R, p.C, shapeString(t.Shape))
+	}
+	if t.Strides[2] != 1 || t.Strides[1] != p.C || t.Strides[0] != p.R*p.C {
+		return Invalid(name, "expected contiguous strides %s, got %s",
+			shapeString(Contiguous(p.States, p.R, p.C)), shapeString(t.Strides))
+	}
+	return nil
+}
+
 // Validate checks a scan call and returns its problem, or an error naming the argument.
-func Validate(a *ScanArgs) (Problem, error) {
+func Validate(a *ScanArgs) (Problem, error) { return validate(a, forwardRoles, false) }
+
+func validate(a *ScanArgs, n roles, backward bool) (Problem, error) {
 	if err := checkTensor("A", a.A, "(B,T,R)"); err != nil {
 		return Problem{}, err
 	}
-	if err := checkTensor("x", a.X, "(B,T,R,C)"); err != nil {
+	if err := checkTensor(n.x, a.X, "(B,T,R,C)"); err != nil {
 		return Problem{}, err
 	}
 	p := Problem{B: a.X.Shape[0], T: a.X.Shape[1], R: a.X.Shape[2], C: a.X.Shape[3],
 		DType: a.X.DType, ADType: a.A.DType, Reverse: a.Reverse}
 	if a.A.Shape[0] != p.B || a.A.Shape[1] != p.T || a.A.Shape[2] != p.R {
-		return p, Invalid("A", "shape %s does not match x's (B,T,R) = (%d,%d,%d)",
-			shapeString(a.A.Shape), p.B, p.T, p.R)
+		return p, Invalid("A", "shape %s does not match %s's (B,T,R) = (%d,%d,%d)",
+			shapeString(a.A.Shape), n.x, p.B, p.T, p.R)
 	}
 	switch p.DType {
 	case Float32, Float16, BFloat16:
@@ -190,29 +223,29 @@ func Validate(a *ScanArgs) (Problem, error) {
 		}
 	case Float64:
 		if a.Device != CPU {
-			return p, Unsupported("x: float64 is supported on the CPU only, got it on cuda:%d", a.Device)
+			return p, Unsupported("%s: float64 is supported on the CPU only, got it on cuda:%d", n.x, a.Device)
 		}
 		if p.ADType != Float64 && p.ADType != Float32 {
-			return p, Invalid("A", "expected float64 or float32 with float64 x, got %v", p.ADType)
+			return p, Invalid("A", "expected float64 or float32 with float64 %s, got %v", n.x, p.ADType)
 		}
 	default:
-		return p, Invalid("x", "expected float32, float16, bfloat16 or float64, got %v", p.DType)
+		return p, Invalid(n.x, "expected float32, float16, bfloat16 or float64, got %v", p.DType)
 	}
 	if a.Device == CPU && (p.DType == Float16 || p.DType == BFloat16) {
-		return p, Unsupported("x: %v is supported on CUDA devices only; the CPU backend takes float32 or float64", p.DType)
+		return p, Unsupported("%s: %v is supported on CUDA devices only; the CPU backend takes float32 or float64", n.x, p.DType)
 	}
-	if err := checkTensor("out", a.Out, "(B,T,R,C)"); err != nil {
+	if err := checkTensor(n.out, a.Out, "(B,T,R,C)"); err != nil {
 		return p, err
 	}
 	if !slices.Equal(a.Out.Shape, a.X.Shape) || a.Out.DType != p.DType {
-		return p, Invalid("out", "expected %v %s like x, got %v %s", p.DType, shapeString(a.X.Shape),
+		return p, Invalid(n.out, "expected %v %s like %s, got %v %s", p.DType, shapeString(a.X.Shape), n.x,
 			a.Out.DType, shapeString(a.Out.Shape))
 	}
 	if overlapping(a.Out) {
-		return p, Invalid("out", "strides %s make elements overlap", shapeString(a.Out.Strides))
+		return p, Invalid(n.out, "strides %s make elements overlap", shapeString(a.Out.Strides))
 	}
 	if !sameLayout(a.Out, a.X) && !disjoint(a.Out, a.X) {
-		return p, Invalid("out", "overlaps x without being x itself (in place needs identical layout)")
+		return p, Invalid(n.out, "overlaps %s without being %s itself (in place needs identical layout)", n.x, n.x)
 	}
 	p.States = p.B
 	if a.CuSeqlens.Present() {
@@ -220,37 +253,23 @@ func Validate(a *ScanArgs) (Problem, error) {
 			return p, err
 		}
 	}
-	stateType := Float32
-	if p.DType == Float64 {
-		stateType = Float64
-	}
 	for _, st := range []struct {
 		name string
 		t    Tensor
 		flag *bool
-	}{{"initial_state", a.InitialState, &p.HasInitial}, {"final_state", a.FinalState, &p.HasFinal}} {
+	}{{n.h0, a.InitialState, &p.HasInitial}, {n.hT, a.FinalState, &p.HasFinal}} {
 		if !st.t.Present() {
 			continue
 		}
 		*st.flag = true
-		if err := checkTensor(st.name, st.t, "(B,R,C)"); err != nil {
+		if err := checkState(st.name, st.t, p); err != nil {
 			return p, err
-		}
-		if st.t.DType != stateType {
-			return p, Invalid(st.name, "expected %v, got %v", stateType, st.t.DType)
-		}
-		if st.t.Shape[0] != p.States || st.t.Shape[1] != p.R || st.t.Shape[2] != p.C {
-			return p, Invalid(st.name, "expected shape (%d,%d,%d), got %s", p.States, p.R, p.C, shapeString(st.t.Shape))
-		}
-		if st.t.Strides[2] != 1 || st.t.Strides[1] != p.C || st.t.Strides[0] != p.R*p.C {
-			return p, Invalid(st.name, "expected contiguous strides %s, got %s",
-				shapeString(Contiguous(p.B, p.R, p.C)), shapeString(st.t.Strides))
 		}
 	}
 	if p.HasFinal && !(disjoint(a.FinalState, a.Out) && disjoint(a.FinalState, a.X)) {
-		return p, Invalid("final_state", "overlaps x or out")
+		return p, Invalid(n.hT, "overlaps %s or %s", n.x, n.out)
 	}
-	if p.HasInitial && p.Reverse {
+	if p.HasInitial && p.Reverse && !backward {
 		return p, Unsupported("initial_state: not defined for reverse scans")
 	}
 	if a.Device < CPU {

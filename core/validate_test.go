@@ -50,7 +50,7 @@ func TestValidateErrors(t *testing.T) {
 		}, StatusInvalidArgument, "initial_state: expected contiguous strides (20,5,1), got (20,1,4)"},
 		{"h0 with reverse", func(a *ScanArgs) { a.InitialState, a.Reverse = f32(20000, 2, 4, 5), true }, StatusUnsupported, "initial_state: not defined for reverse scans"},
 		{"final overlaps out", func(a *ScanArgs) { a.FinalState = f32(12288, 2, 4, 5) }, StatusInvalidArgument, "final_state: overlaps x or out"},
-		{"cu_seqlens with B = 2", func(a *ScanArgs) { a.CuSeqlens = Tensor{base, Int64, []int64{2}, []int64{1}} }, StatusInvalidArgument, "cu_seqlens: packed sequences need x with B = 1, got B = 2"},
+		{"cu_seqlens with B = 2", func(a *ScanArgs) { a.CuSeqlens = Tensor{base, Int64, []int64{2}, []int64{1}} }, StatusInvalidArgument, "cu_seqlens: packed sequences need B = 1, got B = 2"},
 		{"cu_seqlens dtype", func(a *ScanArgs) { a.CuSeqlens = Tensor{base, Float32, []int64{2}, []int64{1}} }, StatusInvalidArgument, "cu_seqlens: expected int32 or int64, got float32"},
 		{"device", func(a *ScanArgs) { a.Device = -7 }, StatusInvalidArgument, "device: expected a CUDA ordinal >= 0 or -1 for the CPU, got -7"},
 		{"huge", func(a *ScanArgs) { a.X.Shape = []int64{1 << 40, 1 << 40, 4, 5} }, StatusInvalidArgument, "x: shape (1099511627776,1099511627776,4,5) has more than 2^63 elements"},

@@ -78,11 +78,28 @@ typedef struct nanossm_scan_options {
   uint32_t flags;               /* NANOSSM_SCAN_* */
   nanossm_tensor initial_state; /* optional (B,R,C) float32 (float64 with float64 x), contiguous */
   nanossm_tensor final_state;   /* optional output (B,R,C): the state after the last step */
-  nanossm_tensor cu_seqlens;    /* optional (N+1,) int32/int64 packed sequences: not yet supported */
+  nanossm_tensor cu_seqlens;    /* optional (N+1,) int32/int64 offsets of N packed sequences (B = 1):
+                                   0 = cu[0] <= cu[1] <= ... <= cu[N] = T; the states are then
+                                   (N,R,C). Host values are checked; device values are not
+                                   (that would synchronise): bad ones give wrong results only. */
   void* workspace;              /* device scratch of nanossm_scan_workspace_size() bytes,
                                    256-byte aligned; may be NULL when that size is 0 */
   int64_t workspace_bytes;
 } nanossm_scan_options;
+
+/* Backward options. Zero-initialise, then set what you need, like nanossm_scan_options. */
+typedef struct nanossm_backward_options {
+  uint32_t struct_size;              /* sizeof(nanossm_backward_options) */
+  uint32_t flags;                    /* NANOSSM_SCAN_REVERSE: the forward ran in reverse */
+  nanossm_tensor initial_state;      /* the forward's initial state, if it had one (packed
+                                        sequences need it: A[s-1] also decays it) */
+  nanossm_tensor grad_final_state;   /* optional (S,R,C) float32: dL/d(final state) */
+  nanossm_tensor grad_initial_state; /* optional output (S,R,C) float32: dL/d(initial state);
+                                        required with cu_seqlens and initial_state */
+  nanossm_tensor cu_seqlens;         /* the forward's packed sequences, if any */
+  void* workspace;                   /* nanossm_scan_backward_workspace_size() bytes, 256-aligned */
+  int64_t workspace_bytes;
+} nanossm_backward_options;
 
 /* NANOSSM_BUILDING_LIBRARY: set by the library's own build (its exports are generated without
  * const qualifiers); users never define it. */
@@ -115,6 +132,26 @@ int32_t nanossm_scan_workspace_size(const nanossm_tensor* A, const nanossm_tenso
  * in-place scan, and must not otherwise overlap it. options may be NULL. */
 int32_t nanossm_scan(const nanossm_tensor* A, const nanossm_tensor* x, const nanossm_tensor* out,
                      const nanossm_scan_options* options, int32_t device, void* stream);
+
+/* Device scratch that nanossm_scan_backward needs for these arguments, in bytes (0 = none). */
+int32_t nanossm_scan_backward_workspace_size(const nanossm_tensor* A, const nanossm_tensor* x,
+                                             const nanossm_tensor* out, const nanossm_tensor* grad_out,
+                                             const nanossm_tensor* grad_x, const nanossm_tensor* grad_A,
+                                             const nanossm_backward_options* options, int32_t device,
+                                             int64_t* bytes);
+
+/* The gradients of out = scan(A, x) (with the same options), in one pass over x, out and
+ * grad_out = dL/dout:
+ *     grad_x[j]  = sum_{t>=j} exp(A[t] - A[j]) * grad_out[t]          (a reverse scan)
+ *     grad_A[t]  = sum_c (grad_out[t] * out[t] - x[t] * grad_x[t])     (negated for reverse)
+ *     grad_initial_state = exp(A[s] - A[s-1]) * grad_x[s]             (s: a sequence's first step)
+ * grad_final_state joins grad_out at the last step. x, out, grad_out and grad_x share x's shape
+ * and dtype; grad_x may be grad_out itself (same layout), and overlaps nothing else. grad_A is
+ * (B,T,R) in A's dtype. Results are deterministic (no atomics). */
+int32_t nanossm_scan_backward(const nanossm_tensor* A, const nanossm_tensor* x, const nanossm_tensor* out,
+                              const nanossm_tensor* grad_out, const nanossm_tensor* grad_x,
+                              const nanossm_tensor* grad_A, const nanossm_backward_options* options,
+                              int32_t device, void* stream);
 
 #endif /* NANOSSM_BUILDING_LIBRARY */
 

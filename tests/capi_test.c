@@ -92,6 +92,53 @@ static double rel_error(const float* A, const float* x, const float* out, int B,
   return sqrt(num / den);
 }
 
+/* nanossm_scan_backward on the CPU against double sums of SPEC's formulas:
+ * dx[j] = sum_{t>=j} exp(A[t]-A[j]) g[t],  dA[t] = sum_c (g[t] out[t] - x[t] dx[t]). */
+static void backward_check(const float* A, const float* x, const float* out, int B, int T, int R, int C) {
+  size_t nx = (size_t)B * T * R * C, nA = (size_t)B * T * R;
+  float *g = malloc(sizeof(float) * nx), *dx = malloc(sizeof(float) * nx), *dA = malloc(sizeof(float) * nA);
+  for (size_t i = 0; i < nx; ++i) g[i] = (float)(2 * uniform() - 1), dx[i] = NAN;
+  for (size_t i = 0; i < nA; ++i) dA[i] = NAN;
+  const int64_t sA[] = {B, T, R}, sx[] = {B, T, R, C};
+  nanossm_tensor tA = make((void*)A, NANOSSM_FLOAT32, 3, sA), tx = make((void*)x, NANOSSM_FLOAT32, 4, sx),
+                 to = make((void*)out, NANOSSM_FLOAT32, 4, sx), tg = make(g, NANOSSM_FLOAT32, 4, sx),
+                 tdx = make(dx, NANOSSM_FLOAT32, 4, sx), tdA = make(dA, NANOSSM_FLOAT32, 3, sA);
+  nanossm_backward_options opt;
+  memset(&opt, 0, sizeof opt);
+  opt.struct_size = sizeof opt;
+  int64_t ws = -1;
+  int st = nanossm_scan_backward_workspace_size(&tA, &tx, &to, &tg, &tdx, &tdA, &opt, NANOSSM_CPU, &ws);
+  CHECK(st == NANOSSM_OK && ws == 0, "backward workspace on the CPU: %d, %lld", st, (long long)ws);
+  st = nanossm_scan_backward(&tA, &tx, &to, &tg, &tdx, &tdA, &opt, NANOSSM_CPU, NULL);
+  CHECK(st == NANOSSM_OK, "backward failed: %d %s", st, nanossm_last_error());
+  double ex = 0, nxr = 0, ea = 0, na = 0;
+  for (int b = 0; b < B; ++b)
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) {
+        double da = 0;
+        for (int c = 0; c < C; ++c) {
+          size_t i = ((size_t)(b * T + t) * R + r) * C + c;
+          double ref = 0;
+          for (int u = t; u < T; ++u)
+            ref += exp((double)A[(b * T + u) * R + r] - A[(b * T + t) * R + r]) * g[((size_t)(b * T + u) * R + r) * C + c];
+          ex += (dx[i] - ref) * (dx[i] - ref), nxr += ref * ref;
+          da += (double)g[i] * out[i] - (double)x[i] * ref;
+        }
+        double got = dA[(b * T + t) * R + r];
+        ea += (got - da) * (got - da), na += da * da;
+      }
+  double rx = sqrt(ex / nxr), ra = sqrt(ea / na);
+  CHECK(rx <= 1e-5 && rx == rx, "backward dx relative error %g", rx);
+  CHECK(ra <= 1e-4 && ra == ra, "backward dA relative error %g", ra);
+  /* the backward names its own arguments */
+  tg.ndim = 3;
+  st = nanossm_scan_backward(&tA, &tx, &to, &tg, &tdx, &tdA, &opt, NANOSSM_CPU, NULL);
+  CHECK(st == NANOSSM_ERR_INVALID_ARGUMENT && strstr(nanossm_last_error(), "grad_out: expected 4 dims"),
+        "3-dim grad_out: %d %s", st, nanossm_last_error());
+  printf("capi_test: backward rel err dx %.2e dA %.2e\n", rx, ra);
+  free(g); free(dx); free(dA);
+}
+
 int main(void) {
   CHECK(nanossm_version() == NANOSSM_VERSION, "runtime version %d != header %d", nanossm_version(), NANOSSM_VERSION);
   CHECK(strcmp(nanossm_status_string(NANOSSM_ERR_INVALID_ARGUMENT), "invalid argument") == 0, "status string");
@@ -131,6 +178,8 @@ int main(void) {
       CHECK(hT[b * R * C + i] == want, "final state (%d,%d): %g vs %g", b, i, hT[b * R * C + i], want);
     }
   CHECK(rel <= 1e-5 && rel == rel, "relative error %g > 1e-5 (NaN means an unwritten output)", rel);
+
+  backward_check(A, x, out, B, T, R, C);
 
   /* error path: x with 3 dims */
   nanossm_tensor bad = make(x, NANOSSM_FLOAT32, 3, sx);

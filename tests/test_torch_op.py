@@ -30,6 +30,10 @@ def test_opcheck(device):
     h0 = torch.randn(2, 3, 4, device=device)
     for args in [(A, x, None, False, False), (A, x, h0, False, True), (A, x, None, True, False)]:
         torch.library.opcheck(torch.ops.nanossm.scan.default, args)
+    out = torch.ops.nanossm.scan(A, x, h0, False, False)[0]
+    g, gT = torch.randn_like(x), torch.randn_like(h0)
+    for args in [(A, x, out, g, None, None, False), (A, x, out, g, gT, h0, False), (A, x, out, g, None, None, True)]:
+        torch.library.opcheck(torch.ops.nanossm.scan_backward.default, args)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -13,8 +13,9 @@ NANOSSM_SOAK_SECONDS=${SOAK:-60} python3 -m pytest -q -s tests/test_robustness.p
 echo "== C ABI on the GPU"; build/capi_test_cuda
 echo "== compute-sanitizer"
 for tool in memcheck racecheck initcheck synccheck; do
-  cases=("2,301,3,5 f32 1" "2,1000,4,16 f32 1" "1,517,3,64 f16 1" "3,129,2,8 bf16 1" "2,301,3,5 f32 1 bwd" "1,517,3,64 bf16 1 bwd")
-  case $tool in initcheck|synccheck) cases=("2,1000,4,16 f32 1" "2,301,3,5 f32 1 bwd");; esac
+  cases=("2,301,3,5 f32 1" "2,1000,4,16 f32 1" "1,517,3,64 f16 1" "3,129,2,8 bf16 1" "2,301,3,5 f32 1 bwd"
+         "1,517,3,64 bf16 1 bwd" "1,600,1,640 f32 1 bwd" "5,300,2,8 f32 1 packed" "4,700,3,64 bf16 1 packed")
+  case $tool in initcheck|synccheck) cases=("2,1000,4,16 f32 1" "2,301,3,5 f32 1 bwd" "5,300,2,8 f32 1 packed");; esac
   for case in "${cases[@]}"; do
     compute-sanitizer --tool $tool --error-exitcode 9 python3 tools/profile_one.py $case > "$OUT/sanitizer.log" 2>&1
     echo "$tool $case: rc=$? $(grep -E 'ERROR SUMMARY|hazard' "$OUT/sanitizer.log" | tail -1)"
@@ -25,6 +26,10 @@ echo "== training demo"; python3 -m nanossm.train_demo --steps 300 | tail -1
 echo "== bench"
 python3 -m nanossm.bench --plot "$OUT/bench.png" --json "$OUT/bench_f32.json" 2>&1 | tee "$OUT/bench.log"
 python3 -m nanossm.bench --no-baselines --dtypes f16,bf16 --plot "$OUT/bench_half.png" --json "$OUT/bench_half.json" 2>&1 | tee -a "$OUT/bench.log"
+echo "== bench: backward"
+python3 -m nanossm.bench --backward --dtypes f32,bf16 --json "$OUT/bench_bwd.json" 2>&1 | tee -a "$OUT/bench.log"
+echo "== bench: packed"
+python3 -m nanossm.bench --packed --dtypes f32 --json "$OUT/bench_packed.json" 2>&1 | tee -a "$OUT/bench.log"
 [ -n "${PROFILE:-}" ] || exit 0
 echo "== host profile"; python3 tools/host_profile.py
 echo "== ncu"

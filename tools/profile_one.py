@@ -1,6 +1,7 @@
 """Run one scan shape a few times (for ncu / compute-sanitizer on the GPU machine).
-usage: python tools/profile_one.py B,T,R,C [f32|f16|bf16] [reps] [bwd]
-bwd: also run the backward (a reverse scan of the gradient) and initial/final states."""
+usage: python tools/profile_one.py B,T,R,C [f32|f16|bf16] [reps] [bwd|packed]
+bwd: also run the fused backward with initial/final states; packed: B sequences of uneven
+lengths packed into one (cu_seqlens, empty ones included), forward and backward."""
 import sys
 
 import torch
@@ -14,13 +15,24 @@ reps = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 B, T, R, C = shape
 A = torch.cumsum(-0.2 * torch.rand(B, T, R, device="cuda"), 1)
 x = torch.randn(B, T, R, C, device="cuda").to(dtype)
-bwd = len(sys.argv) > 4 and sys.argv[4] == "bwd"
+mode = sys.argv[4] if len(sys.argv) > 4 else ""
+bwd = mode == "bwd"
+if mode == "packed":
+    cuts = sorted(torch.randint(0, B * T + 1, (2 * B,)).tolist())
+    cu = torch.tensor([0, *cuts, B * T], device="cuda")
+    A, x = A.reshape(1, B * T, R), x.reshape(1, B * T, R, C)
+    N = cu.numel() - 1
 for _ in range(reps):
-    if bwd:
+    if mode == "packed":
+        xg = x.clone().requires_grad_()
+        h0 = torch.randn(N, R, C, device="cuda")
+        out, hT = ssm_scan(A, xg, initial_state=h0, return_final_state=True, cu_seqlens=cu)
+        (out.float().sum() + hT.sum()).backward()
+    elif bwd:
         xg = x.clone().requires_grad_()
         h0 = torch.randn(B, R, C, device="cuda")
         out, hT = ssm_scan(A, xg, initial_state=h0, return_final_state=True)
-        (out.float().sum() + hT.sum()).backward()
+        torch.autograd.backward((out, hT), (torch.randn_like(out), torch.randn_like(hT)))
     else:
         out = ssm_scan(A, x)
 torch.cuda.synchronize()

@@ -135,6 +135,10 @@ func (backend) WorkspaceSize(a *core.ScanArgs, p core.Problem) (int64, error) {
 	return core.PlanScan(a, p).Workspace, nil
 }
 
+func (backend) BackwardWorkspaceSize(a *core.BackwardArgs, p core.Problem) (int64, error) {
+	return core.PlanBackward(a, p).Workspace, nil
+}
+
 // rawStream reinterprets the caller's CUstream handle as a cu.Stream (a struct holding just
 // that handle; the package offers no constructor from a raw handle).
 func rawStream(s uintptr) cu.Stream {
@@ -146,50 +150,125 @@ func rawStream(s uintptr) cu.Stream {
 	return st
 }
 
-func (backend) Scan(a *core.ScanArgs, p core.Problem) error {
-	d, err := getDevice(a.Device)
-	if err != nil {
-		return err
-	}
-	pl := core.PlanScan(a, p)
-	blocks := pl.Tiles * pl.Chunks
-	if blocks > 1<<31-1 {
-		return core.Unsupported("x: %d blocks exceed the grid limit", blocks)
-	}
-	fn, ok := d.fns[pl.Kernel]
-	if !ok {
-		return core.Internal("no kernel %q for %v (vector width %d)", pl.Kernel, p.DType, pl.Vec)
-	}
-	flags := int64(0)
+// flag bits of the scan kernels (F_* in kernels/scan.cu)
+const (
+	flagReverse    = 1
+	flagUndecayed  = 2
+	flagScaleFinal = 4
+	flagNegDA      = 8
+	flagSeqInt32   = 16
+)
+
+// scanParams are the parameters every scan kernel starts with (NANOSSM_COMMON_PARAMS in
+// kernels/scan.cu, order and meaning fixed there; every slot is 64 bits).
+func scanParams(a *core.ScanArgs, p core.Problem, pl core.ScanPlan, flags int64) []int64 {
 	if p.Reverse {
-		flags |= 1
+		flags |= flagReverse
+	}
+	if a.CuSeqlens.DType == core.Int32 {
+		flags |= flagSeqInt32
 	}
 	x, o, A := a.X.Strides, a.Out.Strides, a.A.Strides
-	// Order and meaning fixed by NANOSSM_FWD in kernels/scan.cu; every slot is 64 bits.
-	params := [...]int64{
+	return []int64{
 		int64(a.A.Data), int64(a.X.Data), int64(a.Out.Data),
 		int64(a.InitialState.Data), int64(a.FinalState.Data), int64(a.Workspace),
-		int64(a.CuSeqlens.Data), 0,
+		int64(a.CuSeqlens.Data), p.Seqs,
 		p.B, p.T, p.R, p.C,
 		A[0], A[1], A[2],
 		x[0], x[1], x[2], x[3],
 		o[0], o[1], o[2], o[3],
 		flags, pl.Chunks, pl.Tiles,
 	}
-	var ptrs [len(params)]unsafe.Pointer
-	for i := range params {
-		ptrs[i] = unsafe.Pointer(&params[i])
-	}
-	stream := rawStream(a.Stream)
+}
+
+// launch is one kernel launch on the caller's stream; params are 64-bit slots.
+type launch struct {
+	name          string
+	blocks, warps int64
+	shared        int64
+	params        []int64
+}
+
+// run enqueues the workspace reset (look-back bytes) and the launches, in order, on the stream.
+func (d *device) run(stream uintptr, ws uintptr, lookback int64, ls ...launch) error {
+	st := rawStream(stream)
 	return withContext(d.ctx, func() error {
-		if pl.Workspace > 0 { // the look-back's "unwritten" pattern (kernels/scan.cu)
-			if err := cu.MemsetD32Async(cu.DevicePtr(a.Workspace), 0xffffffff, pl.Workspace/4, stream); err != nil {
+		if lookback > 0 { // the look-back's "unwritten" pattern (kernels/scan.cu)
+			if err := cu.MemsetD32Async(cu.DevicePtr(ws), 0xffffffff, lookback/4, st); err != nil {
 				return cudaErr("cuMemsetD32Async(workspace)", err)
 			}
 		}
-		if err := fn.Launch(int(blocks), 1, 1, 32, int(pl.Warps), 1, int(pl.Shared), stream, ptrs[:]); err != nil {
-			return cudaErr("cuLaunchKernel("+pl.Kernel+")", err)
+		for _, l := range ls {
+			fn, ok := d.fns[l.name]
+			if !ok {
+				return core.Internal("no kernel %q in the module", l.name)
+			}
+			if l.blocks > 1<<31-1 {
+				return core.Unsupported("x: %d blocks exceed the grid limit", l.blocks)
+			}
+			ptrs := make([]unsafe.Pointer, len(l.params))
+			for i := range l.params {
+				ptrs[i] = unsafe.Pointer(&l.params[i])
+			}
+			if err := fn.Launch(int(l.blocks), 1, 1, 32, int(l.warps), 1, int(l.shared), st, ptrs); err != nil {
+				return cudaErr("cuLaunchKernel("+l.name+")", err)
+			}
 		}
 		return nil
 	})
+}
+
+func (backend) Scan(a *core.ScanArgs, p core.Problem) error {
+	d, err := getDevice(a.Device)
+	if err != nil {
+		return err
+	}
+	pl := core.PlanScan(a, p)
+	return d.run(a.Stream, a.Workspace, pl.Lookback,
+		launch{pl.Kernel, pl.Tiles * pl.Chunks, pl.Warps, pl.Shared, scanParams(a, p, pl, 0)})
+}
+
+func (backend) Backward(a *core.BackwardArgs, p core.Problem) error {
+	d, err := getDevice(a.Device)
+	if err != nil {
+		return err
+	}
+	pl := core.PlanBackward(a, p)
+	s := a.ReverseScan()
+	flags := int64(flagUndecayed)
+	if !a.Reverse {
+		flags |= flagScaleFinal
+	} else {
+		flags |= flagNegDA
+	}
+	part := int64(0)
+	if pl.K > 1 {
+		part = int64(a.Workspace) + pl.Lookback
+	}
+	x, o, dA := a.X.Strides, a.Out.Strides, a.GradA.Strides
+	// NANOSSM_BWD's extra parameters: the forward's x and out, dA, dA's partial sums, K
+	params := append(scanParams(&s, p, pl, flags),
+		int64(a.X.Data), x[0], x[1], x[2], x[3], int64(a.Out.Data), o[0], o[1], o[2], o[3],
+		int64(a.GradA.Data), dA[0], dA[1], dA[2], part, pl.K)
+	ls := []launch{{pl.Kernel, pl.Tiles * pl.Chunks, pl.Warps, pl.Shared, params}}
+	const threads = 256
+	if pl.K > 1 {
+		n := p.B * p.T * p.R
+		ls = append(ls, launch{core.KernelDAReduce, min((n+threads-1)/threads, 4096), threads / 32, 0,
+			[]int64{part, int64(a.GradA.Data), p.B, p.T, p.R, dA[0], dA[1], dA[2], pl.K}})
+	}
+	if a.CuSeqlens.Present() && a.InitialState.Present() {
+		n := p.Seqs * p.R
+		ls = append(ls, launch{core.KernelDAH0Term, (n + threads - 1) / threads, threads / 32, 0,
+			[]int64{int64(a.InitialState.Data), int64(a.GradInitialState.Data), int64(a.CuSeqlens.Data),
+				p.Seqs, p.T, p.R, p.C, int64(a.GradA.Data), dA[1], dA[2], seqFlag(a.CuSeqlens)}})
+	}
+	return d.run(a.Stream, a.Workspace, pl.Lookback, ls...)
+}
+
+func seqFlag(t core.Tensor) int64 {
+	if t.DType == core.Int32 {
+		return flagSeqInt32
+	}
+	return 0
 }

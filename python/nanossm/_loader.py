@@ -43,6 +43,20 @@ class ScanOptions(ctypes.Structure):
     ]
 
 
+class BackwardOptions(ctypes.Structure):
+    """nanossm_backward_options of include/nanossm.h."""
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("initial_state", Tensor),
+        ("grad_final_state", Tensor),
+        ("grad_initial_state", Tensor),
+        ("cu_seqlens", Tensor),
+        ("workspace", ctypes.c_void_p),
+        ("workspace_bytes", ctypes.c_int64),
+    ]
+
+
 SCAN_REVERSE = 1
 STATUS_NAMES = {0: "OK", 1: "INVALID_ARGUMENT", 2: "UNSUPPORTED", 3: "CUDA", 4: "NO_CUDA",
                 5: "INTERNAL"}
@@ -102,6 +116,8 @@ def _declare(lib):
         "nanossm_runtime_stats": ([ctypes.POINTER(ctypes.c_int64)] * 2, ctypes.c_int32),
         "nanossm_scan_workspace_size": ([T, T, T, O, ctypes.c_int32, ctypes.POINTER(ctypes.c_int64)], ctypes.c_int32),
         "nanossm_scan": ([T, T, T, O, ctypes.c_int32, ctypes.c_void_p], ctypes.c_int32),
+        "nanossm_scan_backward_workspace_size": ([T] * 6 + [O, ctypes.c_int32, ctypes.POINTER(ctypes.c_int64)], ctypes.c_int32),
+        "nanossm_scan_backward": ([T] * 6 + [O, ctypes.c_int32, ctypes.c_void_p], ctypes.c_int32),
     }
     for name, (args, res) in sigs.items():
         f = getattr(lib, name)

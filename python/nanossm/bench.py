@@ -94,10 +94,19 @@ def main():
     ap.add_argument("--plot", default="docs/bench.png")
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--backward", action="store_true", help="time the fused backward and a training step")
+    ap.add_argument("--packed", action="store_true", help="time packed sequences against the plain scan")
     args = ap.parse_args()
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")] if args.shapes else DEFAULT_SHAPES
     dev = torch.device("cuda")
     print(f"device: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}")
+    if args.backward or args.packed:
+        from .bench_more import bench_backward, bench_packed
+        rows = (bench_backward if args.backward else bench_packed)(shapes, args.dtypes.split(","))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+        return
     tri = None if args.no_baselines else triton_quadratic()
     others = peers()
     rows = []

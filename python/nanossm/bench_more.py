@@ -1,0 +1,81 @@
+"""The backward and packed-sequence benchmarks of `python -m nanossm.bench` (--backward, --packed).
+
+Backward: the fused library call alone (dx, dA from x, out, g: reads three tensors, writes one),
+against the copy of x (its floor is two copies); and a training step (forward + backward through
+autograd) against the einsum baseline's forward alone. Packed: B sequences of T steps packed as
+(1, B*T, R, C) with cu_seqlens, equal and uneven lengths, against the plain (B,T,R,C) scan.
+Median times with a cold L2, like bench.py. Not a test: no pass/fail.
+"""
+import torch
+
+from . import ssm_scan
+from .bench import DTYPES, bench_ms
+from .op import _launch_backward
+from .reference import rel_err, ssm_scan_einsum
+
+
+def _inputs(shape, dtype, seed=0):
+    B, T, R, C = shape
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    A = torch.cumsum(-0.2 * torch.rand(B, T, R, device="cuda", generator=g), dim=1)
+    x = torch.randn(B, T, R, C, device="cuda", generator=g).to(dtype)
+    return A, x
+
+
+def bench_backward(shapes, dtypes):
+    rows = []
+    for dname in dtypes:
+        dtype = DTYPES[dname]
+        for shape in shapes:
+            A, x = _inputs(shape, dtype)
+            out = ssm_scan(A, x)
+            grad = torch.randn_like(x)
+            dx, dA = torch.empty_like(x), torch.empty_like(A)
+            dst = torch.empty_like(x)
+            row = {"shape": shape, "dtype": dname}
+            row["copy"] = bench_ms(lambda: dst.copy_(x))
+            row["backward"] = bench_ms(lambda: _launch_backward(A, x, out, grad, dx, dA, None, None, None, None, False))
+            xs, As = x.clone().requires_grad_(), A.clone().requires_grad_()
+
+            def step():
+                ssm_scan(As, xs).backward(grad)
+            row["fwd+bwd"] = bench_ms(step)
+            row["forward"] = bench_ms(lambda: ssm_scan(A, x))
+            B, T, R, C = shape
+            if B * T * T * R * 4 <= 40e9:
+                row["einsum_fwd"] = bench_ms(lambda: ssm_scan_einsum(A, x))
+            rows.append(row)
+            extra = f"  einsum fwd {row['einsum_fwd']:.3f} ms" if "einsum_fwd" in row else ""
+            print(f"{dname:>4} {str(shape):>20}  copy {row['copy']:.4f}  backward {row['backward']:.4f} ms "
+                  f"(/copy {row['backward'] / row['copy']:.2f})  forward {row['forward']:.4f}  "
+                  f"train step fwd+bwd {row['fwd+bwd']:.4f} ms{extra}")
+    return rows
+
+
+def bench_packed(shapes, dtypes):
+    rows = []
+    for dname in dtypes:
+        dtype = DTYPES[dname]
+        for shape in shapes:
+            B, T, R, C = shape
+            if B < 2:
+                continue
+            A, x = _inputs(shape, dtype)
+            plain = bench_ms(lambda: ssm_scan(A, x))
+            # the same tokens packed: B equal sequences, then B uneven ones (1 .. ~2T)
+            Ap = A.reshape(1, B * T, R)  # without initial states only differences within a sequence matter
+            xp = x.reshape(1, B * T, R, C)
+            equal = torch.arange(0, B * T + 1, T, device="cuda", dtype=torch.int32)
+            g = torch.Generator().manual_seed(1)
+            cuts = torch.sort(torch.randint(1, B * T, (B - 1,), generator=g)).values.tolist()
+            uneven = torch.tensor([0, *cuts, B * T], device="cuda", dtype=torch.int32)
+            row = {"shape": shape, "dtype": dname, "plain": plain}
+            for name, cu in (("packed_equal", equal), ("packed_uneven", uneven)):
+                row[name] = bench_ms(lambda: ssm_scan(Ap, xp, cu_seqlens=cu))
+            ref = ssm_scan(A, x).reshape(1, B * T, R, C)
+            row["err_equal"] = rel_err(ssm_scan(Ap, xp, cu_seqlens=equal), ref)  # no h0: offsets of A cancel
+            rows.append(row)
+            print(f"{dname:>4} {str(shape):>20}  plain {plain:.4f} ms  packed equal {row['packed_equal']:.4f} "
+                  f"({row['packed_equal'] / plain:.3f}x)  packed uneven {row['packed_uneven']:.4f} "
+                  f"({row['packed_uneven'] / plain:.3f}x)  err {row['err_equal']:.1e}")
+    return rows

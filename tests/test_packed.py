@@ -1,0 +1,104 @@
+"""Packed variable-length sequences (cu_seqlens, B = 1) on every device and dtype: forward and
+final states against float64 definitions, gradients (x, A, initial states), empty sequences,
+reverse, a long pack of very uneven lengths, and cu_seqlens checks."""
+import pytest
+import torch
+
+from conftest import DEVICES, GRAD_TOL, TOL, dA_err, make_inputs, ref64, requires_cuda
+from nanossm import ssm_scan
+from nanossm.reference import rel_err, ssm_scan_chunked64
+
+DTYPES = {"cpu": [torch.float32, torch.float64], "cuda": [torch.float32, torch.float16, torch.bfloat16]}
+# empty sequences at the start, in the middle and at the end; lengths 1 .. 300 (many blocks)
+CU = [0, 0, 5, 6, 6, 40, 97, 97, 430, 431, 431]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("device", DEVICES)
+def test_packed_forward_and_final_states(device, reverse):
+    T, N = CU[-1], len(CU) - 1
+    for dtype in DTYPES[device]:
+        for C in (4, 64, 5):
+            A, x = make_inputs((1, T, 3, C), dtype, device, seed=42 + C)
+            cu = torch.tensor(CU, dtype=torch.int32 if C == 4 else torch.int64, device=device)
+            h0 = None if reverse else torch.randn(N, 3, C, device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+            out = torch.full_like(x, float("nan"))
+            _, fin = ssm_scan(A, x, cu_seqlens=cu, initial_state=h0, return_final_state=True, reverse=reverse, out=out)
+            ref, ref_fin = ref64(A, x, h0, reverse, cu=CU)
+            assert fin.shape == (N, 3, C)
+            assert rel_err(out, ref) <= TOL[dtype], f"{dtype} C={C}: {rel_err(out, ref):.2e}"
+            assert rel_err(fin, ref_fin) <= TOL[dtype], f"{dtype} C={C} final"
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("device", DEVICES)
+def test_packed_gradients(device, reverse):
+    T, N = CU[-1], len(CU) - 1
+    for dtype in DTYPES[device]:
+        if dtype == torch.float64:
+            continue  # gradcheck below
+        for C in (8, 5):
+            A, x = make_inputs((1, T, 2, C), dtype, device, seed=7 + C)
+            g = torch.randn(x.shape, generator=torch.Generator().manual_seed(C)).to(device, dtype)
+            gT = torch.randn(N, 2, C, device=device)
+            leaves = [A.clone().requires_grad_(), x.clone().requires_grad_()]
+            if not reverse:
+                leaves.append(torch.randn(N, 2, C, device=device, requires_grad=True))
+            h0 = leaves[2] if not reverse else None
+            cu = torch.tensor(CU, device=device)
+            out, fin = ssm_scan(leaves[0], leaves[1], cu_seqlens=cu, initial_state=h0, return_final_state=True, reverse=reverse)
+            ((out.float() * g.float()).sum() + (fin * gT).sum()).backward()
+            refs = [t.detach().double().requires_grad_() for t in leaves]
+            rout, rfin = ref64(refs[0], refs[1], refs[2] if h0 is not None else None, reverse, cu=CU)
+            ((rout * g.double()).sum() + (rfin * gT.double()).sum()).backward()
+            tx, tA = GRAD_TOL[dtype]
+            what = f"{dtype} C={C}"
+            assert rel_err(leaves[1].grad, refs[1].grad) <= tx, f"dx {what}"
+            e = dA_err(leaves[0].grad, refs[0].grad, x, g, rout, refs[1].grad)
+            assert e <= tA, f"dA {what}: {e:.2e}"
+            if h0 is not None:
+                assert rel_err(leaves[2].grad, refs[2].grad) <= tx, f"dh0 {what}"
+
+
+def test_packed_gradcheck_cpu_float64():
+    cu = torch.tensor([0, 3, 3, 7, 8], dtype=torch.int64)
+    A, x = make_inputs((1, 8, 2, 3), torch.float64, "cpu", seed=43)
+    A, x = A.double().requires_grad_(), x.requires_grad_()
+    h0 = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, v, h: ssm_scan(a, v, initial_state=h, return_final_state=True, cu_seqlens=cu), (A, x, h0))
+    assert torch.autograd.gradcheck(lambda a, v: ssm_scan(a, v, reverse=True, return_final_state=True, cu_seqlens=cu), (A, x))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_packed_uneven_lengths_long(device):
+    """A long pack of very uneven lengths (1 to 100k on the GPU) against each sequence alone in
+    float64 (A rebased to A[s-1] in float64: exact differences of the float32 inputs), with
+    per-sequence final states."""
+    lengths = [1, 20000, 3, 1, 700, 0, 5000, 2] + ([100000, 1, 1, 37] if device == "cuda" else [])
+    cu = [0]
+    for n in lengths:
+        cu.append(cu[-1] + n)
+    A, x = make_inputs((1, cu[-1], 2, 4), torch.float32, device, seed=44)
+    out, fin = ssm_scan(A, x, cu_seqlens=torch.tensor(cu, device=device), return_final_state=True)
+    for k, n in enumerate(lengths):
+        s, e = cu[k], cu[k + 1]
+        if n:
+            a = A[:, s:e].double() - (A[:, s - 1:s].double() if s else 0.0)
+            alone = ssm_scan_chunked64(a, x[:, s:e])
+            assert rel_err(out[:, s:e], alone) <= 1e-5, f"sequence {k}: {rel_err(out[:, s:e], alone):.2e}"
+            assert rel_err(fin[k], alone[0, -1]) <= 1e-5
+        else:
+            assert (fin[k] == 0).all()
+
+
+@requires_cuda
+def test_host_cu_seqlens_are_checked_for_cuda_calls():
+    A, x = make_inputs((1, 10, 2, 4), torch.float32, "cuda")
+    for bad, msg in [([0, 4, 9], "must start at 0 and end at T = 10"), ([0, 6, 4, 10], "must be non-decreasing")]:
+        with pytest.raises(ValueError, match=msg):
+            ssm_scan(A, x, cu_seqlens=torch.tensor(bad))
+    # given on the host, moved to the device: the same result as device offsets
+    a = ssm_scan(A, x, cu_seqlens=torch.tensor([0, 3, 10]))
+    b = ssm_scan(A, x, cu_seqlens=torch.tensor([0, 3, 10], device="cuda"))
+    assert torch.equal(a, b)
