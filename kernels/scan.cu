@@ -173,24 +173,6 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     }
     a_last = dec[i];
   }
-  // The first boundary at or after ts, found while the copies fly (warp-uniform).
-  // The walk keeps the next boundary's index nb and its value nbv in registers, so an ordinary
-  // step costs a compare and only a crossed boundary costs a load.
-  int64_t nb0 = 0, nbv0 = -1;
-  if constexpr (PACKED) {
-    if (ts < T_) nb0 = warp_lower_bound(bound, N, ts), nbv0 = bound(nb0);
-  }
-  // Walk the boundaries at step tau: returns the scan-order index of the sequence starting at
-  // tau, or -1; empty sequences at tau are skipped (phase 3 writes their final state).
-  auto start_at = [&](int64_t& nb, int64_t& nbv, int64_t tau) -> int64_t {
-    int64_t k = -1;
-    for (; nb < N && nbv == tau; ++nb) {
-      const int64_t next = bound(nb + 1);
-      if (next > tau) k = nb;
-      nbv = next;
-    }
-    return k;
-  };
   // The state a sequence starts from, before its first input: h0[k] decayed (or not), or 0.
   auto start_state = [&](int64_t k, float d, float (&h)[VEC]) {
 #pragma unroll
@@ -201,6 +183,55 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       for (int v = 0; v < VEC; ++v) h[v] = s * h0[state_off(seq_row(k)) + v];
     }
   };
+  float* const hT = P.hT;
+  auto write_state = [&](int64_t k, const float (&st)[VEC], float scale) {
+    // (k outside [0, N) only from malformed device offsets: skipped, never out of bounds)
+    if (hT && active && (!PACKED || (k >= 0 && k < N))) {
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) hT[state_off(k) + v] = scale * st[v];
+    }
+  };
+  // an empty sequence's final state is its initial state (or 0)
+  auto empty_state = [&](int64_t k) {
+    if (hT && active) {
+      float st[VEC];
+      start_state(k, 1.f, st);
+      write_state(seq_row(k), st, 1.f);
+    }
+  };
+  // Packed sequences: one rolled walk over this warp's steps (warp-uniform), done while the copies
+  // fly, records which steps start a sequence (smask) or end one (emask) and which sequence that
+  // is, so the unrolled loops below only test bits (a walk inside them made the code too large
+  // for the instruction cache). Empty sequences get their final state (= initial state) here.
+  __shared__ int64_t sh_start[MAX_WARPS][STEPS], sh_end[MAX_WARPS][STEPS];
+  uint32_t smask = 0, emask = 0;
+  if constexpr (PACKED) {
+    if (ts < T_) {
+      int64_t nb = warp_lower_bound(bound, N, ts), nbv = bound(nb);  // the next boundary
+#pragma unroll 1
+      for (int i = 0; i < STEPS && ts + i < T_; ++i) {
+        const int64_t tau = ts + i;
+        for (; nb < N && nbv == tau; ++nb) {
+          const int64_t next = bound(nb + 1);
+          if (next > tau) {
+            smask |= 1u << i;
+            sh_start[w][i] = nb;
+          } else {
+            empty_state(nb);
+          }
+          nbv = next;
+        }
+        if (nbv == tau + 1 && nb > 0) {
+          emask |= 1u << i;
+          sh_end[w][i] = nb - 1;
+        }
+        if (tau == T_ - 1) {
+          for (int64_t e = nb; e < N; ++e) empty_state(e);  // empty sequences at the very end
+        }
+      }
+    }
+    __syncwarp();
+  }
   staged_wait();  // each thread reads back only the rows it staged: no barrier needed
   float h[VEC];
 #pragma unroll
@@ -208,18 +239,15 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   bool reset = false;  // warp-uniform: a sequence starts in this thread's steps
   {
     float ap = a_prev;
-    int64_t nb = nb0, nbv = nbv0;
 #pragma unroll
     for (int i = 0; i < STEPS; ++i) {
       const float ai = dec[i];
       dec[i] = expf(ai - ap);
       ap = ai;
       const Packet<T, VEC> p = xs[i * WARP];
-      int64_t k = -1;
-      if constexpr (PACKED) k = ts + i < T_ ? start_at(nb, nbv, ts + i) : -1;
-      if (k >= 0) {
+      if (PACKED && (smask >> i & 1)) {
         reset = true;
-        start_state(k, dec[i], h);
+        start_state(sh_start[w][i], dec[i], h);
 #pragma unroll
         for (int v = 0; v < VEC; ++v) h[v] += to_f(p.v[v]);
       } else {
@@ -248,7 +276,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // canonical 0x7fffffff), and every 32-bit value is written once; a reader polls its own lane's
   // values until none is the pattern, and each word it sees is final.
   const float a_blk = t0 < T_ ? a_before(t0) : 0.f;
-  bool block_reset = false, need_carry = !(PACKED && reset && nb0 < N && nbv0 == ts);
+  bool block_reset = false, need_carry = !(PACKED && (smask & 1));
   for (int s = 0; s < S; ++s) {
     block_reset |= sh_reset[s];
     if (s < w && sh_reset[s]) need_carry = false;
@@ -336,15 +364,6 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     float ap = a_blk;
     for (int s = 0; s < w; ++s) fold(s, ap, carry);
   }
-  float* const hT = P.hT;
-  auto write_state = [&](int64_t k, const float (&st)[VEC], float scale) {
-    // (k outside [0, N) only from malformed device offsets: skipped, never out of bounds)
-    if (hT && active && (!PACKED || (k >= 0 && k < N))) {
-#pragma unroll
-      for (int v = 0; v < VEC; ++v) hT[state_off(k) + v] = scale * st[v];
-    }
-  };
-  int64_t nb = nb0, nbv = nbv0;
 #pragma unroll
   for (int i = 0; i < STEPS; ++i) {
     const int64_t tau = ts + i;
@@ -355,24 +374,9 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     float gin[VEC];
 #pragma unroll
     for (int v = 0; v < VEC; ++v) gin[v] = to_f(p.v[v]);
-    int64_t k = -1;
-    if constexpr (PACKED) {
-      // empty sequences at tau: their final state is their initial state (or 0)
-      for (; nb < N && nbv == tau; ++nb) {
-        const int64_t next = bound(nb + 1);
-        nbv = next;
-        if (next > tau) {
-          k = nb;
-        } else if (hT && active) {
-          float st[VEC];
-          start_state(nb, 1.f, st);
-          write_state(seq_row(nb), st, 1.f);
-        }
-      }
-    }
-    if (k >= 0) {  // a sequence starts: its state restarts from its initial state
+    if (PACKED && (smask >> i & 1)) {  // a sequence starts: its state restarts from its initial state
       float st[VEC];
-      start_state(k, dec[i], st);
+      start_state(sh_start[w][i], dec[i], st);
 #pragma unroll
       for (int v = 0; v < VEC; ++v) {
         carry[v] = st[v] + gin[v];
@@ -388,23 +392,14 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     }
     if (active) store_packet<T, VEC>(ob + t * P.so[1], P.so[3], carry);
     // the last step of a sequence writes its final state (times exp(A[t] - A[t-1]) for dh0)
-    const bool ends = PACKED ? nbv == tau + 1 : tau == T_ - 1;
+    const bool ends = PACKED ? (emask >> i & 1) : tau == T_ - 1;
     if (hT && ends) {
       float scale = 1.f;
       if (flags & F_SCALE_HT) {
         const float prev = t > 0 ? Ab[(t - 1) * P.sA[1]] : 0.f;
         scale = active ? expf(Ab[t * P.sA[1]] - prev) : 0.f;
       }
-      write_state(PACKED ? seq_row(nb - 1) : b, carry, scale);
-    }
-    if constexpr (PACKED) {
-      if (tau == T_ - 1) {  // empty sequences at the very end
-        for (int64_t e = nb; e < N; ++e) {
-          float st[VEC];
-          start_state(e, 1.f, st);
-          write_state(seq_row(e), st, 1.f);
-        }
-      }
+      write_state(PACKED ? seq_row(sh_end[w][i]) : b, carry, scale);
     }
     if constexpr (BWD) {
       const Packet<T, VEC> px = xos[i * WARP], py = yos[i * WARP];
@@ -445,11 +440,11 @@ using nanossm::WARP;
   {A, x, out, h0, hT, ws, cu, n_seqs, B, T, R, C, {sAb, sAt, sAr}, {sxb, sxt, sxr, sxc}, \
    {sob, sot, sor, soc}, flags, n_chunks, n_tiles}
 
-// Register budgets: the plain forward keeps 3 blocks of 256 threads per SM (80 registers); the
-// packed forward carries the sequence walk and keeps 2; the backward stages three tensors
-// (3 x 32 KB per 4-warp block), so 2 blocks per SM fill shared memory and registers are free.
+// Register budgets: the forward, plain or packed, keeps 3 blocks of 256 threads per SM (80
+// registers, no spills: the packed walk runs in a rolled loop); the backward stages three
+// tensors (3 x 32 KB per 4-warp block), so 2 blocks per SM fill shared memory and registers are free.
 #define NANOSSM_FWD(NAME, TYPE, VEC, PACKED)                                                     \
-  extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS, PACKED ? 2 : MIN_BLOCKS)        \
+  extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS, MIN_BLOCKS)                     \
       NAME(NANOSSM_COMMON_PARAMS(TYPE)) {                                                        \
     const Params<TYPE> p NANOSSM_COMMON_INIT;                                                    \
     scan_kernel<TYPE, VEC, false, PACKED>(p);                                                    \

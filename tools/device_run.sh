@@ -2,25 +2,33 @@
 # Everything the GPU machine checks, in one call (run from the repo root there, after `make lib
 # test-c` here; carry python/nanossm/_lib and build/capi_test_cuda):
 #   the pytest suite (CUDA cases run), the C ABI test on the GPU, compute-sanitizer on odd shapes,
-#   the demo, the benchmark (table + plot) and an ncu stall breakdown. Logs go to $OUT.
+#   the demo, the benchmarks (forward table + plots, backward, packed) and an ncu stall breakdown.
+#   Logs go to $OUT. NO_BENCH=1 stops after the sanitizers; ONLY_BENCH=1 runs the demo and benches.
 set -u
 export PYTHONPATH=python PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/nanossm-out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+if [ -z "${ONLY_BENCH:-}" ]; then
 echo "== pytest"; python3 -m pytest -q -rs -s tests 2>&1 | tee "$OUT/pytest.log" | grep -E "rows on|threads x|calls on|passed|failed|Error" | tail -12
 echo "== soak: 16 threads, own streams, ${SOAK:-60} s"
 NANOSSM_SOAK_SECONDS=${SOAK:-60} python3 -m pytest -q -s tests/test_robustness.py -k "concurrent and cuda" 2>&1 | grep -E "threads|passed|failed"
 echo "== C ABI on the GPU"; build/capi_test_cuda
 echo "== compute-sanitizer"
+# memcheck on every case; racecheck on the multi-block, backward and packed ones; initcheck and
+# synccheck on three (each case is a separate process: the sanitizers are slow)
+all=("2,301,3,5 f32 1" "2,1000,4,16 f32 1" "1,517,3,64 f16 1" "3,129,2,8 bf16 1" "2,301,3,5 f32 1 bwd"
+     "1,517,3,64 bf16 1 bwd" "1,600,1,640 f32 1 bwd" "5,300,2,8 f32 1 packed" "4,700,3,64 bf16 1 packed")
+some=("2,1000,4,16 f32 1" "2,301,3,5 f32 1 bwd" "5,300,2,8 f32 1 packed")
 for tool in memcheck racecheck initcheck synccheck; do
-  cases=("2,301,3,5 f32 1" "2,1000,4,16 f32 1" "1,517,3,64 f16 1" "3,129,2,8 bf16 1" "2,301,3,5 f32 1 bwd"
-         "1,517,3,64 bf16 1 bwd" "1,600,1,640 f32 1 bwd" "5,300,2,8 f32 1 packed" "4,700,3,64 bf16 1 packed")
-  case $tool in initcheck|synccheck) cases=("2,1000,4,16 f32 1" "2,301,3,5 f32 1 bwd" "5,300,2,8 f32 1 packed");; esac
+  cases=("${some[@]}"); [ $tool = memcheck ] && cases=("${all[@]}")
+  [ $tool = racecheck ] && cases=("2,1000,4,16 f32 1" "1,517,3,64 bf16 1 bwd" "1,600,1,640 f32 1 bwd" "4,700,3,64 bf16 1 packed")
   for case in "${cases[@]}"; do
     compute-sanitizer --tool $tool --error-exitcode 9 python3 tools/profile_one.py $case > "$OUT/sanitizer.log" 2>&1
     echo "$tool $case: rc=$? $(grep -E 'ERROR SUMMARY|hazard' "$OUT/sanitizer.log" | tail -1)"
   done
 done
+[ -n "${NO_BENCH:-}" ] && exit 0
+fi
 echo "== demo"; python3 -m nanossm.demo; python3 -m nanossm.demo --shape 4,8192,64,64
 echo "== training demo"; python3 -m nanossm.train_demo --steps 300 | tail -1
 echo "== bench"

@@ -1,7 +1,8 @@
 """The backward and packed-sequence benchmarks of `python -m nanossm.bench` (--backward, --packed).
 
 Backward: the fused library call alone (dx, dA from x, out, g: reads three tensors, writes one),
-against the copy of x (its floor is two copies); and a training step (forward + backward through
+against the copy of x (its floor is two copies) and against torch.addcmul (PyTorch's elementwise
+kernel moving the same bytes: three reads, one write); and a training step (forward + backward through
 autograd) against the einsum baseline's forward alone. Packed: B sequences of T steps packed as
 (1, B*T, R, C) with cu_seqlens, equal and uneven lengths, against the plain (B,T,R,C) scan.
 Median times with a cold L2, like bench.py. Not a test: no pass/fail.
@@ -35,6 +36,8 @@ def bench_backward(shapes, dtypes):
             row = {"shape": shape, "dtype": dname}
             row["copy"] = bench_ms(lambda: dst.copy_(x))
             row["backward"] = bench_ms(lambda: _launch_backward(A, x, out, grad, dx, dA, None, None, None, None, False))
+            # the same traffic in PyTorch's own elementwise kernel (read three tensors, write one)
+            row["elementwise_3r1w"] = bench_ms(lambda: torch.addcmul(x, out, grad, out=dst))
             xs, As = x.clone().requires_grad_(), A.clone().requires_grad_()
 
             def step():
@@ -47,7 +50,8 @@ def bench_backward(shapes, dtypes):
             rows.append(row)
             extra = f"  einsum fwd {row['einsum_fwd']:.3f} ms" if "einsum_fwd" in row else ""
             print(f"{dname:>4} {str(shape):>20}  copy {row['copy']:.4f}  backward {row['backward']:.4f} ms "
-                  f"(/copy {row['backward'] / row['copy']:.2f})  forward {row['forward']:.4f}  "
+                  f"(/copy {row['backward'] / row['copy']:.2f})  addcmul 3r1w {row['elementwise_3r1w']:.4f} "
+                  f"(/copy {row['elementwise_3r1w'] / row['copy']:.2f})  forward {row['forward']:.4f}  "
                   f"train step fwd+bwd {row['fwd+bwd']:.4f} ms{extra}")
     return rows
 
