@@ -148,31 +148,6 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   const int64_t chunk_len = (int64_t)S * STEPS;
   const int64_t t0 = chunk * chunk_len;        // first step of the block (scan order)
   const int64_t ts = t0 + (int64_t)w * STEPS;  // first step of this thread
-  float dec[STEPS];
-  const float a_prev = ts < T_ ? a_before(ts) : 0.f;
-  float a_last = a_prev;
-#pragma unroll
-  for (int i = 0; i < STEPS; ++i) {
-    const int64_t tau = ts + i;
-    if (active && tau < T_) {
-      const int64_t t = reverse ? T_ - 1 - tau : tau;
-      stage_packet<T, VEC>(&xs[i * WARP], xb + t * P.sx[1], P.sx[3]);
-      if constexpr (BWD) {
-        const int64_t base = b * P.sxo[0] + r * P.sxo[2] + cv * VEC * P.sxo[3];
-        stage_packet<T, VEC>(&xos[i * WARP], P.xo + base + t * P.sxo[1], P.sxo[3]);
-        const int64_t ybase = b * P.syo[0] + r * P.syo[2] + cv * VEC * P.syo[3];
-        stage_packet<T, VEC>(&yos[i * WARP], P.yo + ybase + t * P.syo[1], P.syo[3]);
-      }
-      dec[i] = a_at(tau);
-    } else {
-      Packet<T, VEC> zero;
-#pragma unroll
-      for (int v = 0; v < VEC; ++v) zero.v[v] = from_f<T>(0.f);
-      xs[i * WARP] = zero;
-      dec[i] = a_last;  // past the end: decay 1, input 0, the state rides through unchanged
-    }
-    a_last = dec[i];
-  }
   // The state a sequence starts from, before its first input: h0[k] decayed (or not), or 0.
   auto start_state = [&](int64_t k, float d, float (&h)[VEC]) {
 #pragma unroll
@@ -199,10 +174,11 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       write_state(seq_row(k), st, 1.f);
     }
   };
-  // Packed sequences: one rolled walk over this warp's steps (warp-uniform), done while the copies
-  // fly, records which steps start a sequence (smask) or end one (emask) and which sequence that
-  // is, so the unrolled loops below only test bits (a walk inside them made the code too large
-  // for the instruction cache). Empty sequences get their final state (= initial state) here.
+  // Packed sequences: one rolled walk over this warp's steps (warp-uniform) records which steps
+  // start a sequence (smask) or end one (emask) and which sequence that is, so the unrolled loops
+  // below only test bits (a walk inside them made the code too large for the instruction cache).
+  // It runs before the staging copies are issued: behind 64 KB of copies its few dependent loads
+  // of cu_seqlens would wait for all of them. Empty sequences get their final state here.
   __shared__ int64_t sh_start[MAX_WARPS][STEPS], sh_end[MAX_WARPS][STEPS];
   uint32_t smask = 0, emask = 0;
   if constexpr (PACKED) {
@@ -231,6 +207,31 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       }
     }
     __syncwarp();
+  }
+  float dec[STEPS];
+  const float a_prev = ts < T_ ? a_before(ts) : 0.f;
+  float a_last = a_prev;
+#pragma unroll
+  for (int i = 0; i < STEPS; ++i) {
+    const int64_t tau = ts + i;
+    if (active && tau < T_) {
+      const int64_t t = reverse ? T_ - 1 - tau : tau;
+      stage_packet<T, VEC>(&xs[i * WARP], xb + t * P.sx[1], P.sx[3]);
+      if constexpr (BWD) {
+        const int64_t base = b * P.sxo[0] + r * P.sxo[2] + cv * VEC * P.sxo[3];
+        stage_packet<T, VEC>(&xos[i * WARP], P.xo + base + t * P.sxo[1], P.sxo[3]);
+        const int64_t ybase = b * P.syo[0] + r * P.syo[2] + cv * VEC * P.syo[3];
+        stage_packet<T, VEC>(&yos[i * WARP], P.yo + ybase + t * P.syo[1], P.syo[3]);
+      }
+      dec[i] = a_at(tau);
+    } else {
+      Packet<T, VEC> zero;
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) zero.v[v] = from_f<T>(0.f);
+      xs[i * WARP] = zero;
+      dec[i] = a_last;  // past the end: decay 1, input 0, the state rides through unchanged
+    }
+    a_last = dec[i];
   }
   staged_wait();  // each thread reads back only the rows it staged: no barrier needed
   float h[VEC];
