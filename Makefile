@@ -63,12 +63,14 @@ test-go: setup $(BUILD)/stub/libcuda.so
 	$(CGO_ENV) go vet -unsafeptr=false ./core/... ./capi/ ./kernels/
 	$(CGO_ENV) go test -count=1 ./core/ ./capi/
 	$(CGO_ENV) go test ./capi/ -run '^$$' -fuzz FuzzScanABI -fuzztime $(FUZZ_SMOKE)
+	$(CGO_ENV) go test ./capi/ -run '^$$' -fuzz FuzzBackwardABI -fuzztime $(FUZZ_SMOKE)
 
 # The full fuzz run of the C ABI's argument validation (CI runs a smoke run of it in test-go).
 FUZZ_SMOKE ?= 50000x
 FUZZTIME ?= 1000000x
 fuzz: setup $(BUILD)/stub/libcuda.so
 	$(CGO_ENV) go test ./capi/ -run '^$$' -fuzz FuzzScanABI -fuzztime $(FUZZTIME)
+	$(CGO_ENV) go test ./capi/ -run '^$$' -fuzz FuzzBackwardABI -fuzztime $(FUZZTIME)
 
 # The C ABI test runs against the CPU flavour here; build/capi_test_cuda (linked against the CUDA
 # flavour) also runs the scan on device 0 where a GPU exists (run it there).

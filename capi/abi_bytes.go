@@ -38,3 +38,29 @@ func callABIBytes(raw []byte, withOptions bool, device int32) (wsStatus, status 
 	status = int32(nanossm_scan(&t[0], &t[1], &t[2], opts, C.int32_t(device), nil))
 	return wsStatus, status, C.GoString(C.nanossm_last_error())
 }
+
+// backwardBytes is the size of the raw argument block of callBackwardABIBytes: six tensor
+// descriptors (A, x, out, grad_out, grad_x, grad_A), then the backward options.
+const backwardBytes = 6*C.sizeof_nanossm_tensor + C.sizeof_nanossm_backward_options
+
+// callBackwardABIBytes is callABIBytes for nanossm_scan_backward(_workspace_size).
+func callBackwardABIBytes(raw []byte, withOptions bool, device int32) (wsStatus, status int32, msg string) {
+	block := C.calloc(1, C.size_t(backwardBytes))
+	defer C.free(block)
+	if len(raw) > backwardBytes {
+		raw = raw[:backwardBytes]
+	}
+	if len(raw) > 0 {
+		C.memcpy(block, unsafe.Pointer(&raw[0]), C.size_t(len(raw)))
+	}
+	t := (*[6]C.nanossm_tensor)(block)
+	var opts *C.nanossm_backward_options
+	if withOptions {
+		opts = (*C.nanossm_backward_options)(unsafe.Add(block, 6*C.sizeof_nanossm_tensor))
+	}
+	bytes := (*C.int64_t)(C.malloc(8))
+	defer C.free(unsafe.Pointer(bytes))
+	wsStatus = int32(nanossm_scan_backward_workspace_size(&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], opts, C.int32_t(device), bytes))
+	status = int32(nanossm_scan_backward(&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], opts, C.int32_t(device), nil))
+	return wsStatus, status, C.GoString(C.nanossm_last_error())
+}

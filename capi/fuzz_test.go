@@ -71,3 +71,42 @@ func FuzzScanABI(f *testing.F) {
 		}
 	})
 }
+
+// goodBackward is a valid backward call's argument block (device pointers as plain integers).
+func goodBackward() []byte {
+	var b bytes.Buffer
+	b.Write(desc(1<<20, 0, 3, []int64{2, 33, 3}, []int64{99, 3, 1}))
+	for i := 0; i < 4; i++ { // x, out, grad_out, grad_x
+		b.Write(desc(uint64(1+i)<<26, 0, 4, []int64{2, 33, 3, 8}, []int64{792, 24, 8, 1}))
+	}
+	b.Write(desc(1<<30, 0, 3, []int64{2, 33, 3}, []int64{99, 3, 1})) // grad_A
+	binary.Write(&b, binary.LittleEndian, uint32(backwardBytes-6*80))
+	binary.Write(&b, binary.LittleEndian, uint32(0))
+	b.Write(make([]byte, 4*80+16))
+	return b.Bytes()
+}
+
+// FuzzBackwardABI is FuzzScanABI for nanossm_scan_backward: arbitrary bytes as its six
+// descriptors and options, to a device call; every call ends in a clean refusal.
+func FuzzBackwardABI(f *testing.F) {
+	good := goodBackward()
+	f.Add(good, true, int32(0))
+	f.Add(good, false, int32(2))
+	f.Add(good[:200], true, int32(0))
+	f.Fuzz(func(t *testing.T, raw []byte, withOptions bool, device int32) {
+		if device < 0 {
+			device = -(device + 1)
+		}
+		ws, st, msg := callBackwardABIBytes(raw, withOptions, device)
+		for _, s := range []int32{ws, st} {
+			switch s {
+			case 1, 2, 4:
+			default:
+				t.Fatalf("status %d (%q) for %x", s, msg, raw)
+			}
+		}
+		if st != 4 && !strings.Contains(msg, ": ") {
+			t.Fatalf("message %q does not name an argument", msg)
+		}
+	})
+}
