@@ -127,3 +127,21 @@ def test_fork_before_first_use_is_harmless_and_after_raises():
         print("child status", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
     """, {"NANOSSM_FLAVOUR": "cpu"}, timeout=60)
     assert p.returncode == 0 and "child status 7" in p.stdout, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_plain_fast_path_matches_the_general_path(device):
+    """The plain call's fast path (no options, no grad) gives the bits of the general path, on
+    views too, and calls with options in between do not leak into it (one buffer per thread)."""
+    dtypes = [torch.float32, torch.float16, torch.bfloat16] if device == "cuda" else [torch.float32]
+    for dtype in dtypes:
+        A, x = make_inputs((2, 300, 3, 8), dtype, device, seed=60)
+        xt = x.transpose(0, 1).contiguous().transpose(0, 1)  # a strided view
+        for xv in (x, xt, x[:, ::2]):
+            Av = A[:, :xv.shape[1]]
+            fast = ssm_scan(Av, xv)
+            general = torch.full_like(xv, float("nan"))
+            ssm_scan(Av, xv, out=general)  # the out= path packs every option
+            assert torch.equal(fast, general), f"{dtype} {tuple(xv.stride())}"
+            ssm_scan(Av, xv, reverse=True, return_final_state=True)  # options in the buffer
+            assert torch.equal(ssm_scan(Av, xv), fast)

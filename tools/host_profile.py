@@ -34,6 +34,7 @@ stream = op._raw_stream(0)
 rows = {
     "ssm_scan(A, x)": lambda: ssm_scan(A, x),
     "op._launch (pack + call)": lambda: op._launch(A, x, out, None, None, False),
+    "op._launch_plain (the fast path's pack + call)": lambda: op._launch_plain(A, x, out),
     "library call alone (Go: validate, plan, launch)": lambda: L.nanossm_scan(addr, addr + 80, addr + 160, addr + 240, 0, stream),
     "ctypes call of nanossm_version": lambda: L.nanossm_version(),
     "pack three descriptors": lambda: (op._pack(buf, 0, A), op._pack(buf, 80, x), op._pack(buf, 160, out)),

@@ -72,6 +72,7 @@ def _launch(A, x, out, h0, hT, reverse, seq=None):
     """One library call: out (and hT) = scan(A, x). All tensors on one device, already checked."""
     L = _loader.lib()
     buf, addr = _buffer()
+    _tls.plain = False  # the options part now holds this call's (see _launch_plain)
     _pack(buf, _OFF_A, A)
     _pack(buf, _OFF_X, x)
     _pack(buf, _OFF_OUT, out)
@@ -98,6 +99,41 @@ def _launch(A, x, out, h0, hT, reverse, seq=None):
         _loader.check(L.nanossm_scan(pA, px, po, popt, dev, _raw_stream(dev)))
     else:
         _loader.check(L.nanossm_scan(pA, px, po, popt, -1, None))
+
+
+_ws_plain = {}
+_OPTIONS_PLAIN = struct.Struct(f"<II{_OPT_SIZE - 8}x")  # struct_size, flags 0, all else zero
+
+
+def _launch_plain(A, x, out):
+    """_launch for the plain call (no options; out fresh from torch.empty, so contiguous and
+    aligned): the options block is written once per thread, not per call, and the workspace
+    size is cached on x's layout alone. Small calls are dominated by this host time."""
+    L = _loader.lib()
+    buf, addr = _buffer()
+    if not getattr(_tls, "plain", False):
+        _OPTIONS_PLAIN.pack_into(buf, _OFF_OPT, _OPT_SIZE, 0)
+        _tls.plain = True
+    _TENSOR[3].pack_into(buf, _OFF_A, A.data_ptr(), 0, 3, *A.shape, *A.stride())
+    xd = _DTYPE_CODES[x.dtype]
+    _TENSOR[4].pack_into(buf, _OFF_X, x.data_ptr(), xd, 4, *x.shape, *x.stride())
+    _TENSOR[4].pack_into(buf, _OFF_OUT, out.data_ptr(), xd, 4, *out.shape, *out.stride())
+    pA, px, po, popt = addr + _OFF_A, addr + _OFF_X, addr + _OFF_OUT, addr + _OFF_OPT
+    if not x.is_cuda:
+        _loader.check(L.nanossm_scan(pA, px, po, popt, -1, None))
+        return
+    dev = x.get_device()
+    key = (x.shape, x.stride(), xd, x.data_ptr() & 15, dev)
+    need = _ws_plain.get(key)
+    if need is None:
+        n = ctypes.c_int64(0)
+        _loader.check(L.nanossm_scan_workspace_size(pA, px, po, popt, dev, ctypes.byref(n)))
+        need = _ws_plain.setdefault(key, n.value) if len(_ws_plain) < 4096 else n.value
+    if need:
+        ws = torch.empty(need, dtype=torch.uint8, device=x.device)
+        _OPT_WS.pack_into(buf, _OFF_WS, ws.data_ptr(), need)
+        _tls.plain = False  # the workspace pointer must not outlive this call in the buffer
+    _loader.check(L.nanossm_scan(pA, px, po, popt, dev, _raw_stream(dev)))
 
 
 def _forward(A, x, h0, reverse, want_final, out=None, seq=None):
@@ -229,6 +265,19 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
     Differentiable in A, x and initial_state.
     """
     del use_assoc_scan
+    # Fast path: the plain inference call with inputs already in the kernel's dtypes. Every check
+    # here is cheap; anything unusual takes the general path below, which explains itself.
+    if (out is None and initial_state is None and cu_seqlens is None and not return_final_state
+            and not reverse and type(x) is torch.Tensor and type(cumsum_A) is torch.Tensor
+            and cumsum_A.dtype is torch.float32 and x.dim() == 4 and cumsum_A.dim() == 3
+            and (x.dtype in _CUDA_DTYPES if x.is_cuda else x.dtype is torch.float32)
+            and cumsum_A.is_cuda == x.is_cuda and cumsum_A.get_device() == x.get_device()
+            and x.numel() > 0 and cumsum_A.numel() > 0
+            and not (torch.is_grad_enabled() and (x.requires_grad or cumsum_A.requires_grad))
+            and not torch.compiler.is_compiling()):
+        y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        _launch_plain(cumsum_A, x, y)
+        return y
     _check_tensor("cumsum_A", cumsum_A, 3, "(B,T,R)")
     _check_tensor("x", x, 4, "(B,T,R,C)")
     if cu_seqlens is not None:
