@@ -38,7 +38,8 @@
 // start has an aggregate that no earlier carry reaches: it is published straight away as an
 // inclusive prefix, so look-back never passes a sequence start, and a warp whose steps begin
 // after a start in its own block skips the look-back.  Each warp finds its first sequence with
-// a 32-way search of cu_seqlens, overlapped with its staging copies.
+// a 32-way search of cu_seqlens before it issues its staging copies (behind them, the search's
+// few dependent loads would wait for all 64 KB).
 //
 // Every parameter is 64 bits wide: gorgonia.org/cu copies kernel arguments as 8-byte words.
 // The parameter order is part of the contract with core/cuda/backend.go.
