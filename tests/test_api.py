@@ -57,6 +57,8 @@ def test_gradcheck_cpu_float64():
     assert torch.autograd.gradcheck(lambda a, v, h: ssm_scan(a, v, initial_state=h, return_final_state=True),
                                     (A, x, h0))
     assert torch.autograd.gradcheck(lambda a, v: ssm_scan(a, v, reverse=True), (A, x))
+    assert torch.autograd.gradcheck(lambda a, v, h: ssm_scan(a, v, initial_state=h), (A, x, h0))
+    assert torch.autograd.gradcheck(lambda a, v: ssm_scan(a, v, reverse=True, return_final_state=True), (A, x))
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -68,6 +68,8 @@ def test_packed_gradcheck_cpu_float64():
     assert torch.autograd.gradcheck(
         lambda a, v, h: ssm_scan(a, v, initial_state=h, return_final_state=True, cu_seqlens=cu), (A, x, h0))
     assert torch.autograd.gradcheck(lambda a, v: ssm_scan(a, v, reverse=True, return_final_state=True, cu_seqlens=cu), (A, x))
+    # an initial state without asking for the final one (dh0 from dx alone, and dA's h0 term)
+    assert torch.autograd.gradcheck(lambda a, v, h: ssm_scan(a, v, initial_state=h, cu_seqlens=cu), (A, x, h0))
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -260,7 +260,10 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
     cu_seqlens: (N+1,) int32/int64 offsets of N packed sequences in x with B = 1: the scan
     restarts at each start; initial/final states are then (N,R,C), sequence k's initial state
     decays by exp(A[t] - A[s_k - 1]); empty sequences are allowed. Values given on the CPU are
-    checked; values already on the GPU are not (that would synchronise the host).
+    checked, then copied to the GPU (a small copy that waits for the stream: pass the offsets on
+    the GPU in a training loop or under CUDA-graph capture); values already on the GPU are not
+    checked (that would synchronise the host): malformed ones give wrong results, never
+    out-of-bounds accesses.
     out: optional preallocated (B,T,R,C) output (no autograd through it).
     Differentiable in A, x and initial_state.
     """
