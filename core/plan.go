@@ -109,26 +109,22 @@ func vectorWidth(p Problem, ts ...Tensor) int64 {
 	return vec
 }
 
-// SharedLimit says how many bytes of dynamic shared memory a block of the named kernel may use
-// on the device (its opt-in maximum less the kernel's static shared memory); nil: no limit.
-type SharedLimit func(kernel string) int64
-
 // PlanScan plans a forward scan.
-func PlanScan(a *ScanArgs, p Problem, lim SharedLimit) ScanPlan {
+func PlanScan(a *ScanArgs, p Problem) ScanPlan {
 	v := Forward
 	if p.Seqs > 0 || a.CuSeqlens.Present() {
 		v = ForwardPacked
 	}
-	return plan(v, p, vectorWidth(p, a.X, a.Out), lim)
+	return plan(v, p, vectorWidth(p, a.X, a.Out))
 }
 
 // PlanBackward plans a backward call (p: the problem of its reverse scan).
-func PlanBackward(a *BackwardArgs, p Problem, lim SharedLimit) ScanPlan {
+func PlanBackward(a *BackwardArgs, p Problem) ScanPlan {
 	v := Backward
 	if a.CuSeqlens.Present() {
 		v = BackwardPacked
 	}
-	return plan(v, p, vectorWidth(p, a.GradOut, a.GradX, a.X, a.Out), lim)
+	return plan(v, p, vectorWidth(p, a.GradOut, a.GradX, a.X, a.Out))
 }
 
 // plan picks the kernel and its launch shape.
@@ -140,9 +136,7 @@ func PlanBackward(a *BackwardArgs, p Problem, lim SharedLimit) ScanPlan {
 // tensors, so S <= 4 keeps a block at 96 KB and two fit an SM. Short sequences use fewer warps
 // so no warp is idle. T longer than one block is split into chunks that pass carries through
 // the workspace (decoupled look-back), so every shape exposes tiles*chunks blocks of parallelism.
-// On a device with less shared memory per block than a plan asks for (an H200 allows 227 KB, a
-// GeForce of compute capability 8.6/8.9 99 KB), the block gets fewer warps.
-func plan(v Variant, p Problem, vec int64, lim SharedLimit) ScanPlan {
+func plan(v Variant, p Problem, vec int64) ScanPlan {
 	maxWarps, staged := int64(ScanMaxWarps), int64(1)
 	if v.backward() {
 		maxWarps, staged = BackwardMaxWarps, 3
@@ -151,16 +145,10 @@ func plan(v Variant, p Problem, vec int64, lim SharedLimit) ScanPlan {
 		maxWarps = TuneWarps
 	}
 	warps := min(maxWarps, (p.T+ScanSteps-1)/ScanSteps)
-	kernel := scanKernels[kernelKey{p.DType, v, vec}]
-	if lim != nil {
-		for m := lim(kernel); warps > 1 && staged*warps*ScanSteps*32*vec*p.DType.Size() > m; {
-			warps--
-		}
-	}
 	chunkLen := warps * ScanSteps
 	cv := p.C / vec
 	pl := ScanPlan{
-		Kernel: kernel,
+		Kernel: scanKernels[kernelKey{p.DType, v, vec}],
 		Vec:    vec,
 		Warps:  warps,
 		Tiles:  (p.B*p.R*cv + 31) / 32,

@@ -93,7 +93,7 @@ func TestPlanScan(t *testing.T) {
 		{"f16 C=12", mk(Float16, 1<<20, []int64{2, 9, 3, 12}, Contiguous(2, 9, 3, 12)), p(9, 12, Float16), "nanossm_scan_fwd_f16_v1", 1, 1, 1, false},
 	}
 	for _, c := range cases {
-		pl := PlanScan(c.args, c.prob, nil)
+		pl := PlanScan(c.args, c.prob)
 		if pl.Kernel != c.kernel || pl.Vec != c.vec || pl.Warps != c.warps || pl.Chunks != c.chunks || (pl.Workspace > 0) != c.needsWS {
 			t.Errorf("%s: got %+v", c.name, pl)
 		}
@@ -108,34 +108,5 @@ func TestPlanScan(t *testing.T) {
 		if !strings.Contains(name, map[DType]string{Float32: "f32", Float16: "f16", BFloat16: "bf16"}[key.dtype]) {
 			t.Errorf("dispatch table: %v -> %s", key, name)
 		}
-	}
-}
-
-// TestPlanWithinSharedLimit: a device with less shared memory per block than a plan asks for
-// gets fewer warps per block (and the workspace that goes with the longer chain of chunks).
-func TestPlanWithinSharedLimit(t *testing.T) {
-	x := Tensor{1 << 20, Float32, []int64{2, 4096, 8, 64}, Contiguous(2, 4096, 8, 64)}
-	p := Problem{B: 2, T: 4096, R: 8, C: 64, DType: Float32}
-	full := PlanScan(&ScanArgs{X: x, Out: x}, p, nil)
-	geforce := int64(99*1024 - 12*1024) // opt-in 99 KB less the kernel's static memory
-	limit := func(m int64) SharedLimit { return func(string) int64 { return m } }
-	for _, c := range []struct {
-		pl       ScanPlan
-		limit    int64
-		maxWarps int64
-	}{
-		{PlanScan(&ScanArgs{X: x, Out: x}, p, limit(geforce)), geforce, ScanMaxWarps},
-		{PlanBackward(&BackwardArgs{X: x, Out: x, GradOut: x, GradX: x}, p, limit(geforce)), geforce, 3},
-		{PlanScan(&ScanArgs{X: x, Out: x}, p, limit(20*1024)), 20 * 1024, 2},
-	} {
-		if c.pl.Warps != c.maxWarps || c.pl.Shared > c.limit {
-			t.Errorf("plan under a %d-byte limit: %+v, want %d warps", c.limit, c.pl, c.maxWarps)
-		}
-		if c.pl.Chunks*c.pl.Warps*ScanSteps < p.T || (c.pl.Chunks > 1) != (c.pl.Workspace > 0) {
-			t.Errorf("limited plan does not cover T or lacks its workspace: %+v", c.pl)
-		}
-	}
-	if full.Warps != ScanMaxWarps {
-		t.Errorf("unlimited plan: %+v", full)
 	}
 }

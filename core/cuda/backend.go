@@ -37,19 +37,10 @@ const maxDevices = 64
 
 // device is what is loaded once per GPU: its primary context and the module's functions.
 type device struct {
-	once      sync.Once
-	err       error
-	ctx       cu.CUContext
-	fns       map[string]cu.Function
-	maxShared map[string]int64 // dynamic shared memory a block of each kernel may use here
-}
-
-// sharedLimit is the device's core.SharedLimit.
-func (d *device) sharedLimit(kernel string) int64 {
-	if m, ok := d.maxShared[kernel]; ok {
-		return m
-	}
-	return core.ScanMaxSharedBytes
+	once sync.Once
+	err  error
+	ctx  cu.CUContext
+	fns  map[string]cu.Function
 }
 
 var devices [maxDevices]device
@@ -119,29 +110,18 @@ func (d *device) load(ordinal int) error {
 		if err != nil {
 			return cudaErr("cuModuleLoadData", err)
 		}
-		// The device's shared memory per block (opt-in maximum): plans stay within it.
-		var optin C.int
-		if C.cuDeviceGetAttribute(&optin, C.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, C.CUdevice(dev)) != C.CUDA_SUCCESS {
-			optin = 0 // unknown: ask for what the plans use, as before
-		}
-		d.fns, d.maxShared = map[string]cu.Function{}, map[string]int64{}
+		d.fns = map[string]cu.Function{}
 		for _, name := range core.ScanKernelNames() {
 			fn, err := mod.Function(name)
 			if err != nil {
 				return cudaErr("cuModuleGetFunction("+name+")", err)
 			}
-			// staged rows live in dynamic shared memory: allow the most a plan asks for, or what
-			// the device has beside the kernel's static shared memory
+			// staged rows of x live in dynamic shared memory: allow the most a plan asks for
 			cfn := *(*C.CUfunction)(unsafe.Pointer(&fn))
-			limit := int64(core.ScanMaxSharedBytes)
-			var static C.int
-			if optin > 0 && C.cuFuncGetAttribute(&static, C.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, cfn) == C.CUDA_SUCCESS {
-				limit = max(0, min(limit, int64(optin)-int64(static)))
-			}
-			if r := C.cuFuncSetAttribute(cfn, C.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, C.int(limit)); r != C.CUDA_SUCCESS {
+			if r := C.cuFuncSetAttribute(cfn, C.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, C.int(core.ScanMaxSharedBytes)); r != C.CUDA_SUCCESS {
 				return core.CUDAError("cuFuncSetAttribute("+name+")", cErrName(r))
 			}
-			d.fns[name], d.maxShared[name] = fn, limit
+			d.fns[name] = fn
 		}
 		return nil
 	})
@@ -152,19 +132,11 @@ type backend struct{}
 func (backend) Name() string { return "cuda" }
 
 func (backend) WorkspaceSize(a *core.ScanArgs, p core.Problem) (int64, error) {
-	d, err := getDevice(a.Device)
-	if err != nil {
-		return 0, err
-	}
-	return core.PlanScan(a, p, d.sharedLimit).Workspace, nil
+	return core.PlanScan(a, p).Workspace, nil
 }
 
 func (backend) BackwardWorkspaceSize(a *core.BackwardArgs, p core.Problem) (int64, error) {
-	d, err := getDevice(a.Device)
-	if err != nil {
-		return 0, err
-	}
-	return core.PlanBackward(a, p, d.sharedLimit).Workspace, nil
+	return core.PlanBackward(a, p).Workspace, nil
 }
 
 // rawStream reinterprets the caller's CUstream handle as a cu.Stream (a struct holding just
@@ -251,7 +223,7 @@ func (backend) Scan(a *core.ScanArgs, p core.Problem) error {
 	if err != nil {
 		return err
 	}
-	pl := core.PlanScan(a, p, d.sharedLimit)
+	pl := core.PlanScan(a, p)
 	return d.run(a.Stream, a.Workspace, pl.Lookback,
 		launch{pl.Kernel, pl.Tiles * pl.Chunks, pl.Warps, pl.Shared, scanParams(a, p, pl, 0)})
 }
@@ -261,7 +233,7 @@ func (backend) Backward(a *core.BackwardArgs, p core.Problem) error {
 	if err != nil {
 		return err
 	}
-	pl := core.PlanBackward(a, p, d.sharedLimit)
+	pl := core.PlanBackward(a, p)
 	s := a.ReverseScan()
 	flags := int64(flagUndecayed)
 	if !a.Reverse {
