@@ -14,19 +14,26 @@ import "unsafe"
 // descriptors, then the options struct.
 const abiBytes = 3*C.sizeof_nanossm_tensor + C.sizeof_nanossm_scan_options
 
+// cBlock copies raw (cut or zero-padded to size bytes) into C memory, which the caller frees:
+// no Go pointer reaches the library.
+func cBlock(raw []byte, size int) unsafe.Pointer {
+	block := C.calloc(1, C.size_t(size))
+	if len(raw) > size {
+		raw = raw[:size]
+	}
+	if len(raw) > 0 {
+		C.memcpy(block, unsafe.Pointer(&raw[0]), C.size_t(len(raw)))
+	}
+	return block
+}
+
 // callABIBytes runs nanossm_scan_workspace_size and nanossm_scan on arguments whose bytes are
 // given raw, as a foreign caller could lay them out (the fuzz test's entry): the block is copied
 // into C memory, so no Go pointer reaches the library. withOptions false passes options = NULL.
 // It returns both statuses and the last error message.
 func callABIBytes(raw []byte, withOptions bool, device int32) (wsStatus, status int32, msg string) {
-	block := C.calloc(1, C.size_t(abiBytes))
+	block := cBlock(raw, abiBytes)
 	defer C.free(block)
-	if len(raw) > abiBytes {
-		raw = raw[:abiBytes]
-	}
-	if len(raw) > 0 {
-		C.memcpy(block, unsafe.Pointer(&raw[0]), C.size_t(len(raw)))
-	}
 	t := (*[3]C.nanossm_tensor)(block)
 	var opts *C.nanossm_scan_options
 	if withOptions {
@@ -45,14 +52,8 @@ const backwardBytes = 6*C.sizeof_nanossm_tensor + C.sizeof_nanossm_backward_opti
 
 // callBackwardABIBytes is callABIBytes for nanossm_scan_backward(_workspace_size).
 func callBackwardABIBytes(raw []byte, withOptions bool, device int32) (wsStatus, status int32, msg string) {
-	block := C.calloc(1, C.size_t(backwardBytes))
+	block := cBlock(raw, backwardBytes)
 	defer C.free(block)
-	if len(raw) > backwardBytes {
-		raw = raw[:backwardBytes]
-	}
-	if len(raw) > 0 {
-		C.memcpy(block, unsafe.Pointer(&raw[0]), C.size_t(len(raw)))
-	}
 	t := (*[6]C.nanossm_tensor)(block)
 	var opts *C.nanossm_backward_options
 	if withOptions {

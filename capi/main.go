@@ -161,77 +161,65 @@ func tensor(name string, t *C.nanossm_tensor, optional bool) (core.Tensor, error
 	return ct, nil
 }
 
+// slot is one descriptor to convert and where it goes.
+type slot struct {
+	name string
+	src  *C.nanossm_tensor
+	dst  *core.Tensor
+}
+
+// convert fills each slot's tensor (optional ones may be absent), stopping at the first error.
+func convert(optional bool, slots ...slot) error {
+	for _, t := range slots {
+		var err error
+		if *t.dst, err = tensor(t.name, t.src, optional); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkOptions checks an options struct's size (the ABI's version check) and its flags.
+func checkOptions(structName string, size, want, flags C.uint32_t) error {
+	if size != want {
+		return core.Invalid("options", "struct_size must be sizeof(%s) = %d, got %d", structName, want, size)
+	}
+	if flags&^C.NANOSSM_SCAN_REVERSE != 0 {
+		return core.Invalid("options", "unknown flags %#x", uint32(flags&^C.NANOSSM_SCAN_REVERSE))
+	}
+	return nil
+}
+
 func scanArgs(A, x, out *C.nanossm_tensor, o *C.nanossm_scan_options, device C.int32_t,
 	stream unsafe.Pointer) (core.ScanArgs, error) {
 	args := core.ScanArgs{Device: int(device), Stream: uintptr(stream)}
-	var err error
-	for _, t := range []struct {
-		name string
-		src  *C.nanossm_tensor
-		dst  *core.Tensor
-	}{{"A", A, &args.A}, {"x", x, &args.X}, {"out", out, &args.Out}} {
-		if *t.dst, err = tensor(t.name, t.src, false); err != nil {
-			return args, err
-		}
+	if err := convert(false, slot{"A", A, &args.A}, slot{"x", x, &args.X}, slot{"out", out, &args.Out}); err != nil || o == nil {
+		return args, err
 	}
-	if o == nil {
-		return args, nil
-	}
-	if want := C.uint32_t(unsafe.Sizeof(*o)); o.struct_size != want {
-		return args, core.Invalid("options", "struct_size must be sizeof(nanossm_scan_options) = %d, got %d", want, o.struct_size)
-	}
-	if o.flags&^C.NANOSSM_SCAN_REVERSE != 0 {
-		return args, core.Invalid("options", "unknown flags %#x", uint32(o.flags&^C.NANOSSM_SCAN_REVERSE))
+	if err := checkOptions("nanossm_scan_options", o.struct_size, C.uint32_t(unsafe.Sizeof(*o)), o.flags); err != nil {
+		return args, err
 	}
 	args.Reverse = o.flags&C.NANOSSM_SCAN_REVERSE != 0
-	for _, t := range []struct {
-		name string
-		src  *C.nanossm_tensor
-		dst  *core.Tensor
-	}{{"initial_state", &o.initial_state, &args.InitialState}, {"final_state", &o.final_state, &args.FinalState},
-		{"cu_seqlens", &o.cu_seqlens, &args.CuSeqlens}} {
-		if *t.dst, err = tensor(t.name, t.src, true); err != nil {
-			return args, err
-		}
-	}
 	args.Workspace, args.WorkspaceLen = uintptr(o.workspace), int64(o.workspace_bytes)
-	return args, nil
+	return args, convert(true, slot{"initial_state", &o.initial_state, &args.InitialState},
+		slot{"final_state", &o.final_state, &args.FinalState}, slot{"cu_seqlens", &o.cu_seqlens, &args.CuSeqlens})
 }
 
 func backwardArgs(A, x, out, gradOut, gradX, gradA *C.nanossm_tensor, o *C.nanossm_backward_options,
 	device C.int32_t, stream unsafe.Pointer) (core.BackwardArgs, error) {
 	args := core.BackwardArgs{Device: int(device), Stream: uintptr(stream)}
-	var err error
-	for _, t := range []struct {
-		name string
-		src  *C.nanossm_tensor
-		dst  *core.Tensor
-	}{{"A", A, &args.A}, {"x", x, &args.X}, {"out", out, &args.Out}, {"grad_out", gradOut, &args.GradOut},
-		{"grad_x", gradX, &args.GradX}, {"grad_A", gradA, &args.GradA}} {
-		if *t.dst, err = tensor(t.name, t.src, false); err != nil {
-			return args, err
-		}
+	if err := convert(false, slot{"A", A, &args.A}, slot{"x", x, &args.X}, slot{"out", out, &args.Out},
+		slot{"grad_out", gradOut, &args.GradOut}, slot{"grad_x", gradX, &args.GradX},
+		slot{"grad_A", gradA, &args.GradA}); err != nil || o == nil {
+		return args, err
 	}
-	if o == nil {
-		return args, nil
-	}
-	if want := C.uint32_t(unsafe.Sizeof(*o)); o.struct_size != want {
-		return args, core.Invalid("options", "struct_size must be sizeof(nanossm_backward_options) = %d, got %d", want, o.struct_size)
-	}
-	if o.flags&^C.NANOSSM_SCAN_REVERSE != 0 {
-		return args, core.Invalid("options", "unknown flags %#x", uint32(o.flags&^C.NANOSSM_SCAN_REVERSE))
+	if err := checkOptions("nanossm_backward_options", o.struct_size, C.uint32_t(unsafe.Sizeof(*o)), o.flags); err != nil {
+		return args, err
 	}
 	args.Reverse = o.flags&C.NANOSSM_SCAN_REVERSE != 0
-	for _, t := range []struct {
-		name string
-		src  *C.nanossm_tensor
-		dst  *core.Tensor
-	}{{"initial_state", &o.initial_state, &args.InitialState}, {"grad_final_state", &o.grad_final_state, &args.GradFinalState},
-		{"grad_initial_state", &o.grad_initial_state, &args.GradInitialState}, {"cu_seqlens", &o.cu_seqlens, &args.CuSeqlens}} {
-		if *t.dst, err = tensor(t.name, t.src, true); err != nil {
-			return args, err
-		}
-	}
 	args.Workspace, args.WorkspaceLen = uintptr(o.workspace), int64(o.workspace_bytes)
-	return args, nil
+	return args, convert(true, slot{"initial_state", &o.initial_state, &args.InitialState},
+		slot{"grad_final_state", &o.grad_final_state, &args.GradFinalState},
+		slot{"grad_initial_state", &o.grad_initial_state, &args.GradInitialState},
+		slot{"cu_seqlens", &o.cu_seqlens, &args.CuSeqlens})
 }

@@ -41,6 +41,14 @@ func hostView[F float](t Tensor) []F {
 	return unsafe.Slice((*F)(unsafe.Pointer(t.Data)), off+1)
 }
 
+// optionalView is hostView of an optional tensor, nil when it is absent.
+func optionalView[F float](t Tensor) []F {
+	if !t.Present() {
+		return nil
+	}
+	return hostView[F](t)
+}
+
 // readA returns A's elements as float64 whatever its dtype (float32 or float64).
 func readA(t Tensor) func(i int64) float64 {
 	if t.DType == Float64 {
@@ -54,13 +62,7 @@ func readA(t Tensor) func(i int64) float64 {
 func scanHost[F float](a *ScanArgs, p Problem) error {
 	x, out := hostView[F](a.X), hostView[F](a.Out)
 	av := readA(a.A)
-	var h0, hT []F
-	if p.HasInitial {
-		h0 = hostView[F](a.InitialState)
-	}
-	if p.HasFinal {
-		hT = hostView[F](a.FinalState)
-	}
+	h0, hT := optionalView[F](a.InitialState), optionalView[F](a.FinalState)
 	xs, os, as := a.X.Strides, a.Out.Strides, a.A.Strides
 	n := int(p.C)
 	blas := gonum.Implementation{}
@@ -111,17 +113,23 @@ func scanHost[F float](a *ScanArgs, p Problem) error {
 				}
 			}
 		}
-		if cu == nil {
-			run(0, p.T, b)
-			return
-		}
-		for k := 0; k+1 < len(cu); k++ {
-			run(cu[k], cu[k+1], int64(k))
-		}
+		eachSequence(cu, p.T, b, run)
 	}
 	parallelRows(p.B*p.R, n, func(i int64, h []float64) { row(i/p.R, i%p.R, h) })
 	runtime.KeepAlive(a)
 	return nil
+}
+
+// eachSequence calls run(s, e, k) for every sequence [s, e) of a row and its state row k: the
+// packed sequences of cu (B = 1), or the whole row of batch b.
+func eachSequence(cu []int64, T, b int64, run func(s, e, k int64)) {
+	if cu == nil {
+		run(0, T, b)
+		return
+	}
+	for k := 0; k+1 < len(cu); k++ {
+		run(cu[k], cu[k+1], int64(k))
+	}
 }
 
 // parallelRows runs f over the rows [0, rows) on up to GOMAXPROCS goroutines, in contiguous

@@ -35,16 +35,8 @@ func writeA(t Tensor) func(i int64, v float64) {
 func backwardHost[F float](a *BackwardArgs, p Problem) error {
 	g, x, y, dx := hostView[F](a.GradOut), hostView[F](a.X), hostView[F](a.Out), hostView[F](a.GradX)
 	av, dAget, dAset := readA(a.A), readA(a.GradA), writeA(a.GradA)
-	var gT, h0, dh0 []F // state tensors share x's float type on the CPU
-	if a.GradFinalState.Present() {
-		gT = hostView[F](a.GradFinalState)
-	}
-	if a.InitialState.Present() {
-		h0 = hostView[F](a.InitialState)
-	}
-	if a.GradInitialState.Present() {
-		dh0 = hostView[F](a.GradInitialState)
-	}
+	// state tensors share x's float type on the CPU
+	gT, h0, dh0 := optionalView[F](a.GradFinalState), optionalView[F](a.InitialState), optionalView[F](a.GradInitialState)
 	as, das := a.A.Strides, a.GradA.Strides
 	gs, xs, ys, dxs := a.GradOut.Strides, a.X.Strides, a.Out.Strides, a.GradX.Strides
 	n, fwdRev := int(p.C), a.Reverse
@@ -121,13 +113,7 @@ func backwardHost[F float](a *BackwardArgs, p Problem) error {
 				dAset(dAi(s-1), dAget(dAi(s-1))-cross)
 			}
 		}
-		if cu == nil {
-			run(0, p.T, b)
-			return
-		}
-		for k := 0; k+1 < len(cu); k++ {
-			run(cu[k], cu[k+1], int64(k))
-		}
+		eachSequence(cu, p.T, b, run)
 	}
 	parallelRows(p.B*p.R, n, func(i int64, h []float64) { row(i/p.R, i%p.R, h) })
 	runtime.KeepAlive(a)

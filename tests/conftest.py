@@ -83,3 +83,21 @@ def dA_err(got, ref, x, g, out_ref, dx_ref):
     d = lambda t: t.detach().double()  # noqa: E731
     scale = (d(g) * d(out_ref)).abs().sum(-1) + (d(x) * d(dx_ref)).abs().sum(-1)
     return (d(got) - d(ref)).norm().item() / max(d(ref).norm().item(), scale.norm().item(), 1e-300)
+
+
+def assert_grads_match_ref64(leaves, x, g, gT, dtype, what, reverse=False, cu=None):
+    """leaves = [A, x] or [A, x, h0], their .grad holding nanossm's gradients of
+    sum(out * g) + sum(final * gT): each compared with float64 autograd through ref64 at
+    GRAD_TOL[dtype] (dA with dA_err)."""
+    from nanossm.reference import rel_err
+    refs = [t.detach().double().requires_grad_() for t in leaves]
+    rout, rfin = ref64(refs[0], refs[1], refs[2] if len(refs) > 2 else None, reverse, cu=cu)
+    ((rout * g.double()).sum() + ((rfin * gT.double()).sum() if gT is not None else 0)).backward()
+    tx, tA = GRAD_TOL[dtype]
+    e = rel_err(leaves[1].grad, refs[1].grad)
+    assert e <= tx, f"dx {what}: {e:.2e}"
+    e = dA_err(leaves[0].grad, refs[0].grad, x, g, rout, refs[1].grad)
+    assert e <= tA, f"dA {what}: {e:.2e}"
+    if len(refs) > 2:
+        e = rel_err(leaves[2].grad, refs[2].grad)
+        assert e <= tx, f"dh0 {what}: {e:.2e}"

@@ -5,7 +5,7 @@ bit-identical results run to run."""
 import pytest
 import torch
 
-from conftest import DEVICES, GRAD_TOL, dA_err, make_inputs, ref64, requires_cuda
+from conftest import DEVICES, assert_grads_match_ref64, make_inputs, requires_cuda
 from nanossm import ssm_scan
 from nanossm.op import _launch_backward
 from nanossm.reference import rel_err
@@ -40,17 +40,7 @@ def test_gradients_match_float64_autograd(device, shape, mode):
                             return_final_state=True, reverse=mode == "reverse")
         loss = (out.float() * g.float()).sum() + (fin * gT).sum() if gT is not None else (out.float() * g.float()).sum()
         loss.backward()
-        refs = [t.detach().double().requires_grad_() for t in leaves]
-        rout, rfin = ref64(refs[0], refs[1], refs[2] if h0 is not None else None, reverse=mode == "reverse")
-        rloss = (rout * g.double()).sum() + ((rfin * gT.double()).sum() if gT is not None else 0)
-        rloss.backward()
-        tx, tA = GRAD_TOL[dtype]
-        what = f"{dtype} {shape} {mode}"
-        assert rel_err(leaves[1].grad, refs[1].grad) <= tx, f"dx {what}: {rel_err(leaves[1].grad, refs[1].grad):.2e}"
-        e = dA_err(leaves[0].grad, refs[0].grad, x, g, rout, refs[1].grad)
-        assert e <= tA, f"dA {what}: {e:.2e}"
-        if h0 is not None:
-            assert rel_err(leaves[2].grad, refs[2].grad) <= tx, f"dh0 {what}"
+        assert_grads_match_ref64(leaves, x, g, gT, dtype, f"{dtype} {shape} {mode}", reverse=mode == "reverse")
 
 
 @pytest.mark.parametrize("device", DEVICES)

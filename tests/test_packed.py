@@ -4,7 +4,7 @@ reverse, a long pack of very uneven lengths, and cu_seqlens checks."""
 import pytest
 import torch
 
-from conftest import DEVICES, GRAD_TOL, TOL, dA_err, make_inputs, ref64, requires_cuda
+from conftest import DEVICES, TOL, assert_grads_match_ref64, make_inputs, ref64, requires_cuda
 from nanossm import ssm_scan
 from nanossm.reference import rel_err, ssm_scan_chunked64
 
@@ -48,16 +48,7 @@ def test_packed_gradients(device, reverse):
             cu = torch.tensor(CU, device=device)
             out, fin = ssm_scan(leaves[0], leaves[1], cu_seqlens=cu, initial_state=h0, return_final_state=True, reverse=reverse)
             ((out.float() * g.float()).sum() + (fin * gT).sum()).backward()
-            refs = [t.detach().double().requires_grad_() for t in leaves]
-            rout, rfin = ref64(refs[0], refs[1], refs[2] if h0 is not None else None, reverse, cu=CU)
-            ((rout * g.double()).sum() + (rfin * gT.double()).sum()).backward()
-            tx, tA = GRAD_TOL[dtype]
-            what = f"{dtype} C={C}"
-            assert rel_err(leaves[1].grad, refs[1].grad) <= tx, f"dx {what}"
-            e = dA_err(leaves[0].grad, refs[0].grad, x, g, rout, refs[1].grad)
-            assert e <= tA, f"dA {what}: {e:.2e}"
-            if h0 is not None:
-                assert rel_err(leaves[2].grad, refs[2].grad) <= tx, f"dh0 {what}"
+            assert_grads_match_ref64(leaves, x, g, gT, dtype, f"{dtype} C={C}", reverse, cu=CU)
 
 
 def test_packed_gradcheck_cpu_float64():
