@@ -4,22 +4,36 @@ import "fmt"
 
 // Launch planning for kernels/scan.cu. Pure arithmetic, so it is tested without a GPU.
 
-// ScanSteps is STEPS in kernels/scan.cu: time steps per thread.
+// ScanSteps is STEPS in kernels/scan_common.cuh: time steps per thread of the forward; the
+// backward's are BackwardSteps (BWD_STEPS, 8), its warps at most 64 / BackwardSteps.
 const ScanSteps = 16
 
-// ScanMaxWarps is MAX_WARPS in kernels/scan.cu; BackwardMaxWarps is BWD_MAX_WARPS.
+// ScanMaxWarps is MAX_WARPS in kernels/scan_common.cuh.
+const ScanMaxWarps = 8
+
+// ForwardSteps and BackwardSteps are STEPS and BWD_STEPS of the module; NANOSSM_TUNE_FWD_STEPS
+// and NANOSSM_TUNE_BWD_STEPS (read by core/cuda) set them to time a module built with another
+// NANOSSM_FWD_STEPS or NANOSSM_BWD_STEPS (benchmarking knobs, not an API).
+var ForwardSteps, BackwardSteps int64 = ScanSteps, 8
+
+// TuneWarps, when in 1..ScanMaxWarps, replaces the heuristic's warps per block, and TunePasses,
+// when 1 or 3, the choice between the single pass and three passes: benchmarking knobs
+// (NANOSSM_TUNE_WARPS, NANOSSM_TUNE_PASSES, read by core/cuda), not an API.
+var TuneWarps, TunePasses int64
+
+// PrefixMaxWarps is PREFIX_MAX_WARPS in kernels/chunk_prefix.cuh: warps of pass 2 of three.
+// A block of pass 2 takes prefixGroupChunks chunks (8 per warp: one batch of loads each), so a
+// tile of 2048 chunks spreads over 16 blocks; maxPrefixTiles bounds the tiles (and so the group
+// workspace) of a three-pass plan.
 const (
-	ScanMaxWarps     = 8
-	BackwardMaxWarps = 4
+	PrefixMaxWarps    = 16
+	prefixGroupChunks = 128
+	maxPrefixTiles    = 64
 )
 
-// TuneWarps, when in 1..ScanMaxWarps, replaces the heuristic's warps per block: a benchmarking
-// knob (NANOSSM_TUNE_WARPS, read by core/cuda), not an API.
-var TuneWarps int64
-
 // ScanMaxSharedBytes is the most dynamic shared memory a scan block stages in: MAX_WARPS * STEPS
-// rows of 32 lanes x one 16-byte packet (the backward: 3 tensors x BWD_MAX_WARPS warps).
-const ScanMaxSharedBytes = max(ScanMaxWarps, 3*BackwardMaxWarps) * ScanSteps * 32 * 16
+// rows of 32 lanes x one 16-byte packet (the backward: 3 tensors x 64 rows per thread column).
+const ScanMaxSharedBytes = max(ScanMaxWarps*ScanSteps, 3*64) * 32 * 16
 
 // Variant is what a scan kernel computes.
 type Variant int
@@ -63,10 +77,16 @@ const (
 	KernelDAH0Term = "nanossm_dA_h0_term" // packed sequences with h0: dA[s-1] -= sum_c h0 * dh0
 )
 
+// prefixKernels is pass 2 of three by the floats per lane of a chunk aggregate (the packet width).
+var prefixKernels = map[int64]string{1: "nanossm_chunk_prefix_v1", 4: "nanossm_chunk_prefix_v4", 8: "nanossm_chunk_prefix_v8"}
+
 // ScanKernelNames lists every kernel of the table and the helpers (the CUDA backend resolves
 // them at load).
 func ScanKernelNames() []string {
 	names := []string{KernelDAReduce, KernelDAH0Term}
+	for _, n := range prefixKernels {
+		names = append(names, n)
+	}
 	for _, n := range scanKernels {
 		names = append(names, n)
 	}
@@ -78,12 +98,24 @@ type ScanPlan struct {
 	Kernel    string
 	Vec       int64 // channels per thread packet
 	Warps     int64 // S: warps per block, stacked along T
+	Steps     int64 // steps per thread (a chunk is Warps * Steps steps)
 	Tiles     int64 // 32-lane tiles over (b, r, c/Vec)
 	Chunks    int64 // blocks along T (each Warps*ScanSteps steps); > 1 needs the look-back
 	K         int64 // backward: tiles per (b, r) row (> 1: dA is summed from partials)
 	Shared    int64 // bytes of dynamic shared memory: the staged rows
 	Lookback  int64 // bytes of workspace set to 0xff bytes before the launch (look-back)
 	Workspace int64 // bytes of device scratch in all: look-back, then dA's partial sums
+	// Passes is 1 (single pass) or 3: aggregates, then every chunk's prefix (Prefix: Groups
+	// blocks of PrefixWarps warps per tile), then the scan (see kernels/scan.cu).
+	Passes      int64
+	Prefix      string
+	Groups      int64
+	PrefixWarps int64
+}
+
+// Device is what a plan needs to know of the GPU it runs on.
+type Device struct {
+	SMs int64 // streaming multiprocessors
 }
 
 func align256(v int64) int64 { return (v + 255) / 256 * 256 }
@@ -109,22 +141,22 @@ func vectorWidth(p Problem, ts ...Tensor) int64 {
 	return vec
 }
 
-// PlanScan plans a forward scan.
-func PlanScan(a *ScanArgs, p Problem) ScanPlan {
+// PlanScan plans a forward scan on dev.
+func PlanScan(a *ScanArgs, p Problem, dev Device) ScanPlan {
 	v := Forward
 	if p.Seqs > 0 || a.CuSeqlens.Present() {
 		v = ForwardPacked
 	}
-	return plan(v, p, vectorWidth(p, a.X, a.Out))
+	return plan(v, p, vectorWidth(p, a.X, a.Out), dev)
 }
 
-// PlanBackward plans a backward call (p: the problem of its reverse scan).
-func PlanBackward(a *BackwardArgs, p Problem) ScanPlan {
+// PlanBackward plans a backward call (p: the problem of its reverse scan) on dev.
+func PlanBackward(a *BackwardArgs, p Problem, dev Device) ScanPlan {
 	v := Backward
 	if a.CuSeqlens.Present() {
 		v = BackwardPacked
 	}
-	return plan(v, p, vectorWidth(p, a.GradOut, a.GradX, a.X, a.Out))
+	return plan(v, p, vectorWidth(p, a.GradOut, a.GradX, a.X, a.Out), dev)
 }
 
 // plan picks the kernel and its launch shape.
@@ -136,25 +168,34 @@ func PlanBackward(a *BackwardArgs, p Problem) ScanPlan {
 // tensors, so S <= 4 keeps a block at 96 KB and two fit an SM. Short sequences use fewer warps
 // so no warp is idle. T longer than one block is split into chunks that pass carries through
 // the workspace (decoupled look-back), so every shape exposes tiles*chunks blocks of parallelism.
-func plan(v Variant, p Problem, vec int64) ScanPlan {
-	maxWarps, staged := int64(ScanMaxWarps), int64(1)
+//
+// Three passes: the look-back's chain advances one chunk per L2 round trip (~0.4 us on an H200)
+// for each tile, while the tiles together move ~128 KB per block at ~4.2 TB/s (~31 ns per
+// block); with few tiles the chain, not the bandwidth, sets the time (measured: one tile of
+// 2048 chunks at 12x the copy). Three passes read x twice and pay two more launches, so they
+// win only with few tiles (measured on an H200: 4 tiles, 512 chunks: 3.2x single, 2.8x three;
+// 8 tiles: 2.0x single, 2.7x three): at most one tile per 32 SMs, and 64+ chunks. The
+// workspace holds pass 2's group aggregates whenever a device could choose three passes.
+func plan(v Variant, p Problem, vec int64, dev Device) ScanPlan {
+	maxWarps, staged, steps := int64(ScanMaxWarps), int64(1), ForwardSteps
 	if v.backward() {
-		maxWarps, staged = BackwardMaxWarps, 3
+		maxWarps, staged, steps = 64/BackwardSteps, 3, BackwardSteps
 	}
 	if TuneWarps >= 1 && TuneWarps <= maxWarps {
 		maxWarps = TuneWarps
 	}
-	warps := min(maxWarps, (p.T+ScanSteps-1)/ScanSteps)
-	chunkLen := warps * ScanSteps
+	warps := min(maxWarps, (p.T+steps-1)/steps)
+	chunkLen := warps * steps
 	cv := p.C / vec
 	pl := ScanPlan{
 		Kernel: scanKernels[kernelKey{p.DType, v, vec}],
 		Vec:    vec,
 		Warps:  warps,
+		Steps:  steps,
 		Tiles:  (p.B*p.R*cv + 31) / 32,
 		Chunks: (p.T + chunkLen - 1) / chunkLen,
 		K:      1,
-		Shared: staged * warps * ScanSteps * 32 * vec * p.DType.Size(),
+		Shared: staged * warps * steps * 32 * vec * p.DType.Size(),
 	}
 	if v.backward() { // whole (b, r) rows per tile, or K tiles per row (see kernels/scan.cu)
 		if cv <= 32 {
@@ -167,6 +208,19 @@ func plan(v Variant, p Problem, vec int64) ScanPlan {
 	if pl.Chunks > 1 { // aggregates and inclusive prefixes, 32 lanes x vec floats per block
 		pl.Lookback = 2 * align256(pl.Chunks*pl.Tiles*32*vec*4)
 	}
+	pl.Passes = 1
+	groupBytes := int64(0)
+	if pl.Chunks > 2 && pl.Tiles <= maxPrefixTiles { // chunks 1 .. Chunks-2 need a prefix
+		m := pl.Chunks - 2
+		pl.Groups = (m + prefixGroupChunks - 1) / prefixGroupChunks
+		pl.PrefixWarps = min(PrefixMaxWarps, (m+pl.Groups-1)/pl.Groups)
+		groupBytes = align256(pl.Tiles * pl.Groups * 32 * (vec + 2) * 4)
+		if TunePasses == 3 || TunePasses != 1 && pl.Tiles*32 <= dev.SMs && pl.Chunks >= 64 {
+			pl.Passes = 3
+			pl.Prefix = prefixKernels[vec]
+		}
+	}
+	pl.Lookback += groupBytes
 	pl.Workspace = pl.Lookback
 	if pl.K > 1 {
 		pl.Workspace += align256(pl.K * p.B * p.T * p.R * 4)

@@ -93,16 +93,60 @@ func TestPlanScan(t *testing.T) {
 		{"f16 C=12", mk(Float16, 1<<20, []int64{2, 9, 3, 12}, Contiguous(2, 9, 3, 12)), p(9, 12, Float16), "nanossm_scan_fwd_f16_v1", 1, 1, 1, false},
 	}
 	for _, c := range cases {
-		pl := PlanScan(c.args, c.prob)
+		pl := PlanScan(c.args, c.prob, Device{SMs: 132})
 		if pl.Kernel != c.kernel || pl.Vec != c.vec || pl.Warps != c.warps || pl.Chunks != c.chunks || (pl.Workspace > 0) != c.needsWS {
 			t.Errorf("%s: got %+v", c.name, pl)
 		}
-		if pl.Shared != pl.Warps*ScanSteps*32*pl.Vec*c.prob.DType.Size() || pl.Shared > ScanMaxSharedBytes {
+		if pl.Steps != ScanSteps || pl.Shared != pl.Warps*ScanSteps*32*pl.Vec*c.prob.DType.Size() || pl.Shared > ScanMaxSharedBytes {
 			t.Errorf("%s: shared bytes %d", c.name, pl.Shared)
 		}
 		if pl.Chunks > 1 && (pl.Workspace%256 != 0 || pl.Workspace < 2*pl.Chunks*pl.Tiles*32*pl.Vec*4) {
 			t.Errorf("%s: workspace layout too small: %+v", c.name, pl)
 		}
+	}
+	// Few tiles and many chunks take three passes; many tiles, few chunks, a knob or a small GPU
+	// change that, and the workspace never depends on it.
+	x := func(B, T, R, C int64) (*ScanArgs, Problem) {
+		return mk(Float32, 1<<20, []int64{B, T, R, C}, Contiguous(B, T, R, C)), Problem{B: B, T: T, R: R, C: C, DType: Float32}
+	}
+	passes := []struct {
+		name       string
+		B, T, R, C int64
+		sms        int64
+		tune       int64
+		want       int64
+	}{
+		{"one tile, 2048 chunks", 1, 262144, 4, 32, 132, 0, 3},
+		{"4 tiles", 1, 65536, 4, 128, 132, 0, 3},
+		{"8 tiles", 1, 65536, 8, 128, 132, 0, 1},
+		{"32 tiles", 1, 65536, 64, 64, 132, 0, 1},
+		{"one tile, 63 chunks", 1, 63 * 128, 4, 32, 132, 0, 1},
+		{"4 tiles on 64 SMs", 1, 65536, 4, 128, 64, 0, 1},
+		{"forced single pass", 1, 262144, 4, 32, 132, 1, 1},
+		{"forced three passes", 2, 1024, 64, 64, 132, 3, 3},
+		{"two chunks stay single", 1, 256, 4, 32, 132, 3, 1},
+	}
+	for _, c := range passes {
+		a, pr := x(c.B, c.T, c.R, c.C)
+		TunePasses = c.tune
+		pl, single := PlanScan(a, pr, Device{SMs: c.sms}), plan(Forward, pr, 4, Device{})
+		TunePasses = 0
+		if pl.Passes != c.want || (pl.Passes == 3) != (pl.Prefix == "nanossm_chunk_prefix_v4") ||
+			pl.Passes == 3 && (pl.PrefixWarps < 1 || pl.PrefixWarps > PrefixMaxWarps || pl.Groups < 1 ||
+				pl.Groups*pl.PrefixWarps*8 < pl.Chunks-2 || // 8 chunks per warp at most (one batch)
+				pl.Lookback < 2*align256(pl.Chunks*pl.Tiles*32*4*4)+pl.Tiles*pl.Groups*32*6*4) {
+			t.Errorf("%s: passes %d (%s, %d warps), want %d", c.name, pl.Passes, pl.Prefix, pl.PrefixWarps, c.want)
+		}
+		if pl.Workspace != single.Workspace || pl.Lookback != single.Lookback {
+			t.Errorf("%s: the workspace depends on the passes: %+v vs %+v", c.name, pl, single)
+		}
+	}
+	// The backward: 8 warps x 8 steps, three staged tensors (96 KB), whole rows per tile.
+	gx := Tensor{1 << 20, Float32, []int64{2, 1000, 3, 64}, Contiguous(2, 1000, 3, 64)}
+	bp := PlanBackward(&BackwardArgs{GradOut: gx, GradX: gx, X: gx, Out: gx}, Problem{B: 2, T: 1000, R: 3, C: 64, DType: Float32}, Device{SMs: 132})
+	if bp.Kernel != "nanossm_scan_bwd_f32_v4" || bp.Steps != 8 || bp.Warps != 8 || bp.Chunks != 16 || bp.Tiles != 3 || bp.K != 1 ||
+		bp.Shared != 3*8*8*32*16 || bp.Shared > ScanMaxSharedBytes {
+		t.Errorf("backward plan: %+v", bp)
 	}
 	for key, name := range scanKernels {
 		if !strings.Contains(name, map[DType]string{Float32: "f32", Float16: "f16", BFloat16: "bf16"}[key.dtype]) {

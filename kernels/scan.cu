@@ -24,7 +24,8 @@
 //            Forward: lanes are consecutive (b, r, c/VEC).  Backward: a tile holds whole (b, r)
 //            rows of CV = C/VEC lanes (32/CV of them) or, when CV > 32, K = ceil(CV/32) tiles
 //            share one row and write partial sums of dA that nanossm_dA_reduce adds up.
-//   chunk  = S * STEPS consecutive steps; warp w of a block owns steps [w*STEPS, (w+1)*STEPS).
+//   chunk  = S * STEPS consecutive steps (backward: S * BWD_STEPS); warp w of a block owns
+//            steps [w*STEPS, (w+1)*STEPS).
 // Each thread stages its STEPS packets in shared memory with asynchronous copies (all in flight
 // at once, holding no registers), folds them into a zero-carry aggregate, the block combines the
 // S aggregates in shared memory, and when T needs more than one chunk, chunks pass carries
@@ -41,12 +42,23 @@
 // a 32-way search of cu_seqlens before it issues its staging copies (behind them, the search's
 // few dependent loads would wait for all 64 KB).
 //
+// Few tiles, many chunks: the look-back's chain (one link per L2 round trip, ~0.4 us) would set
+// the time, so the host plans three launches instead (core/plan.go): pass 1 (F_AGG_ONLY) stages
+// x, publishes every chunk's aggregate and returns (chunk 0 runs in full); pass 2
+// (nanossm_chunk_prefix_v*, kernels/chunk_prefix.cuh) turns the aggregates into every chunk's
+// prefix in parallel; pass 3 (F_PREFIXED) is the single pass above, whose look-back now finds
+// its predecessor's prefix at once, run from the last chunk to the first so that it reads first
+// what pass 1 read last (still in L2). x is read twice instead of once.
+//
 // Every parameter is 64 bits wide: gorgonia.org/cu copies kernel arguments as 8-byte words.
 // The parameter order is part of the contract with core/cuda/backend.go.
 
+#include "chunk_prefix.cuh"
 #include "scan_kernel.cuh"
 
 using nanossm::BWD_MAX_WARPS;
+using nanossm::chunk_prefix;
+using nanossm::PREFIX_MAX_WARPS;
 using nanossm::MAX_WARPS;
 using nanossm::MIN_BLOCKS;
 using nanossm::Params;
@@ -66,8 +78,8 @@ using nanossm::WARP;
    {sob, sot, sor, soc}, flags, n_chunks, n_tiles}
 
 // Register budgets: the forward, plain or packed, keeps 3 blocks of 256 threads per SM (80
-// registers, no spills: the packed walk runs in a rolled loop); the backward stages three
-// tensors (3 x 32 KB per 4-warp block), so 2 blocks per SM fill shared memory and registers are free.
+// registers: the packed walk runs in a rolled loop); the backward stages three tensors (3 x 32 KB
+// per block of 8 warps x 8 steps), so 2 blocks per SM fill shared memory (128 registers).
 #define NANOSSM_FWD(NAME, TYPE, VEC, PACKED)                                                     \
   extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS, MIN_BLOCKS)                     \
       NAME(NANOSSM_COMMON_PARAMS(TYPE)) {                                                        \
@@ -101,6 +113,20 @@ NANOSSM_ALL(fwd, NANOSSM_FWD, false, )
 NANOSSM_ALL(fwd, NANOSSM_FWD, true, _packed)
 NANOSSM_ALL(bwd, NANOSSM_BWD, false, )
 NANOSSM_ALL(bwd, NANOSSM_BWD, true, _packed)
+
+// Pass 2 of three (kernels/chunk_prefix.cuh): one block of up to 32 warps per tile; VEC is the
+// floats per lane of an aggregate (the scan's packet width). bwd: the tile holds the backward's
+// lane layout (whole rows, or K tiles per row); chunk_len: steps per chunk.
+#define NANOSSM_PREFIX(NAME, VEC)                                                                \
+  extern "C" __global__ void __launch_bounds__(WARP * PREFIX_MAX_WARPS, 1)                       \
+      NAME(NANOSSM_COMMON_PARAMS(float), int64_t bwd, int64_t K, int64_t chunk_len) {            \
+    Params<float> p NANOSSM_COMMON_INIT;                                                         \
+    p.K = K;                                                                                     \
+    chunk_prefix<VEC>(p, bwd != 0, chunk_len);                                                   \
+  }
+NANOSSM_PREFIX(nanossm_chunk_prefix_v1, 1)
+NANOSSM_PREFIX(nanossm_chunk_prefix_v4, 4)
+NANOSSM_PREFIX(nanossm_chunk_prefix_v8, 8)
 
 // Thread index and count of a launch of 32 x blockDim.y threads per block (core/cuda launches
 // every kernel with 32-wide blocks).

@@ -13,9 +13,19 @@
 namespace nanossm {
 
 constexpr int WARP = 32;
-constexpr int STEPS = 16;      // steps per thread, staged in shared memory (256 bytes in flight)
+// Steps per thread of the forward, staged in shared memory (256 bytes in flight per thread).
+#ifndef NANOSSM_FWD_STEPS
+#define NANOSSM_FWD_STEPS 16
+#endif
+constexpr int STEPS = NANOSSM_FWD_STEPS;
 constexpr int MAX_WARPS = 8;   // warps per block along T (block <= 256 threads)
-constexpr int BWD_MAX_WARPS = 4;  // backward: 3 staged tensors x 4 warps = 96 KB per block
+// The backward stages three tensors: BWD_STEPS steps per thread and BWD_MAX_WARPS warps give
+// 96 KB per block (two per SM). 8 steps x 8 warps keeps 16 warps per SM busy; 16 x 4 (v8) had 8.
+#ifndef NANOSSM_BWD_STEPS
+#define NANOSSM_BWD_STEPS 8
+#endif
+constexpr int BWD_STEPS = NANOSSM_BWD_STEPS;
+constexpr int BWD_MAX_WARPS = 64 / BWD_STEPS;
 // Resident blocks per SM that the register budget must allow (ptxas caps registers to fit).
 #ifndef NANOSSM_MIN_BLOCKS
 #define NANOSSM_MIN_BLOCKS 3
@@ -71,25 +81,44 @@ __device__ __forceinline__ void staged_wait() {
   asm volatile("cp.async.wait_all;" ::: "memory");
 }
 
+// Output stores: a 16-byte packet goes out as one vector store (a plain store of a type-punned
+// packet was split by the compiler into four 4-byte stores); with NANOSSM_STORE_STREAMING it is
+// evict-first in L2 (st.global.cs).
+__device__ __forceinline__ void store16(void* ptr, uint4 u) {
+#ifdef NANOSSM_STORE_STREAMING
+  asm("st.global.cs.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(ptr), "r"(u.x), "r"(u.y), "r"(u.z), "r"(u.w) : "memory");
+#else
+  asm("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(ptr), "r"(u.x), "r"(u.y), "r"(u.z), "r"(u.w) : "memory");
+#endif
+}
+__device__ __forceinline__ unsigned pack2(float a, float b, __half) {
+  const __half2 h = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const unsigned*>(&h);
+}
+__device__ __forceinline__ unsigned pack2(float a, float b, __nv_bfloat16) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<const unsigned*>(&h);
+}
+
 template <typename T, int VEC>
 __device__ __forceinline__ void store_packet(T* ptr, int64_t sc, const float (&h)[VEC]) {
-  Packet<T, VEC> p;
-  if constexpr (std::is_same_v<T, __nv_bfloat16> && VEC % 2 == 0) {  // paired conversions
-#pragma unroll
-    for (int v = 0; v < VEC; v += 2) *reinterpret_cast<__nv_bfloat162*>(&p.v[v]) = __floats2bfloat162_rn(h[v], h[v + 1]);
-  } else if constexpr (std::is_same_v<T, __half> && VEC % 2 == 0) {
-#pragma unroll
-    for (int v = 0; v < VEC; v += 2) *reinterpret_cast<__half2*>(&p.v[v]) = __floats2half2_rn(h[v], h[v + 1]);
+  if constexpr (std::is_same_v<T, float> && VEC == 4) {
+    store16(ptr, make_uint4(__float_as_uint(h[0]), __float_as_uint(h[1]), __float_as_uint(h[2]), __float_as_uint(h[3])));
+  } else if constexpr (VEC == 8) {  // 16-bit pairs
+    store16(ptr, make_uint4(pack2(h[0], h[1], T()), pack2(h[2], h[3], T()), pack2(h[4], h[5], T()),
+                            pack2(h[6], h[7], T())));
   } else {
 #pragma unroll
-    for (int v = 0; v < VEC; ++v) p.v[v] = from_f<T>(h[v]);
+    for (int v = 0; v < VEC; ++v) ptr[v * sc] = from_f<T>(h[v]);
   }
-  if constexpr (VEC * sizeof(T) == 16) {
-    *reinterpret_cast<uint4*>(ptr) = *reinterpret_cast<const uint4*>(&p);
-  } else {
-#pragma unroll
-    for (int v = 0; v < VEC; ++v) ptr[v * sc] = p.v[v];
-  }
+}
+
+// v, made opaque to the compiler: a pointer computed once stays in registers instead of being
+// recomputed from its 64-bit index terms at every use (what ptxas does under a tight register cap).
+template <typename P>
+__device__ __forceinline__ P* opaque(P* v) {
+  asm volatile("" : "+l"(v));
+  return v;
 }
 
 // The look-back's "not yet written" pattern (a NaN no arithmetic produces) and its accessors.
@@ -166,15 +195,42 @@ __device__ __forceinline__ int64_t warp_lower_bound(const Bound& bound, int64_t 
   return lo;
 }
 
-// Sum of v over the `width` consecutive lanes starting at a lane with lane_in_seg == 0, in a
-// fixed order (deterministic); the sum lands on that first lane. Every lane of the warp calls it.
-__device__ __forceinline__ float segment_sum(float v, int lane_in_seg, int width) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float u = __shfl_down_sync(0xffffffffu, v, o);
-    if (lane_in_seg + o < width) v += u;
+// q = a / b and m = a % b for a >= 0, b > 0: a 32-bit division when both fit (a 64-bit
+// division is a ~70-instruction routine, 32-bit ~20), as they do for every index of a launch
+// this library plans unless a dimension passes 2^32.
+__device__ __forceinline__ void divmod(int64_t a, int64_t b, int64_t& q, int64_t& m) {
+  if (((a | b) >> 32) == 0) {
+    const unsigned qa = static_cast<unsigned>(a) / static_cast<unsigned>(b);
+    q = qa, m = static_cast<unsigned>(a) - qa * static_cast<unsigned>(b);
+  } else {
+    q = a / b, m = a - q * b;
   }
-  return v;
+}
+
+// The (b, r) row and packet index cv of lane `lane` of tile `tile` (row == rows: no row).
+// Forward: lanes are consecutive (b, r, cv). Backward: a tile holds whole rows of CV = C / VEC
+// lanes (32 / CV of them) or, when CV > 32, K = ceil(CV / 32) tiles share one row.
+struct LaneMap {
+  int64_t row, cv;
+};
+__device__ __forceinline__ LaneMap map_lane(bool bwd, int64_t tile, int lane, int64_t CV, int64_t rows,
+                                            int64_t K) {
+  LaneMap m;
+  if (!bwd) {
+    divmod(tile * WARP + lane, CV, m.row, m.cv);
+  } else if (CV <= WARP) {
+    const int64_t per = WARP / CV;
+    int64_t q, c;
+    divmod(lane, CV, q, c);
+    m.row = q < per ? tile * per + q : rows, m.cv = c;  // lanes no whole row fits in: none
+  } else {
+    int64_t k;
+    divmod(tile, K, m.row, k);
+    m.cv = k * WARP + lane;
+    if (m.cv >= CV) m.row = rows;
+  }
+  if (m.row > rows) m.row = rows;
+  return m;
 }
 
 }  // namespace nanossm

@@ -12,6 +12,8 @@ constexpr int64_t F_UNDECAYED = 2;   // h0 enters at a sequence's first step wit
 constexpr int64_t F_SCALE_HT = 4;    // hT *= exp(A[t] - A[t-1]) at the last step t (dh0, backward)
 constexpr int64_t F_NEG_DA = 8;      // dA = -(sum): the forward ran in reverse
 constexpr int64_t F_SEQ_I32 = 16;    // cu_seqlens is int32 (else int64)
+constexpr int64_t F_AGG_ONLY = 32;   // pass 1 of 3: publish chunk aggregates only (chunk 0: all)
+constexpr int64_t F_PREFIXED = 64;   // pass 3 of 3: every prefix is out; chunk 0 is done
 
 template <typename E>  // element type of x and out
 struct Params {
@@ -33,44 +35,91 @@ struct Params {
   int64_t sxo[4], syo[4], sdA[3], K;
 };
 
+// The backward's dA at one warp's steps from each lane's share of it (dpart[i], step ts + i).
+// The shares go through shared memory (rows XOR-swizzled by step, so the reads below hit distinct
+// banks) and one lane sums each output over the lanes of its row, in lane order: deterministic,
+// and a step costs a store and a few loads instead of a shuffle tree per step.
+// red: NS x WARP floats of this warp's shared memory.
+template <int NS, typename T>
+__device__ __forceinline__ void reduce_dA(const Params<T>& P, const float (&dpart)[NS], float* red, int64_t tile,
+                                          int64_t ts, int64_t CV, int64_t rows) {
+  const int lane = threadIdx.x;
+  auto sh_red = [&](int i, int l) -> float& { return red[i * WARP + l]; };
+  const int nsteps = static_cast<int>(min(static_cast<int64_t>(NS), P.T - ts));
+  __syncwarp();  // red may alias rows other lanes of the warp were still reading
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    if (i < nsteps) sh_red(i, lane ^ i) = dpart[i];
+  }
+  __syncwarp();
+  const bool reverse = P.flags & F_REVERSE;
+  const float sign = (P.flags & F_NEG_DA) ? -1.f : 1.f;  // the forward ran in reverse
+  auto step_t = [&](int i) { return reverse ? P.T - 1 - (ts + i) : ts + i; };
+  if (CV <= WARP) {  // whole rows: WARP / CV per tile, one output per (row, step)
+    const int cvi = static_cast<int>(CV), per = WARP / cvi;
+    for (int o = lane; o < per * NS; o += WARP) {
+      const int q = o / NS, i = o % NS;
+      const int64_t row = tile * per + q;
+      if (i >= nsteps || row >= rows) continue;
+      float s = 0.f;
+      for (int c = 0; c < cvi; ++c) s += sh_red(i, (q * cvi + c) ^ i);
+      int64_t b, r;
+      divmod(row, P.R, b, r);
+      P.dA[b * P.sdA[0] + step_t(i) * P.sdA[1] + r * P.sdA[2]] = sign * s;
+    }
+  } else {  // K tiles share one row: this tile's partial sum, one per step
+    int64_t row, k;
+    divmod(tile, P.K, row, k);
+    const int width = static_cast<int>(min(static_cast<int64_t>(WARP), CV - k * WARP));
+    if (lane < nsteps && row < rows) {
+      float s = 0.f;
+      for (int c = 0; c < width; ++c) s += sh_red(lane, c ^ lane);
+      int64_t b, r;
+      divmod(row, P.R, b, r);
+      P.dA_part[k * rows * P.T + (b * P.T + step_t(lane)) * P.R + r] = sign * s;
+    }
+  }
+}
+
 template <typename T, int VEC, bool BWD, bool PACKED>
 __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
-  __shared__ float sh_agg[MAX_WARPS][WARP][VEC];
-  __shared__ float sh_aend[MAX_WARPS][WARP];
-  __shared__ int sh_reset[MAX_WARPS];  // the sub-chunk holds a sequence start
+  constexpr int NW = BWD ? BWD_MAX_WARPS : MAX_WARPS;  // most warps a block has
+  constexpr int NS = BWD ? BWD_STEPS : STEPS;          // steps per thread
+  __shared__ float sh_agg[NW][WARP][VEC];
+  __shared__ float sh_aend[NW][WARP];
+  __shared__ int sh_reset[NW];  // the sub-chunk holds a sequence start
 
   const int lane = threadIdx.x, w = threadIdx.y, S = blockDim.y;
   const int64_t T_ = P.T, R = P.R, C = P.C, flags = P.flags;
   const bool reverse = flags & F_REVERSE, undecayed = flags & F_UNDECAYED;
+  const bool agg_only = flags & F_AGG_ONLY, prefixed = flags & F_PREFIXED;
   const float* h0 = P.h0;
 
   // (tile, chunk) in chunk-major order: chunk j of every tile has a lower block index than chunk
   // j + 1, and blocks are dispatched in index order, so a block only waits on running blocks.
-  const int64_t tile = blockIdx.x % P.n_tiles, chunk = blockIdx.x / P.n_tiles;
-
-  // lane -> (row = b*R + r, cv); seg_lane/seg_width describe the lanes summed into one dA
-  const int64_t CV = C / VEC, rows = P.B * R;
-  int64_t row, cv;
-  int seg_lane = 0, seg_width = 1;
-  if constexpr (!BWD) {
-    const int64_t g = tile * WARP + lane;
-    row = g / CV, cv = g % CV;
-  } else if (CV <= WARP) {
-    row = tile * (WARP / CV) + lane / CV, cv = lane % CV;
-    seg_lane = static_cast<int>(cv), seg_width = static_cast<int>(CV);
-    if (lane >= WARP / CV * CV) row = rows;  // the lanes that no whole row fits in
-  } else {
-    row = tile / P.K, cv = (tile % P.K) * WARP + lane;
-    seg_lane = lane, seg_width = static_cast<int>(min(static_cast<int64_t>(WARP), CV - (tile % P.K) * WARP));
-    if (cv >= CV) row = rows;
+  // Pass 3 of the three-pass plan waits on nothing: it runs the chunks last to first, so it
+  // first reads what pass 1 read last (still in L2).
+  int64_t tile, chunk;
+  divmod(blockIdx.x, P.n_tiles, chunk, tile);
+  if (prefixed) {
+    chunk = P.n_chunks - 1 - chunk;
+    if (chunk == 0) return;  // pass 1 finished chunk 0
   }
+  if (agg_only && chunk == P.n_chunks - 1 && chunk > 0) return;  // no one reads its aggregate
+
+  const int64_t CV = C / VEC, rows = P.B * R;
+  const LaneMap lm = map_lane(BWD, tile, lane, CV, rows, P.K);
+  const int64_t row = lm.row, cv = lm.cv;
   const bool active = row < rows;
-  const int64_t r = active ? row % R : 0, b = active ? row / R : 0;
+  int64_t b = 0, r = 0;
+  if (active) divmod(row, R, b, r);
   const float* Ab = P.A + b * P.sA[0] + r * P.sA[2];
   const T* xb = P.x + b * P.sx[0] + r * P.sx[2] + cv * VEC * P.sx[3];
   T* ob = P.out + b * P.so[0] + r * P.so[2] + cv * VEC * P.so[3];
-  // h0 / hT rows are contiguous (rows of states, R, C): row k of the states for (r, cv)
-  auto state_off = [&](int64_t k) { return (k * R + r) * C + cv * VEC; };
+  // h0 / hT rows are contiguous (rows of states, R, C): row k of the states for (r, cv); b's row
+  // (unpacked) precomputed, so that b, r and cv die here (fewer live registers)
+  const int64_t st0 = r * C + cv * VEC, st_b = b * R * C + st0;
+  auto state_off = [&](int64_t k) { return k * R * C + st0; };
 
   // a(tau): A in scan order, negated for reverse, so every decay is exp(a(later) - a(earlier)).
   auto a_at = [&](int64_t tau) -> float {
@@ -95,18 +144,20 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   };
   auto seq_row = [&](int64_t i) { return reverse ? N - 1 - i : i; };
 
-  // ---- phase 1: stage this thread's STEPS packets in shared memory (every copy in flight at
-  // once, none held in registers), read its STEPS A values, fold a zero-carry aggregate.
-  // Shared layout: row (w*STEPS + i), lane -> xs[i * WARP]; a warp's row is 32 adjacent packets.
+  // ---- phase 1: stage this thread's NS packets in shared memory (every copy in flight at
+  // once, none held in registers), read its NS A values, fold a zero-carry aggregate.
+  // Shared layout: row (w*NS + i), lane -> xs[i * WARP]; a warp's row is 32 adjacent packets.
   // The backward stages x and out the same way, in two more regions.
   extern __shared__ __align__(16) unsigned char smem[];
-  const int64_t region = (int64_t)S * STEPS * WARP;
-  Packet<T, VEC>* xs = reinterpret_cast<Packet<T, VEC>*>(smem) + (int64_t)w * STEPS * WARP + lane;
+  const int64_t region = (int64_t)S * NS * WARP;
+  Packet<T, VEC>* xs = reinterpret_cast<Packet<T, VEC>*>(smem) + (int64_t)w * NS * WARP + lane;
   Packet<T, VEC>* xos = xs + region;
   Packet<T, VEC>* yos = xs + 2 * region;
-  const int64_t chunk_len = (int64_t)S * STEPS;
+  const int64_t chunk_len = (int64_t)S * NS;
   const int64_t t0 = chunk * chunk_len;        // first step of the block (scan order)
-  const int64_t ts = t0 + (int64_t)w * STEPS;  // first step of this thread
+  const int64_t ts = t0 + (int64_t)w * NS;  // first step of this thread
+  // Pass 1 of three only publishes aggregates: no output, no states (chunk 0 runs in full).
+  const bool writes = !(agg_only && chunk > 0);
   // The state a sequence starts from, before its first input: h0[k] decayed (or not), or 0.
   auto start_state = [&](int64_t k, float d, float (&h)[VEC]) {
 #pragma unroll
@@ -118,19 +169,20 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     }
   };
   float* const hT = P.hT;
-  auto write_state = [&](int64_t k, const float (&st)[VEC], float scale) {
+  // (offset: state_off of the state's row; k: that row, checked when packed)
+  auto write_state = [&](int64_t k, int64_t offset, const float (&st)[VEC], float scale) {
     // (k outside [0, N) only from malformed device offsets: skipped, never out of bounds)
     if (hT && active && (!PACKED || (k >= 0 && k < N))) {
 #pragma unroll
-      for (int v = 0; v < VEC; ++v) hT[state_off(k) + v] = scale * st[v];
+      for (int v = 0; v < VEC; ++v) hT[offset + v] = scale * st[v];
     }
   };
   // an empty sequence's final state is its initial state (or 0)
   auto empty_state = [&](int64_t k) {
-    if (hT && active) {
+    if (hT && active && writes) {
       float st[VEC];
       start_state(k, 1.f, st);
-      write_state(seq_row(k), st, 1.f);
+      write_state(seq_row(k), state_off(seq_row(k)), st, 1.f);
     }
   };
   // Packed sequences: one rolled walk over this warp's steps (warp-uniform) records which steps
@@ -138,13 +190,13 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // below only test bits (a walk inside them made the code too large for the instruction cache).
   // It runs before the staging copies are issued: behind 64 KB of copies its few dependent loads
   // of cu_seqlens would wait for all of them. Empty sequences get their final state here.
-  __shared__ int64_t sh_start[MAX_WARPS][STEPS], sh_end[MAX_WARPS][STEPS];
+  __shared__ int64_t sh_start[NW][NS], sh_end[NW][NS];
   uint32_t smask = 0, emask = 0;
   if constexpr (PACKED) {
     if (ts < T_) {
       int64_t nb = warp_lower_bound(bound, N, ts), nbv = bound(nb);  // the next boundary
 #pragma unroll 1
-      for (int i = 0; i < STEPS && ts + i < T_; ++i) {
+      for (int i = 0; i < NS && ts + i < T_; ++i) {
         const int64_t tau = ts + i;
         for (; nb < N && nbv == tau; ++nb) {
           const int64_t next = bound(nb + 1);
@@ -167,30 +219,46 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     }
     __syncwarp();
   }
-  float dec[STEPS];
+  float dec[NS];
   const float a_prev = ts < T_ ? a_before(ts) : 0.f;
   float a_last = a_prev;
+  {
+    // Step pointers: the backward (three tensors) walks them by increments (dir = +1, or -1 in
+    // reverse) instead of a 64-bit product per step and tensor; the forward indexes (fewer live
+    // registers under its 80-register budget: the increments made it spill).
+    const int64_t t_first = reverse ? T_ - 1 - ts : ts, dir = reverse ? -1 : 1;
+    const T* px = opaque(xb + t_first * P.sx[1]);
+    const float* pa = opaque(Ab + t_first * P.sA[1]);
+    const int64_t dx = dir * P.sx[1], da = dir * P.sA[1];
+    const T* pxo = P.xo + b * P.sxo[0] + r * P.sxo[2] + cv * VEC * P.sxo[3] + t_first * P.sxo[1];
+    const T* pyo = P.yo + b * P.syo[0] + r * P.syo[2] + cv * VEC * P.syo[3] + t_first * P.syo[1];
+    const bool stage_xy = BWD && writes;  // x and out feed phase 3 only (not pass 1 of three)
 #pragma unroll
-  for (int i = 0; i < STEPS; ++i) {
-    const int64_t tau = ts + i;
-    if (active && tau < T_) {
-      const int64_t t = reverse ? T_ - 1 - tau : tau;
-      stage_packet<T, VEC>(&xs[i * WARP], xb + t * P.sx[1], P.sx[3]);
-      if constexpr (BWD) {
-        const int64_t base = b * P.sxo[0] + r * P.sxo[2] + cv * VEC * P.sxo[3];
-        stage_packet<T, VEC>(&xos[i * WARP], P.xo + base + t * P.sxo[1], P.sxo[3]);
-        const int64_t ybase = b * P.syo[0] + r * P.syo[2] + cv * VEC * P.syo[3];
-        stage_packet<T, VEC>(&yos[i * WARP], P.yo + ybase + t * P.syo[1], P.syo[3]);
+    for (int i = 0; i < NS; ++i) {
+      const int64_t tau = ts + i;
+      if (active && tau < T_) {
+        if constexpr (BWD) {
+          stage_packet<T, VEC>(&xs[i * WARP], px, P.sx[3]);
+          if (stage_xy) {
+            stage_packet<T, VEC>(&xos[i * WARP], pxo, P.sxo[3]);
+            stage_packet<T, VEC>(&yos[i * WARP], pyo, P.syo[3]);
+          }
+          dec[i] = reverse ? -__ldg(pa) : __ldg(pa);
+        } else {
+          stage_packet<T, VEC>(&xs[i * WARP], px, P.sx[3]);
+          dec[i] = reverse ? -__ldg(pa) : __ldg(pa);
+        }
+      } else {
+        Packet<T, VEC> zero;
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) zero.v[v] = from_f<T>(0.f);
+        xs[i * WARP] = zero;
+        dec[i] = a_last;  // past the end: decay 1, input 0, the state rides through unchanged
       }
-      dec[i] = a_at(tau);
-    } else {
-      Packet<T, VEC> zero;
-#pragma unroll
-      for (int v = 0; v < VEC; ++v) zero.v[v] = from_f<T>(0.f);
-      xs[i * WARP] = zero;
-      dec[i] = a_last;  // past the end: decay 1, input 0, the state rides through unchanged
+      a_last = dec[i];
+      px += dx, pa += da;
+      if constexpr (BWD) pxo += dir * P.sxo[1], pyo += dir * P.syo[1];
     }
-    a_last = dec[i];
   }
   staged_wait();  // each thread reads back only the rows it staged: no barrier needed
   float h[VEC];
@@ -200,7 +268,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   {
     float ap = a_prev;
 #pragma unroll
-    for (int i = 0; i < STEPS; ++i) {
+    for (int i = 0; i < NS; ++i) {
       const float ai = dec[i];
       dec[i] = expf(ai - ap);
       ap = ai;
@@ -243,7 +311,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   }
   float carry[VEC];
 #pragma unroll
-  for (int v = 0; v < VEC; ++v) carry[v] = (!PACKED && chunk == 0 && h0 && active) ? h0[state_off(b) + v] : 0.f;
+  for (int v = 0; v < VEC; ++v) carry[v] = (!PACKED && chunk == 0 && h0 && active) ? h0[st_b + v] : 0.f;
   if (P.n_chunks > 1) {
     const int64_t n = P.n_chunks * P.n_tiles;
     float* aggs = reinterpret_cast<float*>(P.ws);
@@ -253,7 +321,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     float agg[VEC], a_end = a_blk;
 #pragma unroll
     for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
-    const bool publisher = w == S - 1 && !last;
+    const bool publisher = w == S - 1 && !last && !prefixed;  // (pass 3: all published)
     if (publisher) {
       // block aggregate over the S sub-chunks (all full: not the last chunk); publish it first,
       // so successors can look past this block while it looks back.  With a sequence start in
@@ -265,6 +333,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
         publish<VEC>(&aggs[(me * WARP + lane) * VEC], agg);
       }
     }
+    if (!writes) return;  // pass 1 of three: the aggregate is out
     if (chunk > 0 && active && (need_carry || (publisher && !block_reset))) {
       // Find the nearest earlier chunk j whose inclusive prefix P(j) is out, looking past chunks
       // whose aggregate is out; then replay P(j+1) .. P(chunk-1) with the very recurrence each
@@ -324,11 +393,21 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     float ap = a_blk;
     for (int s = 0; s < w; ++s) fold(s, ap, carry);
   }
+  // A final state's scale: exp(A[t] - A[t-1]) at its last step tau for dh0 (backward), else 1
+  auto final_scale = [&](int64_t tau) -> float {
+    if (!(flags & F_SCALE_HT)) return 1.f;
+    const int64_t t = reverse ? T_ - 1 - tau : tau;
+    const float prev = t > 0 ? Ab[(t - 1) * P.sA[1]] : 0.f;
+    return active ? expf(Ab[t * P.sA[1]] - prev) : 0.f;
+  };
+  float dpart[NS];  // backward: this lane's share of dA at each step
+  T* po = ob + (reverse ? T_ - 1 - ts : ts) * P.so[1];  // (backward: by increments, as in phase 1)
+  const int64_t dout = reverse ? -P.so[1] : P.so[1];
 #pragma unroll
-  for (int i = 0; i < STEPS; ++i) {
+  for (int i = 0; i < NS; ++i) {
+    dpart[i] = 0.f;
     const int64_t tau = ts + i;
     if (tau >= T_) break;  // warp-uniform
-    const int64_t t = reverse ? T_ - 1 - tau : tau;
     const Packet<T, VEC> p = xs[i * WARP];
     // gin: this step's input as dA sees it (g, plus the final state's gradient where it joins)
     float gin[VEC];
@@ -347,36 +426,37 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       for (int v = 0; v < VEC; ++v) carry[v] = fmaf(dec[i], carry[v], gin[v]);
       if (BWD && !PACKED && undecayed && tau == 0 && h0 && active) {  // the carry held it already
 #pragma unroll
-        for (int v = 0; v < VEC; ++v) gin[v] += h0[state_off(b) + v];
+        for (int v = 0; v < VEC; ++v) gin[v] += h0[st_b + v];
       }
     }
-    if (active) store_packet<T, VEC>(ob + t * P.so[1], P.so[3], carry);
-    // the last step of a sequence writes its final state (times exp(A[t] - A[t-1]) for dh0)
-    const bool ends = PACKED ? (emask >> i & 1) : tau == T_ - 1;
-    if (hT && ends) {
-      float scale = 1.f;
-      if (flags & F_SCALE_HT) {
-        const float prev = t > 0 ? Ab[(t - 1) * P.sA[1]] : 0.f;
-        scale = active ? expf(Ab[t * P.sA[1]] - prev) : 0.f;
-      }
-      write_state(PACKED ? seq_row(sh_end[w][i]) : b, carry, scale);
+    if (active) store_packet<T, VEC>(BWD ? po : ob + (reverse ? T_ - 1 - tau : tau) * P.so[1], P.so[3], carry);
+    po += dout;
+    // the last step of a packed sequence writes its final state (unpacked: after the loop)
+    if (PACKED && hT && (emask >> i & 1)) {
+      const int64_t k = seq_row(sh_end[w][i]);
+      write_state(k, state_off(k), carry, final_scale(tau));
     }
     if constexpr (BWD) {
       const Packet<T, VEC> px = xos[i * WARP], py = yos[i * WARP];
       float part = 0.f;
 #pragma unroll
       for (int v = 0; v < VEC; ++v) part += gin[v] * to_f(py.v[v]) - to_f(px.v[v]) * carry[v];
-      part = segment_sum(active ? part : 0.f, seg_lane, seg_width);
-      if (active && seg_lane == 0) {
-        if (flags & F_NEG_DA) part = -part;
-        if (P.K == 1) {
-          P.dA[b * P.sdA[0] + t * P.sdA[1] + r * P.sdA[2]] = part;
-        } else {
-          P.dA_part[(tile % P.K) * rows * T_ + (b * T_ + t) * R + r] = part;
-        }
-      }
+      dpart[i] = active ? part : 0.f;
     }
   }
+  // unpacked: the warp holding step T - 1 writes the final state (the carry after its last step)
+  if (!PACKED && hT && ts + NS >= T_) write_state(0, st_b, carry, final_scale(T_ - 1));
+  if constexpr (BWD) {
+    // the shares go through this warp's staged rows, free now (every lane has read its own:
+    // reduce_dA syncs the warp first), or a small array where those rows are too small
+    float* red;
+    if constexpr (sizeof(Packet<T, VEC>) >= sizeof(float)) {
+      red = reinterpret_cast<float*>(xs - lane);
+    } else {
+      __shared__ float sh_red[NW][NS * WARP];
+      red = sh_red[w];
+    }
+    reduce_dA<NS>(P, dpart, red, tile, ts, CV, rows);
+  }
 }
-
 }  // namespace nanossm

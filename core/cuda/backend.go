@@ -30,6 +30,15 @@ func init() {
 	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_WARPS")); err == nil {
 		core.TuneWarps = int64(v)
 	}
+	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_PASSES")); err == nil {
+		core.TunePasses = int64(v)
+	}
+	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_BWD_STEPS")); err == nil && (v == 4 || v == 8 || v == 16) {
+		core.BackwardSteps = int64(v)
+	}
+	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_FWD_STEPS")); err == nil && v >= 1 && v <= core.ScanSteps {
+		core.ForwardSteps = int64(v)
+	}
 }
 
 // maxDevices bounds the per-device state table.
@@ -41,6 +50,7 @@ type device struct {
 	err  error
 	ctx  cu.CUContext
 	fns  map[string]cu.Function
+	info core.Device
 }
 
 var devices [maxDevices]device
@@ -102,11 +112,23 @@ func (d *device) load(ordinal int) error {
 	if err != nil {
 		return cudaErr("cuDeviceGet", err)
 	}
+	sms, err := dev.Attribute(cu.MultiprocessorCount)
+	if err != nil {
+		return cudaErr("cuDeviceGetAttribute(MULTIPROCESSOR_COUNT)", err)
+	}
+	d.info.SMs = int64(sms)
 	if d.ctx, err = dev.RetainPrimaryCtx(); err != nil {
 		return cudaErr("cuDevicePrimaryCtxRetain", err)
 	}
 	return withContext(d.ctx, func() error {
-		mod, err := cu.LoadData(string(kernels.Fatbin))
+		module := kernels.Fatbin
+		if path := os.Getenv("NANOSSM_MODULE"); path != "" {
+			// a benchmarking knob: time a variant build of kernels/scan.cu without relinking
+			if module, err = os.ReadFile(path); err != nil {
+				return core.Internal("NANOSSM_MODULE: %v", err)
+			}
+		}
+		mod, err := cu.LoadData(string(module))
 		if err != nil {
 			return cudaErr("cuModuleLoadData", err)
 		}
@@ -131,12 +153,14 @@ type backend struct{}
 
 func (backend) Name() string { return "cuda" }
 
+// The workspace does not depend on the device (core's plan tests check it): no device is
+// loaded to size it.
 func (backend) WorkspaceSize(a *core.ScanArgs, p core.Problem) (int64, error) {
-	return core.PlanScan(a, p).Workspace, nil
+	return core.PlanScan(a, p, core.Device{}).Workspace, nil
 }
 
 func (backend) BackwardWorkspaceSize(a *core.BackwardArgs, p core.Problem) (int64, error) {
-	return core.PlanBackward(a, p).Workspace, nil
+	return core.PlanBackward(a, p, core.Device{}).Workspace, nil
 }
 
 // rawStream reinterprets the caller's CUstream handle as a cu.Stream (a struct holding just
@@ -157,10 +181,15 @@ const (
 	flagScaleFinal = 4
 	flagNegDA      = 8
 	flagSeqInt32   = 16
+	flagAggOnly    = 32 // pass 1 of three
+	flagPrefixed   = 64 // pass 3 of three
 )
 
-// scanParams are the parameters every scan kernel starts with (NANOSSM_COMMON_PARAMS in
-// kernels/scan.cu, order and meaning fixed there; every slot is 64 bits).
+// nScanParams is the length of scanParams.
+const nScanParams = 26
+
+// scanParams are the nScanParams parameters every scan kernel starts with (NANOSSM_COMMON_PARAMS
+// in kernels/scan.cu, order and meaning fixed there; every slot is 64 bits).
 func scanParams(a *core.ScanArgs, p core.Problem, pl core.ScanPlan, flags int64) []int64 {
 	if p.Reverse {
 		flags |= flagReverse
@@ -218,14 +247,32 @@ func (d *device) run(stream uintptr, ws uintptr, lookback int64, ls ...launch) e
 	})
 }
 
+// scanLaunches are the launches of one scan plan: the single pass, or three passes (aggregates,
+// every chunk's prefix, the scan; kernels/scan.cu). params(flags) gives a scan kernel's
+// parameters; they start with scanParams, which the prefix kernel shares.
+func scanLaunches(pl core.ScanPlan, backward bool, params func(flags int64) []int64) []launch {
+	scan := func(flags int64) launch {
+		return launch{pl.Kernel, pl.Tiles * pl.Chunks, pl.Warps, pl.Shared, params(flags)}
+	}
+	if pl.Passes != 3 {
+		return []launch{scan(0)}
+	}
+	bwd := int64(0)
+	if backward {
+		bwd = 1
+	}
+	prefix := append(params(0)[:nScanParams:nScanParams], bwd, pl.K, pl.Warps*pl.Steps)
+	return []launch{scan(flagAggOnly), {pl.Prefix, pl.Tiles * pl.Groups, pl.PrefixWarps, 0, prefix}, scan(flagPrefixed)}
+}
+
 func (backend) Scan(a *core.ScanArgs, p core.Problem) error {
 	d, err := getDevice(a.Device)
 	if err != nil {
 		return err
 	}
-	pl := core.PlanScan(a, p)
+	pl := core.PlanScan(a, p, d.info)
 	return d.run(a.Stream, a.Workspace, pl.Lookback,
-		launch{pl.Kernel, pl.Tiles * pl.Chunks, pl.Warps, pl.Shared, scanParams(a, p, pl, 0)})
+		scanLaunches(pl, false, func(f int64) []int64 { return scanParams(a, p, pl, f) })...)
 }
 
 func (backend) Backward(a *core.BackwardArgs, p core.Problem) error {
@@ -233,7 +280,7 @@ func (backend) Backward(a *core.BackwardArgs, p core.Problem) error {
 	if err != nil {
 		return err
 	}
-	pl := core.PlanBackward(a, p)
+	pl := core.PlanBackward(a, p, d.info)
 	s := a.ReverseScan()
 	flags := int64(flagUndecayed)
 	if !a.Reverse {
@@ -247,10 +294,12 @@ func (backend) Backward(a *core.BackwardArgs, p core.Problem) error {
 	}
 	x, o, dA := a.X.Strides, a.Out.Strides, a.GradA.Strides
 	// NANOSSM_BWD's extra parameters: the forward's x and out, dA, dA's partial sums, K
-	params := append(scanParams(&s, p, pl, flags),
-		int64(a.X.Data), x[0], x[1], x[2], x[3], int64(a.Out.Data), o[0], o[1], o[2], o[3],
-		int64(a.GradA.Data), dA[0], dA[1], dA[2], part, pl.K)
-	ls := []launch{{pl.Kernel, pl.Tiles * pl.Chunks, pl.Warps, pl.Shared, params}}
+	params := func(pass int64) []int64 {
+		return append(scanParams(&s, p, pl, flags|pass),
+			int64(a.X.Data), x[0], x[1], x[2], x[3], int64(a.Out.Data), o[0], o[1], o[2], o[3],
+			int64(a.GradA.Data), dA[0], dA[1], dA[2], part, pl.K)
+	}
+	ls := scanLaunches(pl, true, params)
 	const threads = 256
 	if pl.K > 1 {
 		n := p.B * p.T * p.R

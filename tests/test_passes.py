@@ -1,0 +1,108 @@
+"""The three-pass plan (few tiles, many chunks: aggregates, every chunk's prefix, then the scan;
+core/plan.go) against the CPU backend (float64 state), forward and gradients, plain, with
+states, reverse and packed, fp32 and bf16, a row over several tiles; bit-identical run to run;
+and against the single pass on the same inputs (NANOSSM_TUNE_PASSES=1 in a child process,
+since the knob is read when the library loads)."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import dA_err, make_inputs, requires_cuda
+from nanossm import ssm_scan
+from nanossm.reference import rel_err
+
+# (name, (B,T,R,C), dtype, mode): one tile and 157 forward / 313 backward chunks; a row over 5
+# tiles (C = 640); bf16 packets; packed sequences with starts inside chunks and empty ones.
+CASES = [("plain", (1, 20000, 2, 8), torch.float32, "plain"),
+         ("states", (1, 20000, 2, 8), torch.float32, "states"),
+         ("reverse", (1, 20000, 2, 8), torch.float32, "reverse"),
+         ("wide", (1, 9000, 1, 640), torch.float32, "states"),
+         ("bf16", (1, 20000, 1, 64), torch.bfloat16, "states"),
+         ("bf16-reverse", (1, 20000, 1, 64), torch.bfloat16, "reverse"),
+         ("packed", (1, 20000, 2, 8), torch.float32, "packed"),
+         ("packed-reverse", (1, 20000, 2, 8), torch.float32, "packed-reverse")]
+SEQLENS = [0, 3000, 1, 0, 7777, 129, 5000, 4093, 0]  # sums to 20000
+
+
+def _inputs(shape, dtype, mode, seed=21):
+    A, x = make_inputs(shape, dtype, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    g = torch.randn(x.shape, generator=gen).to(dtype)
+    cu = torch.tensor([0] + SEQLENS).cumsum(0) if mode.startswith("packed") else None
+    states = cu.numel() - 1 if cu is not None else shape[0]
+    # reverse scans take no initial state; they do return a final state
+    h0 = torch.randn(states, shape[2], shape[3], generator=gen) if mode in ("states", "packed") else None
+    gT = torch.randn(states, shape[2], shape[3], generator=gen) if mode != "plain" else None
+    return A, x, g, h0, gT, cu
+
+
+def _run(dev, A, x, g, h0, gT, mode, cu):
+    """out, final state and the gradients of sum(out*g) + sum(final*gT) on dev."""
+    leaves = [t.to(dev).clone().requires_grad_() for t in (A, x)]
+    if h0 is not None:
+        leaves.append(h0.to(dev).clone().requires_grad_())
+    out, fin = ssm_scan(leaves[0], leaves[1], initial_state=leaves[2] if h0 is not None else None,
+                        return_final_state=True, reverse=mode.endswith("reverse"),
+                        cu_seqlens=None if cu is None else cu.to(dev))
+    outs, grads = [out], [g.to(dev)]
+    if gT is not None:
+        outs, grads = outs + [fin], grads + [gT.to(dev)]
+    torch.autograd.backward(outs, grads)
+    return [out.detach(), fin.detach()] + [t.grad for t in leaves] + [None] * (3 - len(leaves))
+
+
+def compute_all(path):
+    """Every case on the GPU, saved to path (the child process of the cross-path test)."""
+    results = {}
+    for name, shape, dtype, mode in CASES:
+        A, x, g, h0, gT, cu = _inputs(shape, dtype, mode)
+        results[name] = [None if t is None else t.cpu() for t in _run("cuda", A, x, g, h0, gT, mode, cu)]
+    torch.save(results, path)
+
+
+NAMES = ["out", "final", "dA", "dx", "dh0"]
+# conftest.GRAD_TOL: fp32 within 1e-5 (dA 1e-4) of the CPU backend's float64 state; bf16 as its
+# I/O rounding
+TOLS = {torch.float32: (1e-5, 1e-4), torch.bfloat16: (2e-2, 6e-2)}
+
+
+@requires_cuda
+@pytest.mark.parametrize("name,shape,dtype,mode", CASES, ids=[c[0] for c in CASES])
+def test_three_passes_match_the_cpu_backend(name, shape, dtype, mode):
+    A, x, g, h0, gT, cu = _inputs(shape, dtype, mode)
+    gpu, gpu2 = _run("cuda", A, x, g, h0, gT, mode, cu), _run("cuda", A, x, g, h0, gT, mode, cu)
+    cpu = _run("cpu", A.float(), x.float(), g.float(), h0, gT, mode, cu)
+    tol, tol_dA = TOLS[dtype]
+    for what, a, b, c in zip(NAMES, gpu, gpu2, cpu):
+        if a is None:  # no initial state, no dh0
+            continue
+        assert torch.equal(a, b), f"{name} {what}: results differ between runs"
+        c = c.to(a.device)
+        if what == "dA":  # relative to the terms it sums (conftest.dA_err)
+            dev = lambda t: t.to(a.device)  # noqa: E731
+            err = dA_err(a, c, dev(x), dev(g), cpu[0].to(a.device), cpu[3].to(a.device))
+        else:
+            err = rel_err(a.float(), c.float())
+        assert err <= (tol_dA if what == "dA" else tol), f"{name} {what}: {err:.2e}"
+
+
+@requires_cuda
+def test_three_passes_match_the_single_pass(tmp_path):
+    here = os.path.dirname(os.path.abspath(__file__))
+    results = {}
+    for passes in ("1", "3"):
+        path = tmp_path / f"passes{passes}.pt"
+        env = dict(os.environ, NANOSSM_TUNE_PASSES=passes)
+        code = f"import sys; sys.path.insert(0, {here!r}); import test_passes; test_passes.compute_all({str(path)!r})"
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=here)
+        results[passes] = torch.load(path)
+    for name, shape, dtype, mode in CASES:
+        tol, tol_dA = TOLS[dtype]
+        for what, a, b in zip(NAMES, results["1"][name], results["3"][name]):
+            if a is None:
+                continue
+            err = rel_err(a.float(), b.float())
+            assert err <= (tol_dA if what == "dA" else tol) / 2, f"{name} {what}: {err:.2e}"
