@@ -13,7 +13,7 @@
 // deterministic. Device code only.
 #pragma once
 
-#include "scan_kernel.cuh"
+#include "scan_parts.cuh"
 
 namespace nanossm {
 

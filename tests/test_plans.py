@@ -1,8 +1,8 @@
-"""The three-pass plan (few tiles, many chunks: aggregates, every chunk's prefix, then the scan;
-core/plan.go) against the CPU backend (float64 state), forward and gradients, plain, with
-states, reverse and packed, fp32 and bf16, a row over several tiles; bit-identical run to run;
-and against the single pass on the same inputs (NANOSSM_TUNE_PASSES=1 in a child process,
-since the knob is read when the library loads)."""
+"""The GPU plan other than the single pass (core/plan.go): three passes (few tiles, many chunks:
+aggregates, every chunk's prefix, then the scan) against the CPU backend (float64 state), forward
+and gradients, plain, with states, reverse and packed, fp32 and bf16, a row over several tiles;
+bit-identical run to run; and against the single pass on the same inputs. The other plan runs in
+a child process with a knob set (NANOSSM_TUNE_PASSES): knobs are read when the library loads."""
 import os
 import subprocess
 import sys
@@ -54,10 +54,11 @@ def _run(dev, A, x, g, h0, gT, mode, cu):
     return [out.detach(), fin.detach()] + [t.grad for t in leaves] + [None] * (3 - len(leaves))
 
 
-def compute_all(path):
-    """Every case on the GPU, saved to path (the child process of the cross-path test)."""
+def compute_all(path, which="CASES"):
+    """Every case of the list named `which` on the GPU, saved to path (the child process of the
+    cross-plan tests)."""
     results = {}
-    for name, shape, dtype, mode in CASES:
+    for name, shape, dtype, mode in globals()[which]:
         A, x, g, h0, gT, cu = _inputs(shape, dtype, mode)
         results[name] = [None if t is None else t.cpu() for t in _run("cuda", A, x, g, h0, gT, mode, cu)]
     torch.save(results, path)
@@ -89,19 +90,22 @@ def test_three_passes_match_the_cpu_backend(name, shape, dtype, mode):
         assert err <= (tol_dA if what == "dA" else tol), f"{name} {what}: {err:.2e}"
 
 
+def _in_child(tmp_path, which, **knobs):
+    """compute_all(which) in a child process with the given NANOSSM_TUNE_* knobs."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = tmp_path / ("_".join(f"{k}{v}" for k, v in knobs.items()) + ".pt")
+    env = dict(os.environ, **{f"NANOSSM_TUNE_{k}": str(v) for k, v in knobs.items()})
+    code = f"import sys; sys.path.insert(0, {here!r}); import test_plans; test_plans.compute_all({str(path)!r}, {which!r})"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=here)
+    return torch.load(path)
+
+
 @requires_cuda
 def test_three_passes_match_the_single_pass(tmp_path):
-    here = os.path.dirname(os.path.abspath(__file__))
-    results = {}
-    for passes in ("1", "3"):
-        path = tmp_path / f"passes{passes}.pt"
-        env = dict(os.environ, NANOSSM_TUNE_PASSES=passes)
-        code = f"import sys; sys.path.insert(0, {here!r}); import test_passes; test_passes.compute_all({str(path)!r})"
-        subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=here)
-        results[passes] = torch.load(path)
+    single, three = _in_child(tmp_path, "CASES", PASSES=1), _in_child(tmp_path, "CASES", PASSES=3)
     for name, shape, dtype, mode in CASES:
         tol, tol_dA = TOLS[dtype]
-        for what, a, b in zip(NAMES, results["1"][name], results["3"][name]):
+        for what, a, b in zip(NAMES, single[name], three[name]):
             if a is None:
                 continue
             err = rel_err(a.float(), b.float())

@@ -1,0 +1,135 @@
+// Pieces of the scan kernels (kernels/scan.cu describes the algorithm): the flags and parameters
+// every scan kernel takes, the look-back that finds a chunk's carry, and the backward's dA
+// reduction. Shared by scan_kernel.cuh and scan_persistent.cuh. Device code only.
+#pragma once
+
+#include "scan_common.cuh"
+
+namespace nanossm {
+
+// flags (bit meanings mirrored by core/cuda/backend.go)
+constexpr int64_t F_REVERSE = 1;     // scan order is t = T-1 .. 0
+constexpr int64_t F_UNDECAYED = 2;   // h0 enters at a sequence's first step with decay 1 (backward)
+constexpr int64_t F_SCALE_HT = 4;    // hT *= exp(A[t] - A[t-1]) at the last step t (dh0, backward)
+constexpr int64_t F_NEG_DA = 8;      // dA = -(sum): the forward ran in reverse
+constexpr int64_t F_SEQ_I32 = 16;    // cu_seqlens is int32 (else int64)
+constexpr int64_t F_AGG_ONLY = 32;   // pass 1 of 3: publish chunk aggregates only (chunk 0: all)
+constexpr int64_t F_PREFIXED = 64;   // pass 3 of 3: every prefix is out; chunk 0 is done
+
+template <typename E>  // element type of x and out
+struct Params {
+  const float* A;
+  const E* x;  // the scanned input (g in the backward)
+  E* out;      // the scan (dx in the backward)
+  const float* h0;
+  float* hT;
+  char* ws;
+  const void* cu;
+  int64_t n_seqs, B, T, R, C;
+  int64_t sA[3], sx[4], so[4];
+  int64_t flags, n_chunks, n_tiles;
+  // backward only
+  const E* xo;  // the forward's x
+  const E* yo;  // the forward's out
+  float* dA;
+  float* dA_part;  // K > 1: partial sums, (K, B*T*R)
+  int64_t sxo[4], syo[4], sdA[3], K;
+};
+
+// The carry into chunk `chunk` of tile `tile` (its state before its first step; a_blk: a there).
+// Find the nearest earlier chunk j whose inclusive prefix P(j) is out, looking past chunks whose
+// aggregate is out; then replay P(j+1) .. P(chunk-1) with the very recurrence each chunk uses for
+// its own prefix, P(i) = exp(a_end(i) - a_end(i-1)) * P(i-1) + agg(i). The carry is then
+// bit-identical whichever path the timing allowed: results are reproducible. (A chunk holding a
+// sequence start publishes only its prefix: look-back stops there.)
+template <int VEC, typename AEnd>
+__device__ __forceinline__ void look_back(const float* aggs, const float* incl, int64_t chunk, int64_t tile,
+                                          int64_t n_tiles, float a_blk, const AEnd& a_end,
+                                          float (&carry)[VEC]) {
+  const int lane = threadIdx.x;
+  int64_t j = chunk - 1;
+  float val[VEC];
+  for (int spins = 0;;) {
+    const int64_t id = (j * n_tiles + tile) * WARP + lane;
+    if (poll<VEC>(&incl[id * VEC], val)) break;
+    if (poll<VEC>(&aggs[id * VEC], val)) {
+      --j;  // aggregate out, prefix not yet: look further back (chunk 0 is always a prefix)
+      spins = 0;
+      continue;
+    }
+    if (++spins > 2) __nanosleep(32);  // (also a side effect: the loop cannot be assumed to end)
+  }
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) carry[v] = val[v];
+  // The aggregates to replay were all seen written: read them with plain L2 loads in batches,
+  // issued together, so a deep replay costs one round trip per batch, not per chunk. (batches of
+  // 8 words: more spill registers under the 3-blocks-per-SM budget)
+  constexpr int BATCH = VEC == 1 ? 2 : (VEC >= 8 ? 1 : 8 / VEC);
+  float a_prev_end = a_end(j);
+  for (int64_t i0 = j + 1; i0 < chunk; i0 += BATCH) {
+    float vals[BATCH][VEC], ae[BATCH];
+#pragma unroll
+    for (int q = 0; q < BATCH; ++q) {
+      const int64_t i = min(i0 + q, chunk - 1);
+      load_cg<VEC>(&aggs[((i * n_tiles + tile) * WARP + lane) * VEC], vals[q]);
+      ae[q] = i == chunk - 1 ? a_blk : a_end(i);
+    }
+#pragma unroll
+    for (int q = 0; q < BATCH; ++q) {
+      if (i0 + q < chunk) {
+        const float d = expf(ae[q] - a_prev_end);
+        a_prev_end = ae[q];
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) carry[v] = fmaf(d, carry[v], vals[q][v]);
+      }
+    }
+  }
+}
+
+// The backward's dA at one warp's steps from each lane's share of it (dpart[i], step ts + i).
+// The shares go through shared memory (rows XOR-swizzled by step, so the reads below hit distinct
+// banks) and one lane sums each output over the lanes of its row, in lane order: deterministic,
+// and a step costs a store and a few loads instead of a shuffle tree per step.
+// red: NS x WARP floats of this warp's shared memory.
+template <int NS, typename T>
+__device__ __forceinline__ void reduce_dA(const Params<T>& P, const float (&dpart)[NS], float* red, int64_t tile,
+                                          int64_t ts, int64_t CV, int64_t rows) {
+  const int lane = threadIdx.x;
+  auto sh_red = [&](int i, int l) -> float& { return red[i * WARP + l]; };
+  const int nsteps = static_cast<int>(min(static_cast<int64_t>(NS), P.T - ts));
+  __syncwarp();  // red may alias rows other lanes of the warp were still reading
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    if (i < nsteps) sh_red(i, lane ^ i) = dpart[i];
+  }
+  __syncwarp();
+  const bool reverse = P.flags & F_REVERSE;
+  const float sign = (P.flags & F_NEG_DA) ? -1.f : 1.f;  // the forward ran in reverse
+  auto step_t = [&](int i) { return reverse ? P.T - 1 - (ts + i) : ts + i; };
+  if (CV <= WARP) {  // whole rows: WARP / CV per tile, one output per (row, step)
+    const int cvi = static_cast<int>(CV), per = WARP / cvi;
+    for (int o = lane; o < per * NS; o += WARP) {
+      const int q = o / NS, i = o % NS;
+      const int64_t row = tile * per + q;
+      if (i >= nsteps || row >= rows) continue;
+      float s = 0.f;
+      for (int c = 0; c < cvi; ++c) s += sh_red(i, (q * cvi + c) ^ i);
+      int64_t b, r;
+      divmod(row, P.R, b, r);
+      P.dA[b * P.sdA[0] + step_t(i) * P.sdA[1] + r * P.sdA[2]] = sign * s;
+    }
+  } else {  // K tiles share one row: this tile's partial sum, one per step
+    int64_t row, k;
+    divmod(tile, P.K, row, k);
+    const int width = static_cast<int>(min(static_cast<int64_t>(WARP), CV - k * WARP));
+    if (lane < nsteps && row < rows) {
+      float s = 0.f;
+      for (int c = 0; c < width; ++c) s += sh_red(lane, c ^ lane);
+      int64_t b, r;
+      divmod(row, P.R, b, r);
+      P.dA_part[k * rows * P.T + (b * P.T + step_t(lane)) * P.R + r] = sign * s;
+    }
+  }
+}
+
+}  // namespace nanossm
