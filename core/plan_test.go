@@ -1,0 +1,50 @@
+package core
+
+import (
+	"math/rand"
+	"testing"
+)
+
+// Invariants of every plan, over random shapes, dtypes, variants and GPUs: the chunks cover T
+// exactly, the tiles cover every lane, the staging fits the shared memory the backend allows,
+// the workspace does not depend on the device or the pass knob (it is sized before a device is
+// loaded), and a three-pass plan gives pass 2 at most one batch (8 chunks) per warp.
+func TestPlanInvariants(t *testing.T) {
+	rng := rand.New(rand.NewSource(3))
+	dtypes := []DType{Float32, Float16, BFloat16}
+	for n := 0; n < 20000; n++ {
+		p := Problem{B: 1 + rng.Int63n(8), T: 1 + rng.Int63n(1<<uint(rng.Intn(19))), R: 1 + rng.Int63n(70),
+			C: 1 + rng.Int63n(700), DType: dtypes[rng.Intn(3)]}
+		v := Variant(rng.Intn(4))
+		vec := int64(1)
+		if rng.Intn(2) == 0 && p.C%(16/p.DType.Size()) == 0 {
+			vec = 16 / p.DType.Size()
+		}
+		ref := plan(v, p, vec, Device{})
+		for _, sms := range []int64{0, 8, 132, 1024} {
+			for _, tune := range []int64{0, 1, 3} {
+				TunePasses = tune
+				pl := plan(v, p, vec, Device{SMs: sms})
+				TunePasses = 0
+				chunk := pl.Warps * pl.Steps
+				lanes := p.B * p.R * (p.C / vec)
+				if v.backward() && p.C/vec <= 32 {
+					lanes = p.B * p.R * 32 / (32 / (p.C / vec))
+				}
+				switch {
+				case pl.Kernel == "" || pl.Chunks*chunk < p.T || (pl.Chunks-1)*chunk >= p.T:
+					t.Fatalf("%+v %v vec %d: chunks %+v", p, v, vec, pl)
+				case pl.Tiles*32 < lanes && pl.K == 1 || pl.Shared > ScanMaxSharedBytes:
+					t.Fatalf("%+v %v vec %d: tiles or shared %+v", p, v, vec, pl)
+				case pl.Workspace != ref.Workspace || pl.Lookback != ref.Lookback:
+					t.Fatalf("%+v %v vec %d on %d SMs (passes knob %d): workspace %d, %d without a device", p, v, vec, sms, tune, pl.Workspace, ref.Workspace)
+				case pl.Passes == 3 && (pl.Chunks <= 2 || pl.Tiles > maxPrefixTiles || pl.Prefix == "" ||
+					pl.PrefixWarps < 1 || pl.PrefixWarps > PrefixMaxWarps || pl.Groups*pl.PrefixWarps*8 < pl.Chunks-2):
+					t.Fatalf("%+v %v vec %d: three passes %+v", p, v, vec, pl)
+				case pl.Passes == 3 && tune == 0 && pl.Tiles*32 > sms:
+					t.Fatalf("%+v %v vec %d on %d SMs: three passes with many tiles %+v", p, v, vec, sms, pl)
+				}
+			}
+		}
+	}
+}
