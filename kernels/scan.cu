@@ -14,7 +14,8 @@
 //     dA[t] = sum_c (g[t] * out[t] - x[t] * dx[t])     (negated when the forward ran in reverse)
 //     dh0   = exp(A[s] - A[s-1]) * dx[s]               (s: the sequence's first step)
 // The gradient of the final state enters as the backward scan's initial state, undecayed, and
-// joins g at that step. dA's sum over c runs across the lanes of one (b, r) in a fixed order.
+// joins g at that step. dA's sum over c runs across the lanes of one (b, r) in a fixed order,
+// after the step loop, through shared memory (reduce_dA in kernels/scan_parts.cuh).
 //
 // Decomposition
 //   lane   = VEC consecutive channels of one (b, r): a 16-byte packet when the layout allows
