@@ -134,7 +134,9 @@ func TestBackwardMatchesFiniteDifferences(t *testing.T) {
 func TestBackwardErrors(t *testing.T) {
 	buf := make([]float64, 4096)
 	base := addr(buf)
-	x := func(off int) Tensor { return Tensor{base + uintptr(off*8), Float64, []int64{1, 4, 2, 3}, Contiguous(1, 4, 2, 3)} }
+	x := func(off int) Tensor {
+		return Tensor{base + uintptr(off*8), Float64, []int64{1, 4, 2, 3}, Contiguous(1, 4, 2, 3)}
+	}
 	good := func() BackwardArgs {
 		return BackwardArgs{A: Tensor{base, Float64, []int64{1, 4, 2}, Contiguous(1, 4, 2)}, X: x(100), Out: x(200),
 			GradOut: x(300), GradX: x(400), GradA: Tensor{base + 8*500, Float64, []int64{1, 4, 2}, Contiguous(1, 4, 2)}, Device: CPU}
@@ -152,7 +154,9 @@ func TestBackwardErrors(t *testing.T) {
 			a.Reverse = true
 			a.GradInitialState = Tensor{base + 8*600, Float64, []int64{1, 2, 3}, Contiguous(1, 2, 3)}
 		}, "grad_initial_state: not defined for reverse scans"},
-		{func(a *BackwardArgs) { a.GradFinalState = Tensor{base + 8*600, Float64, []int64{2, 2, 3}, Contiguous(2, 2, 3)} },
+		{func(a *BackwardArgs) {
+			a.GradFinalState = Tensor{base + 8*600, Float64, []int64{2, 2, 3}, Contiguous(2, 2, 3)}
+		},
 			"grad_final_state: expected shape (1,2,3), got (2,2,3)"},
 	} {
 		a := good()

@@ -24,16 +24,33 @@ func (cpuBackend) Name() string { return "cpu" }
 func (cpuBackend) WorkspaceSize(*ScanArgs, Problem) (int64, error) { return 0, nil }
 
 func (cpuBackend) Scan(a *ScanArgs, p Problem) error {
-	switch p.DType {
-	case Float32:
-		return scanHost[float32](a, p)
-	case Float64:
-		return scanHost[float64](a, p)
-	}
-	return Unsupported("x: the CPU backend takes float32 or float64, got %v", p.DType)
+	return byHostFloat("x", p.DType, func() error { return scanHost[float32](a, p) },
+		func() error { return scanHost[float64](a, p) })
 }
 
 type float interface{ float32 | float64 }
+
+// byHostFloat runs the float32 or the float64 instance of a CPU kernel by the I/O dtype (named
+// by arg in the error): the CPU backend's two dtypes.
+func byHostFloat(arg string, dt DType, f32, f64 func() error) error {
+	switch dt {
+	case Float32:
+		return f32()
+	case Float64:
+		return f64()
+	}
+	return Unsupported("%s: the CPU backend takes float32 or float64, got %v", arg, dt)
+}
+
+// loadState sets h to row base of the state tensor s (C values), or to 0 where s is absent.
+func loadState[F float](h []float64, s []F, base int64) {
+	for c := range h {
+		h[c] = 0
+		if s != nil {
+			h[c] = float64(s[base+int64(c)])
+		}
+	}
+}
 
 // hostView is a strided view of caller-owned host memory as a Go slice (never retained).
 func hostView[F float](t Tensor) []F {
@@ -81,12 +98,7 @@ func scanHost[F float](a *ScanArgs, p Problem) error {
 		// one sequence [s, e) whose states are row k of h0 / hT
 		run := func(s, e, k int64) {
 			base := (k*p.R + r) * p.C
-			for c := range h {
-				h[c] = 0
-				if h0 != nil {
-					h[c] = float64(h0[base+int64(c)])
-				}
-			}
+			loadState(h, h0, base)
 			aPrev := 0.0 // A[s-1], with A[-1] := 0: the decay of h0 into step s (forward only)
 			if !p.Reverse && s > 0 {
 				aPrev = a(s - 1)

@@ -13,13 +13,8 @@ import (
 func (cpuBackend) BackwardWorkspaceSize(*BackwardArgs, Problem) (int64, error) { return 0, nil }
 
 func (cpuBackend) Backward(a *BackwardArgs, p Problem) error {
-	switch p.DType {
-	case Float32:
-		return backwardHost[float32](a, p)
-	case Float64:
-		return backwardHost[float64](a, p)
-	}
-	return Unsupported("grad_out: the CPU backend takes float32 or float64, got %v", p.DType)
+	return byHostFloat("grad_out", p.DType, func() error { return backwardHost[float32](a, p) },
+		func() error { return backwardHost[float64](a, p) })
 }
 
 // writeA returns a setter for A-shaped outputs whatever their dtype (float32 or float64).
@@ -51,12 +46,7 @@ func backwardHost[F float](a *BackwardArgs, p Problem) error {
 		// one sequence [s, e) with state row k: dx runs against the forward's direction
 		run := func(s, e, k int64) {
 			base := (k*p.R + r) * p.C
-			for c := range h {
-				h[c] = 0
-				if gT != nil {
-					h[c] = float64(gT[base+int64(c)])
-				}
-			}
+			loadState(h, gT, base)
 			for step := int64(0); step < e-s; step++ {
 				t, prev := e-1-step, e-step // the backward of a forward scan starts at the end
 				if fwdRev {
