@@ -79,10 +79,12 @@ using nanossm::WARP;
    {sob, sot, sor, soc}, flags, n_chunks, n_tiles}
 
 // Register budgets: the forward, plain or packed, keeps 3 blocks of 256 threads per SM (80
-// registers: the packed walk runs in a rolled loop); the backward stages three tensors (3 x 32 KB
+// registers: the packed walk runs in a rolled loop), 2 over 16-bit packets (fwd_min_blocks in
+// kernels/scan_common.cuh); the backward stages three tensors (3 x 32 KB
 // per block of 8 warps x 8 steps), so 2 blocks per SM fill shared memory (128 registers).
 #define NANOSSM_FWD(NAME, TYPE, VEC, PACKED)                                                     \
-  extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS, MIN_BLOCKS)                     \
+  extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS,                                \
+                                               nanossm::fwd_min_blocks(sizeof(TYPE), VEC))        \
       NAME(NANOSSM_COMMON_PARAMS(TYPE)) {                                                        \
     const Params<TYPE> p NANOSSM_COMMON_INIT;                                                    \
     scan_kernel<TYPE, VEC, false, PACKED>(p);                                                    \

@@ -31,6 +31,17 @@ constexpr int BWD_MAX_WARPS = 64 / BWD_STEPS;
 #define NANOSSM_MIN_BLOCKS 3
 #endif
 constexpr int MIN_BLOCKS = NANOSSM_MIN_BLOCKS;
+// The forward over 16-bit packets (8 channels per lane) needs more registers than the 80 that
+// 3 blocks per SM leave (it spilled 84 bytes, reloaded in the replay loop): it takes 2 blocks
+// per SM and 128 registers. Measured on the H200 (bf16 x,64,64, ratio to the copy, 3 -> 2 blocks,
+// same run): 4,8192 1.50 -> 1.34, 1,65536 2.05 -> 1.69, 2,1024 2.11 -> 1.89, 8,2048 1.44 -> 1.47,
+// 16,1024,16,128 1.55 -> 1.53.
+#ifndef NANOSSM_FWD16_MIN_BLOCKS
+#define NANOSSM_FWD16_MIN_BLOCKS 2
+#endif
+constexpr int fwd_min_blocks(int elem_bytes, int vec) {
+  return elem_bytes == 2 && vec == 8 ? NANOSSM_FWD16_MIN_BLOCKS : MIN_BLOCKS;
+}
 
 
 __device__ __forceinline__ float to_f(float v) { return v; }
@@ -63,18 +74,55 @@ __device__ __forceinline__ void load_packet(Packet<T, VEC>& p, const T* ptr, int
   }
 }
 
-// Stage one packet into shared memory: an asynchronous 16-byte copy (no register holds it while
-// in flight) when the packet is 16 bytes, else a plain load and store.
+// Staging one packet into shared memory, in two halves, so that a thread issues every load of
+// its steps before it consumes any: GPUs issue in order, so a consumer placed between two loads
+// (a shared-memory store of a loaded register, or a branch's join that needs the value) makes
+// every later load wait a full memory round trip. (v12: the forward had one such consumer per
+// step, 16 round trips in series per thread, 52% of its stall samples.)
+//   stage_issue: a 16-byte packet goes to shared memory by an asynchronous copy, a narrower one
+//   into `held` by plain loads; zeros when !ok, and then src is not read (it may point anywhere).
+//   stage_land: a narrower packet is stored from `held` once every load is out.
 template <typename T, int VEC>
-__device__ __forceinline__ void stage_packet(Packet<T, VEC>* dst, const T* src, int64_t sc) {
-  if constexpr (VEC * sizeof(T) == 16) {
+constexpr bool kAsyncStage = VEC * sizeof(T) == 16;
+
+// A read-only load that happens only when ok (else 0, and src is never touched: it may point
+// past the tensor). Predicated, not a branch: nothing consumes the value at a join.
+__device__ __forceinline__ float ldg_if(const float* src, bool ok) {
+  float v = 0.f;
+  asm volatile("{ .reg .pred p; setp.ne.u32 p, %2, 0; @p ld.global.nc.f32 %0, [%1]; }" : "+f"(v) : "l"(src), "r"(unsigned(ok)));
+  return v;
+}
+// Bring src's line into L1 now, holding no register, when ok. ptxas places a thread's A loads
+// behind cp.async.wait_all (under the register cap it will not keep 16 loads in flight across
+// it); prefetched with the copies, those loads then hit L1 instead of paying a second round trip.
+__device__ __forceinline__ void prefetch_if(const void* src, bool ok) {
+  asm volatile("{ .reg .pred p; setp.ne.u32 p, %1, 0; @p prefetch.global.L1 [%0]; }" ::"l"(src), "r"(unsigned(ok)));
+}
+template <typename T>  // 16-bit elements
+__device__ __forceinline__ T ldg_if(const T* src, bool ok) {
+  unsigned short v = 0;
+  asm volatile("{ .reg .pred p; setp.ne.u32 p, %2, 0; @p ld.global.nc.b16 %0, [%1]; }" : "+h"(v) : "l"(src), "r"(unsigned(ok)));
+  return *reinterpret_cast<const T*>(&v);
+}
+
+template <typename T, int VEC>
+__device__ __forceinline__ void stage_issue(Packet<T, VEC>* dst, Packet<T, VEC>& held, const T* src, int64_t sc,
+                                            bool ok) {
+  if constexpr (kAsyncStage<T, VEC>) {
+    // ignore-src = !ok: zeros land and src is not read (it may point past the tensor)
     const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+    asm volatile("{ .reg .pred p; setp.eq.u32 p, %2, 0; cp.async.cg.shared.global [%0], [%1], 16, p; }" ::"r"(d),
+                 "l"(src), "r"(unsigned(ok))
+                 : "memory");
   } else {
-    Packet<T, VEC> p;
-    load_packet<T, VEC>(p, src, sc);
-    *dst = p;
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) held.v[v] = ldg_if(src + v * sc, ok);
   }
+}
+
+template <typename T, int VEC>
+__device__ __forceinline__ void stage_land(Packet<T, VEC>* dst, const Packet<T, VEC>& held) {
+  if constexpr (!kAsyncStage<T, VEC>) *dst = held;  // (zeros where !ok: ldg_if)
 }
 
 __device__ __forceinline__ void staged_wait() {

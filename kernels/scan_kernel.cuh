@@ -53,12 +53,16 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   };
   // a just before step tau.  Before step 0 it is A[-1] := 0 when an initial state decays in;
   // with no initial state (or an undecayed one) it is a(0): decay 1, every exponent <= 0.
-  auto a_before = [&](int64_t tau) -> float {
-    if (!active) return 0.f;
-    if (tau > 0) return a_at(tau - 1);
-    return (h0 && !undecayed) ? 0.f : a_at(0);
+  // In two halves, a predicated load and a select, so that the load can be issued long before
+  // its value is needed (a branch's join, or an early select, would wait for it at once).
+  auto a_before_zero = [&](int64_t tau) { return !active || tau >= T_ || (tau == 0 && h0 && !undecayed); };
+  auto a_before_load = [&](int64_t tau) -> float {
+    const int64_t s = tau > 0 ? tau - 1 : 0;
+    return ldg_if(&Ab[(reverse ? T_ - 1 - s : s) * P.sA[1]], !a_before_zero(tau));
   };
-
+  auto a_before_use = [&](int64_t tau, float v) -> float {
+    return a_before_zero(tau) ? 0.f : (reverse ? -v : v);
+  };
   // Packed sequences in scan order: boundary i (0..N) and the state row of scan-order sequence i.
   const int64_t N = P.n_seqs;
   auto bound = [&](int64_t i) -> int64_t {
@@ -144,13 +148,13 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     }
     __syncwarp();
   }
-  float dec[NS];
-  const float a_prev = ts < T_ ? a_before(ts) : 0.f;
-  float a_last = a_prev;
+  // The A values a thread needs beyond its own steps are loaded with them, before the copies
+  // land: a just before its first step, and just before the block's first step (phase 2).
+  const float a_prev_raw = a_before_load(ts), a_blk_raw = a_before_load(t0);
+  float dec[NS];  // A at each step as loaded, then the step's decay
   {
-    // Step pointers: the backward (three tensors) walks them by increments (dir = +1, or -1 in
-    // reverse) instead of a 64-bit product per step and tensor; the forward indexes (fewer live
-    // registers under its 80-register budget: the increments made it spill).
+    // Step pointers, walked by increments (dir = +1, or -1 in reverse) instead of a 64-bit
+    // product per step and tensor; opaque() keeps ptxas from rematerialising them per step.
     const int64_t t_first = reverse ? T_ - 1 - ts : ts, dir = reverse ? -1 : 1;
     const T* px = opaque(xb + t_first * P.sx[1]);
     const float* pa = opaque(Ab + t_first * P.sA[1]);
@@ -158,45 +162,52 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     const T* pxo = P.xo + b * P.sxo[0] + r * P.sxo[2] + cv * VEC * P.sxo[3] + t_first * P.sxo[1];
     const T* pyo = P.yo + b * P.syo[0] + r * P.syo[2] + cv * VEC * P.syo[3] + t_first * P.syo[1];
     const bool stage_xy = BWD && writes;  // x and out feed phase 3 only (not pass 1 of three)
+    // Every load is issued before any is consumed (see stage_issue). A step past the end, or an
+    // idle lane, stages zeros and reads nothing (predicated, not a branch per step).
+    Packet<T, VEC> held[NS], held_x[BWD ? NS : 1], held_y[BWD ? NS : 1];  // narrow packets only
 #pragma unroll
     for (int i = 0; i < NS; ++i) {
-      const int64_t tau = ts + i;
-      if (active && tau < T_) {
-        if constexpr (BWD) {
-          stage_packet<T, VEC>(&xs[i * WARP], px, P.sx[3]);
-          if (stage_xy) {
-            stage_packet<T, VEC>(&xos[i * WARP], pxo, P.sxo[3]);
-            stage_packet<T, VEC>(&yos[i * WARP], pyo, P.syo[3]);
-          }
-          dec[i] = reverse ? -__ldg(pa) : __ldg(pa);
-        } else {
-          stage_packet<T, VEC>(&xs[i * WARP], px, P.sx[3]);
-          dec[i] = reverse ? -__ldg(pa) : __ldg(pa);
+      const bool ok = active && ts + i < T_;
+      stage_issue<T, VEC>(&xs[i * WARP], held[i], px, P.sx[3], ok);
+      if constexpr (BWD) {
+        if (stage_xy) {
+          stage_issue<T, VEC>(&xos[i * WARP], held_x[i], pxo, P.sxo[3], ok);
+          stage_issue<T, VEC>(&yos[i * WARP], held_y[i], pyo, P.syo[3], ok);
         }
-      } else {
-        Packet<T, VEC> zero;
-#pragma unroll
-        for (int v = 0; v < VEC; ++v) zero.v[v] = from_f<T>(0.f);
-        xs[i * WARP] = zero;
-        dec[i] = a_last;  // past the end: decay 1, input 0, the state rides through unchanged
+        pxo += dir * P.sxo[1], pyo += dir * P.syo[1];
       }
-      a_last = dec[i];
+      prefetch_if(pa, ok);
+      dec[i] = ldg_if(pa, ok);
       px += dx, pa += da;
-      if constexpr (BWD) pxo += dir * P.sxo[1], pyo += dir * P.syo[1];
+    }
+    if constexpr (!kAsyncStage<T, VEC>) {
+#pragma unroll
+      for (int i = 0; i < NS; ++i) {
+        stage_land<T, VEC>(&xs[i * WARP], held[i]);
+        if constexpr (BWD) {
+          if (stage_xy) {
+            stage_land<T, VEC>(&xos[i * WARP], held_x[i]);
+            stage_land<T, VEC>(&yos[i * WARP], held_y[i]);
+          }
+        }
+      }
     }
   }
   staged_wait();  // each thread reads back only the rows it staged: no barrier needed
+  const float a_prev = a_before_use(ts, a_prev_raw), a_blk = a_before_use(t0, a_blk_raw);
   float h[VEC];
 #pragma unroll
   for (int v = 0; v < VEC; ++v) h[v] = 0.f;
   bool reset = false;  // warp-uniform: a sequence starts in this thread's steps
+  float a_last = a_prev;
   {
-    float ap = a_prev;
 #pragma unroll
     for (int i = 0; i < NS; ++i) {
-      const float ai = dec[i];
-      dec[i] = expf(ai - ap);
-      ap = ai;
+      // a(tau) in scan order; past the end (or an idle lane) a stays: decay 1, input 0, the
+      // state rides through unchanged
+      const float ai = (active && ts + i < T_) ? (reverse ? -dec[i] : dec[i]) : a_last;
+      dec[i] = expf(ai - a_last);
+      a_last = ai;
       const Packet<T, VEC> p = xs[i * WARP];
       if (PACKED && (smask >> i & 1)) {
         reset = true;
@@ -228,7 +239,6 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // workspace starts as the NaN pattern 0xffffffff, which arithmetic never produces (GPU NaNs are
   // canonical 0x7fffffff), and every 32-bit value is written once; a reader polls its own lane's
   // values until none is the pattern, and each word it sees is final.
-  const float a_blk = t0 < T_ ? a_before(t0) : 0.f;
   bool block_reset = false, need_carry = !(PACKED && (smask & 1));
   for (int s = 0; s < S; ++s) {
     block_reset |= sh_reset[s];

@@ -25,6 +25,20 @@ def bench_ms(fn):
     return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
+def warm_gpu(seconds=1.0):
+    """Keep the GPU busy for a moment before the first timing: an idle GPU clocks down (345 MHz
+    idle on the H200), and the first shapes timed while it ramps up read up to 1.5x slow."""
+    import time
+    big = torch.empty(1 << 28, device="cuda")
+    dst = torch.empty_like(big)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(10):
+            dst.copy_(big)
+        torch.cuda.synchronize()
+    del big, dst
+
+
 def host_us(fn, n=2000):
     """Wall-clock microseconds per call of back-to-back calls, synchronising once at the end:
     what a Python loop of small calls sees (host overhead when the kernels are tiny)."""
@@ -100,6 +114,7 @@ def main():
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")] if args.shapes else DEFAULT_SHAPES
     dev = torch.device("cuda")
     print(f"device: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}")
+    warm_gpu()
     if args.backward or args.packed:
         from .bench_more import bench_backward, bench_packed
         rows = (bench_backward if args.backward else bench_packed)(shapes, args.dtypes.split(","))
