@@ -1,0 +1,43 @@
+"""The compiled module's staging order (tools/sass_check.py): every 16-byte-packet scan kernel
+issues its copies back to back, with no instruction between them that waits on a global load.
+Needs no GPU: it reads the sm_90 machine code of kernels/scan.fatbin."""
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+import sass_check  # noqa: E402
+
+MODULE = os.path.join(HERE, "..", "kernels", "scan.fatbin")
+
+
+@pytest.fixture(scope="module")
+def found():
+    sass = sass_check.disassemble(MODULE)
+    assert sass is not None, "cuobjdump/nvdisasm not found (the triton wheel that torch installs has them)"
+    return sass_check.kernels(sass)
+
+
+def test_every_packet_kernel_is_checked(found):
+    # forward and backward, plain and packed, f32 (v4) and f16/bf16 (v8)
+    assert len(found) == 12, sorted(found)
+    assert all(any("LDGSTS" in r for r in rows) for rows in found.values())
+
+
+@pytest.mark.parametrize("kind", ["fwd", "fwd_packed", "bwd", "bwd_packed"])
+def test_no_load_is_consumed_between_the_copies(found, kind):
+    names = [n for n in found if n.startswith(f"nanossm_scan_{kind}_") and n.count("packed") == kind.count("packed")]
+    assert len(names) == 3
+    for name in names:
+        bad = sass_check.early_consumers(found[name])
+        assert not bad, f"{name}: " + "; ".join(f"{i}: {r}" for i, r in bad[:3])
+
+
+def test_the_check_sees_a_consumer():
+    rows = ["LDG.E.CONSTANT R5, desc[UR4][R2.64]", "LDGSTS.E.BYPASS.128 [R8], desc[UR4][R6.64], P0",
+            "@P4 FADD R5, -R5, -RZ", "LDGSTS.E.BYPASS.128 [R8+0x200], desc[UR4][R10.64], P0"]
+    assert sass_check.early_consumers(rows) == [(2, "@P4 FADD R5, -R5, -RZ")]
+    rows[2] = "FADD R7, R9, -RZ"
+    assert sass_check.early_consumers(rows) == []

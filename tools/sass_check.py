@@ -1,0 +1,102 @@
+"""Static check of the scan kernels' staging order in the compiled module (no GPU needed).
+
+GPUs issue in order: an instruction that reads a register a global load is still filling stalls
+its warp, and every instruction after it waits too. The staging loop of kernels/scan_kernel.cuh
+issues a thread's 16 (forward) or 8 x 3 (backward) asynchronous copies back to back; a consumer
+of a load placed between two copies turns them into a series of memory round trips (v10 had one
+per step: 41% of the forward's stall samples, see docs/performance.md v12). This script
+disassembles the sm_90 code of every 16-byte-packet scan kernel and reports any instruction
+between the first and the last copy (LDGSTS) that reads a register written by a global load.
+
+usage: python tools/sass_check.py [module.fatbin]   (exit 1 when a kernel has such a consumer)
+Needs cuobjdump and nvdisasm: from PATH, or from the triton wheel that torch installs.
+"""
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+LOAD = re.compile(r"\bLDG\.E[.\w]*\s+(R\d+)")
+REG = re.compile(r"(?<![\w.])R(\d+)")
+
+
+def tool(name):
+    found = shutil.which(name)
+    if found:
+        return found
+    import importlib.util
+    spec = importlib.util.find_spec("triton")
+    if spec and spec.submodule_search_locations:
+        for root in spec.submodule_search_locations:
+            cand = os.path.join(root, "backends", "nvidia", "bin", name)
+            if os.path.exists(cand):
+                return cand
+    return None
+
+
+def disassemble(module):
+    cuobjdump, nvdisasm = tool("cuobjdump"), tool("nvdisasm")
+    if not (cuobjdump and nvdisasm):
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run([cuobjdump, "-xelf", "all", os.path.abspath(module)], cwd=d, check=True,
+                       capture_output=True)
+        cubins = glob.glob(os.path.join(d, "*sm_90*.cubin"))
+        if not cubins:
+            return None
+        return subprocess.run([nvdisasm, cubins[0]], check=True, capture_output=True, text=True).stdout
+
+
+def kernels(sass):
+    """{name: [instruction text, ...]} for the 16-byte-packet scan kernels (v4, v8)."""
+    out = {}
+    for m in re.finditer(r"\.text\.(nanossm_scan_\w+_v(?:4|8)):(.*?)(?=\n\s*\.section|\Z)", sass, re.S):
+        out[m.group(1)] = [i.group(1).strip() for i in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(.*?);", m.group(2))]
+    return out
+
+
+def early_consumers(rows):
+    """Instructions between the first and last LDGSTS that read a register a global load wrote
+    (and nothing has overwritten since)."""
+    copies = [i for i, r in enumerate(rows) if "LDGSTS" in r]
+    if not copies:
+        return []
+    pending, bad = {}, []
+    for i, r in enumerate(rows[:copies[-1]]):
+        body = re.sub(r"^@!?U?P\w+\s+", "", r)
+        op = body.split()[0] if body.split() else ""
+        regs = REG.findall(body.split(None, 1)[1]) if len(body.split()) > 1 else []
+        m = LOAD.search(body)
+        if m:
+            pending[m.group(1)[1:]] = i
+            continue
+        stores = op.startswith(("ST", "LDGSTS", "RED", "ATOM"))
+        srcs = regs if stores else regs[1:]
+        if i > copies[0]:
+            bad += [(i, r) for s in srcs if s in pending]
+        if not stores and regs and regs[0] in pending:
+            del pending[regs[0]]
+    return bad
+
+
+def main():
+    module = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "kernels", "scan.fatbin")
+    sass = disassemble(module)
+    if sass is None:
+        print("sass_check: cuobjdump/nvdisasm or sm_90 code not found")
+        return 2
+    found = kernels(sass)
+    failed = 0
+    for name, rows in sorted(found.items()):
+        bad = early_consumers(rows)
+        failed += bool(bad)
+        print(f"{name}: {len(bad)} early consumers" + "".join(f"\n    {i}: {r}" for i, r in bad[:4]))
+    print(f"sass_check: {len(found)} kernels, {failed} with a consumer between their copies")
+    return 1 if failed or not found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
