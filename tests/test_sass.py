@@ -1,6 +1,6 @@
-"""The compiled module's staging order (tools/sass_check.py): every 16-byte-packet scan kernel
-issues its copies back to back, with no instruction between them that waits on a global load.
-Needs no GPU: it reads the sm_90 machine code of kernels/scan.fatbin."""
+"""The compiled module's machine code (tools/sass_check.py): every 16-byte-packet scan kernel
+issues its copies back to back, with no instruction between them that waits on a global load,
+and spills no register. Needs no GPU: it reads the sm_90 code of kernels/scan.fatbin."""
 import os
 import sys
 
@@ -35,9 +35,18 @@ def test_no_load_is_consumed_between_the_copies(found, kind):
         assert not bad, f"{name}: " + "; ".join(f"{i}: {r}" for i, r in bad[:3])
 
 
+@pytest.mark.parametrize("kind", ["fwd", "bwd"])
+def test_no_packet_kernel_spills(found, kind):
+    for name, rows in found.items():
+        if name.startswith(f"nanossm_scan_{kind}_"):
+            assert not sass_check.spills(rows), f"{name}: {sass_check.spills(rows)[:3]}"
+
+
 def test_the_check_sees_a_consumer():
     rows = ["LDG.E.CONSTANT R5, desc[UR4][R2.64]", "LDGSTS.E.BYPASS.128 [R8], desc[UR4][R6.64], P0",
             "@P4 FADD R5, -R5, -RZ", "LDGSTS.E.BYPASS.128 [R8+0x200], desc[UR4][R10.64], P0"]
     assert sass_check.early_consumers(rows) == [(2, "@P4 FADD R5, -R5, -RZ")]
     rows[2] = "FADD R7, R9, -RZ"
     assert sass_check.early_consumers(rows) == []
+    assert sass_check.spills(["STL [R1+0x4], R5", "@P0 LDL.LU R2, [R1]", "STS [R2], R3"]) == [
+        "STL [R1+0x4], R5", "@P0 LDL.LU R2, [R1]"]

@@ -6,7 +6,9 @@ issues a thread's 16 (forward) or 8 x 3 (backward) asynchronous copies back to b
 of a load placed between two copies turns them into a series of memory round trips (v10 had one
 per step: 41% of the forward's stall samples, see docs/performance.md v12). This script
 disassembles the sm_90 code of every 16-byte-packet scan kernel and reports any instruction
-between the first and the last copy (LDGSTS) that reads a register written by a global load.
+between the first and the last copy (LDGSTS) that reads a register written by a global load,
+and any spill to local memory (STL/LDL: the 16-bit forward's spilled decays were reloaded in
+its replay loop, 9.7% of its stall samples, before it moved to 2 blocks per SM).
 
 usage: python tools/sass_check.py [module.fatbin]   (exit 1 when a kernel has such a consumer)
 Needs cuobjdump and nvdisasm: from PATH, or from the triton wheel that torch installs.
@@ -82,6 +84,11 @@ def early_consumers(rows):
     return bad
 
 
+def spills(rows):
+    """The local-memory stores and loads (register spills) of a kernel."""
+    return [r for r in rows if re.match(r"(@!?P\w+\s+)?(STL|LDL)\b", r)]
+
+
 def main():
     module = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "kernels", "scan.fatbin")
     sass = disassemble(module)
@@ -91,10 +98,11 @@ def main():
     found = kernels(sass)
     failed = 0
     for name, rows in sorted(found.items()):
-        bad = early_consumers(rows)
-        failed += bool(bad)
-        print(f"{name}: {len(bad)} early consumers" + "".join(f"\n    {i}: {r}" for i, r in bad[:4]))
-    print(f"sass_check: {len(found)} kernels, {failed} with a consumer between their copies")
+        bad, spilled = early_consumers(rows), spills(rows)
+        failed += bool(bad or spilled)
+        print(f"{name}: {len(bad)} early consumers, {len(spilled)} spill instructions"
+              + "".join(f"\n    {i}: {r}" for i, r in bad[:4]))
+    print(f"sass_check: {len(found)} kernels, {failed} with a consumer between their copies or a spill")
     return 1 if failed or not found else 0
 
 
