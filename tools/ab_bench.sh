@@ -2,8 +2,10 @@
 # On the GPU machine: time the module in the library and variant modules (tools/variant_module.sh)
 # in one run, on the same shapes, and print one table of ratios to the copy of x (each module's
 # own copy timing, same run). Not a test.
-#   bash tools/ab_bench.sh [--backward] [--dtypes f32,bf16] [--shapes "B,T,R,C;..."] NAME=build/var_NAME.fatbin ...
-# (forward by default; --backward compares the fused backward)
+#   bash tools/ab_bench.sh [--backward] [--dtypes f32,bf16] [--shapes "B,T,R,C;..."] NAME=[MODULE][@VAR=VALUE,...] ...
+# e.g. s8=build/var_s8.fatbin@NANOSSM_TUNE_FWD_STEPS=8,NANOSSM_TUNE_WARPS=4, or w4=@NANOSSM_TUNE_WARPS=4
+# (the library's own module with a knob). The variables apply to that entry only. Forward by
+# default; --backward compares the fused backward.
 set -u
 export PYTHONPATH=python PYTHONUNBUFFERED=1
 mode=forward dtypes=f32 shapes="2,1024,64,64;8,2048,64,64;4,8192,64,64;1,65536,64,64;16,1024,16,128;1,262144,4,32"
@@ -19,10 +21,11 @@ while [ $# -gt 0 ]; do
 done
 dir=$(mktemp -d)
 for m in "${mods[@]}"; do
-  name=${m%%=*} path=${m#*=}
+  name=${m%%=*} spec=${m#*=}
+  path=${spec%%@*} vars=(); [[ $spec == *@* ]] && IFS=, read -r -a vars <<< "${spec#*@}"
   [ -n "$path" ] && path=$(realpath "$path")
   flag=(); [ $mode = backward ] && flag=(--backward)
-  NANOSSM_MODULE=$path python3 -m nanossm.bench --no-baselines "${flag[@]}" --dtypes "$dtypes" \
+  env "${vars[@]}" NANOSSM_MODULE="$path" python3 -m nanossm.bench --no-baselines "${flag[@]}" --dtypes "$dtypes" \
     --shapes "$shapes" --plot /dev/null --json "$dir/$name.json" > "$dir/$name.log" 2>&1 ||
     { echo "ab_bench: $name failed:"; tail -5 "$dir/$name.log"; }
 done
