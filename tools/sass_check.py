@@ -66,21 +66,26 @@ def early_consumers(rows):
     copies = [i for i, r in enumerate(rows) if "LDGSTS" in r]
     if not copies:
         return []
+    def written(op, first):  # the registers an instruction's destination covers (.64: a pair)
+        width = 4 if ".128" in op else 2 if ".64" in op else 1
+        return [str(int(first) + k) for k in range(width)]
+
     pending, bad = {}, []
     for i, r in enumerate(rows[:copies[-1]]):
         body = re.sub(r"^@!?U?P\w+\s+", "", r)
         op = body.split()[0] if body.split() else ""
         regs = REG.findall(body.split(None, 1)[1]) if len(body.split()) > 1 else []
-        m = LOAD.search(body)
-        if m:
-            pending[m.group(1)[1:]] = i
+        if LOAD.search(body):
+            for reg in written(op, regs[0]):
+                pending[reg] = i
             continue
         stores = op.startswith(("ST", "LDGSTS", "RED", "ATOM"))
         srcs = regs if stores else regs[1:]
         if i > copies[0]:
             bad += [(i, r) for s in srcs if s in pending]
-        if not stores and regs and regs[0] in pending:
-            del pending[regs[0]]
+        if not stores and regs:
+            for reg in written(op, regs[0]):
+                pending.pop(reg, None)
     return bad
 
 
