@@ -63,17 +63,6 @@ struct alignas(VEC * sizeof(T)) Packet {
   T v[VEC];
 };
 
-template <typename T, int VEC>
-__device__ __forceinline__ void load_packet(Packet<T, VEC>& p, const T* ptr, int64_t sc) {
-  if constexpr (VEC * sizeof(T) == 16) {
-    // read-only, streamed once: non-coherent 16-byte load
-    *reinterpret_cast<uint4*>(&p) = __ldg(reinterpret_cast<const uint4*>(ptr));
-  } else {
-#pragma unroll
-    for (int v = 0; v < VEC; ++v) p.v[v] = ptr[v * sc];
-  }
-}
-
 // Staging one packet into shared memory, in two halves, so that a thread issues every load of
 // its steps before it consumes any: GPUs issue in order, so a consumer placed between two loads
 // (a shared-memory store of a loaded register, or a branch's join that needs the value) makes
@@ -184,19 +173,25 @@ __device__ __forceinline__ void publish(float* dst, const float (&v)[VEC]) {
   }
 }
 
-// Read VEC words from L2 (not L1: another SM wrote them); true when all are written.
-template <int VEC>
-__device__ __forceinline__ bool poll(const float* src, float (&v)[VEC]) {
-  bool ok = true;
+// Read VEC words at src with one loader (16-byte loads where VEC allows).
+template <int VEC, typename Load>
+__device__ __forceinline__ void load_words(const float* src, float (&v)[VEC], Load load) {
 #pragma unroll
   for (int i = 0; i < VEC; i += 4) {
     if constexpr (VEC % 4 == 0) {
-      const float4 q = __ldcv(reinterpret_cast<const float4*>(src + i));
+      const float4 q = load(reinterpret_cast<const float4*>(src + i));
       v[i] = q.x, v[i + 1] = q.y, v[i + 2] = q.z, v[i + 3] = q.w;
     } else {
-      for (int k = i; k < VEC && k < i + 4; ++k) v[k] = __ldcv(src + k);
+      for (int k = i; k < VEC && k < i + 4; ++k) v[k] = load(src + k);
     }
   }
+}
+
+// Read VEC words from L2 (not L1: another SM wrote them); true when all are written.
+template <int VEC>
+__device__ __forceinline__ bool poll(const float* src, float (&v)[VEC]) {
+  load_words<VEC>(src, v, [](auto p) { return __ldcv(p); });
+  bool ok = true;
 #pragma unroll
   for (int i = 0; i < VEC; ++i) ok &= __float_as_uint(v[i]) != UNWRITTEN;
   return ok;
@@ -205,15 +200,7 @@ __device__ __forceinline__ bool poll(const float* src, float (&v)[VEC]) {
 // Read VEC words already seen written (final): plain L2 loads the compiler may batch.
 template <int VEC>
 __device__ __forceinline__ void load_cg(const float* src, float (&v)[VEC]) {
-#pragma unroll
-  for (int i = 0; i < VEC; i += 4) {
-    if constexpr (VEC % 4 == 0) {
-      const float4 q = __ldcg(reinterpret_cast<const float4*>(src + i));
-      v[i] = q.x, v[i + 1] = q.y, v[i + 2] = q.z, v[i + 3] = q.w;
-    } else {
-      for (int k = i; k < VEC && k < i + 4; ++k) v[k] = __ldcg(src + k);
-    }
-  }
+  load_words<VEC>(src, v, [](auto p) { return __ldcg(p); });
 }
 
 // Workspace layout (bytes), mirrored by core/plan.go: aggregates, then inclusive prefixes, each
