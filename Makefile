@@ -25,9 +25,11 @@ CGO_ENV = CGO_CFLAGS="-I$(CUDA12_INC)" CGO_LDFLAGS="-L$(CURDIR)/$(BUILD)/stub"
 
 all: lib
 
+# One package per pip call, no cache (requirements.txt says why: the disk peak).
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	set -e; for req in $$(grep -Ev '^[[:space:]]*(#|$$)' requirements.txt); do \
+	  $(VENV)/bin/pip install -q --disable-pip-version-check --no-cache-dir --no-deps "$$req"; done
 	touch $@
 
 setup: $(VENV)/.installed

@@ -11,7 +11,8 @@ and any spill to local memory (STL/LDL: the 16-bit forward's spilled decays were
 its replay loop, 9.7% of its stall samples, before it moved to 2 blocks per SM).
 
 usage: python tools/sass_check.py [module.fatbin]   (exit 1 when a kernel has such a consumer)
-Needs cuobjdump and nvdisasm: from PATH, or from the triton wheel that torch installs.
+Needs cuobjdump and nvdisasm: from PATH, or from the nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm
+wheels (requirements.txt), which put them beside the pip-installed nvcc in nvidia/cu13/bin.
 """
 import glob
 import os
@@ -30,12 +31,11 @@ def tool(name):
     if found:
         return found
     import importlib.util
-    spec = importlib.util.find_spec("triton")
-    if spec and spec.submodule_search_locations:
-        for root in spec.submodule_search_locations:
-            cand = os.path.join(root, "backends", "nvidia", "bin", name)
-            if os.path.exists(cand):
-                return cand
+    spec = importlib.util.find_spec("nvidia")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        cand = os.path.join(root, "cu13", "bin", name)
+        if os.path.exists(cand):
+            return cand
     return None
 
 
