@@ -21,7 +21,7 @@ NVCCFLAGS := -O3 -std=c++17 $(GENCODE)
 # satisfies the linker; at run time the real driver's libcuda.so.1 is used.
 CGO_ENV = CGO_CFLAGS="-I$(CUDA12_INC)" CGO_LDFLAGS="-L$(CURDIR)/$(BUILD)/stub"
 
-.PHONY: all setup lib kernels check-kernels demo test test-go test-c test-py bench fuzz clean
+.PHONY: all setup lib kernels check-kernels demo test test-go test-c test-py bench bench-go fuzz clean
 
 all: lib
 
@@ -66,6 +66,10 @@ test-go: setup $(BUILD)/stub/libcuda.so
 	$(CGO_ENV) go test -count=1 ./core/ ./capi/
 	$(CGO_ENV) go test ./capi/ -run '^$$' -fuzz FuzzScanABI -fuzztime $(FUZZ_SMOKE)
 	$(CGO_ENV) go test ./capi/ -run '^$$' -fuzz FuzzBackwardABI -fuzztime $(FUZZ_SMOKE)
+
+# Host cost of the C ABI's Go side (conversion, validation, planning): a program, not a test.
+bench-go: setup $(BUILD)/stub/libcuda.so
+	$(CGO_ENV) go test ./capi/ -run '^$$' -bench . -benchtime 1000000x -count 3
 
 # The full fuzz run of the C ABI's argument validation (CI runs a smoke run of it in test-go).
 FUZZ_SMOKE ?= 50000x

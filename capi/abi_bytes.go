@@ -65,3 +65,32 @@ func callBackwardABIBytes(raw []byte, withOptions bool, device int32) (wsStatus,
 	status = int32(nanossm_scan_backward(&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], opts, C.int32_t(device), nil))
 	return wsStatus, status, C.GoString(C.nanossm_last_error())
 }
+
+// workspaceSizeCalls calls nanossm_scan_workspace_size (backward false) or
+// nanossm_scan_backward_workspace_size n times on one argument block: the host cost of the C
+// ABI's conversion, validation and planning, for the benchmarks. It returns the last status.
+func workspaceSizeCalls(raw []byte, backward bool, device int32, n int) int32 {
+	size := abiBytes
+	if backward {
+		size = backwardBytes
+	}
+	block := cBlock(raw, size)
+	defer C.free(block)
+	bytes := (*C.int64_t)(C.malloc(8))
+	defer C.free(unsafe.Pointer(bytes))
+	var st C.int32_t
+	if backward {
+		t := (*[6]C.nanossm_tensor)(block)
+		opts := (*C.nanossm_backward_options)(unsafe.Add(block, 6*C.sizeof_nanossm_tensor))
+		for i := 0; i < n; i++ {
+			st = nanossm_scan_backward_workspace_size(&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], opts, C.int32_t(device), bytes)
+		}
+		return int32(st)
+	}
+	t := (*[3]C.nanossm_tensor)(block)
+	opts := (*C.nanossm_scan_options)(unsafe.Add(block, 3*C.sizeof_nanossm_tensor))
+	for i := 0; i < n; i++ {
+		st = nanossm_scan_workspace_size(&t[0], &t[1], &t[2], opts, C.int32_t(device), bytes)
+	}
+	return int32(st)
+}

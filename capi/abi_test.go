@@ -97,3 +97,21 @@ func TestABIBadInputMatrix(t *testing.T) {
 	}
 	t.Logf("%d rows", len(rows))
 }
+
+// TestHostPathAllocatesNothing: converting, validating and planning a call allocates no Go
+// memory (the arguments live in a pooled call; see call in main.go). An allocation per call
+// costs ~0.1 us and GC work, and small calls are dominated by host time.
+func TestHostPathAllocatesNothing(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		raw      []byte
+		backward bool
+	}{{"scan", good().bytes(), false}, {"backward", goodBackward(), true}} {
+		if st := workspaceSizeCalls(c.raw, c.backward, -1, 1); st != 0 {
+			t.Fatalf("%s: status %d", c.name, st)
+		}
+		if n := testing.AllocsPerRun(50, func() { workspaceSizeCalls(c.raw, c.backward, -1, 20) }); n != 0 {
+			t.Errorf("%s: %v allocations per 20 calls, want 0", c.name, n)
+		}
+	}
+}

@@ -87,11 +87,13 @@ func nanossm_scan_workspace_size(A, x, out *C.nanossm_tensor, options *C.nanossm
 		if bytes == nil {
 			return core.Invalid("bytes", "pointer is NULL")
 		}
-		args, err := scanArgs(A, x, out, options, device, nil)
+		c := newCall()
+		defer c.release()
+		args, err := c.scanArgs(A, x, out, options, device, nil)
 		if err != nil {
 			return err
 		}
-		n, err := core.WorkspaceSize(&args)
+		n, err := core.WorkspaceSize(args)
 		*bytes = C.int64_t(n)
 		return err
 	})
@@ -101,11 +103,13 @@ func nanossm_scan_workspace_size(A, x, out *C.nanossm_tensor, options *C.nanossm
 func nanossm_scan(A, x, out *C.nanossm_tensor, options *C.nanossm_scan_options,
 	device C.int32_t, stream unsafe.Pointer) C.int32_t {
 	return guard(func() error {
-		args, err := scanArgs(A, x, out, options, device, stream)
+		c := newCall()
+		defer c.release()
+		args, err := c.scanArgs(A, x, out, options, device, stream)
 		if err != nil {
 			return err
 		}
-		return core.Scan(&args)
+		return core.Scan(args)
 	})
 }
 
@@ -116,11 +120,13 @@ func nanossm_scan_backward_workspace_size(A, x, out, gradOut, gradX, gradA *C.na
 		if bytes == nil {
 			return core.Invalid("bytes", "pointer is NULL")
 		}
-		args, err := backwardArgs(A, x, out, gradOut, gradX, gradA, options, device, nil)
+		c := newCall()
+		defer c.release()
+		args, err := c.backwardArgs(A, x, out, gradOut, gradX, gradA, options, device, nil)
 		if err != nil {
 			return err
 		}
-		n, err := core.BackwardWorkspaceSize(&args)
+		n, err := core.BackwardWorkspaceSize(args)
 		*bytes = C.int64_t(n)
 		return err
 	})
@@ -130,16 +136,42 @@ func nanossm_scan_backward_workspace_size(A, x, out, gradOut, gradX, gradA *C.na
 func nanossm_scan_backward(A, x, out, gradOut, gradX, gradA *C.nanossm_tensor,
 	options *C.nanossm_backward_options, device C.int32_t, stream unsafe.Pointer) C.int32_t {
 	return guard(func() error {
-		args, err := backwardArgs(A, x, out, gradOut, gradX, gradA, options, device, stream)
+		c := newCall()
+		defer c.release()
+		args, err := c.backwardArgs(A, x, out, gradOut, gradX, gradA, options, device, stream)
 		if err != nil {
 			return err
 		}
-		return core.ScanBackward(&args)
+		return core.ScanBackward(args)
 	})
 }
 
+// maxDescriptors is the most tensor descriptors one call carries (the backward: six tensors and
+// four in its options).
+const maxDescriptors = 10
+
+// call holds one call's converted arguments and the shapes and strides their tensors point
+// into. Calls take one from a pool and give it back when they return, so the host path of a
+// call allocates nothing (small calls are dominated by host time). Nothing keeps a reference
+// past the call: backends run (CPU) or enqueue (CUDA) before returning.
+type call struct {
+	dims [maxDescriptors][2][core.MaxDims]int64
+	used int
+	scan core.ScanArgs
+	bwd  core.BackwardArgs
+}
+
+var calls = sync.Pool{New: func() any { return new(call) }}
+
+func newCall() *call { return calls.Get().(*call) }
+
+func (c *call) release() {
+	c.used, c.scan, c.bwd = 0, core.ScanArgs{}, core.BackwardArgs{}
+	calls.Put(c)
+}
+
 // tensor converts a C tensor descriptor; optional descriptors with data == NULL are absent.
-func tensor(name string, t *C.nanossm_tensor, optional bool) (core.Tensor, error) {
+func (c *call) tensor(name string, t *C.nanossm_tensor, optional bool) (core.Tensor, error) {
 	if t == nil {
 		if optional {
 			return core.Tensor{}, nil
@@ -153,8 +185,9 @@ func tensor(name string, t *C.nanossm_tensor, optional bool) (core.Tensor, error
 	if nd < 1 || nd > C.NANOSSM_MAX_DIMS {
 		return core.Tensor{}, core.Invalid(name, "ndim must be 1..%d, got %d", C.NANOSSM_MAX_DIMS, nd)
 	}
-	ct := core.Tensor{Data: uintptr(t.data), DType: core.DType(t.dtype),
-		Shape: make([]int64, nd), Strides: make([]int64, nd)}
+	d := &c.dims[c.used]
+	c.used++
+	ct := core.Tensor{Data: uintptr(t.data), DType: core.DType(t.dtype), Shape: d[0][:nd:nd], Strides: d[1][:nd:nd]}
 	for i := 0; i < nd; i++ {
 		ct.Shape[i], ct.Strides[i] = int64(t.shape[i]), int64(t.strides[i])
 	}
@@ -169,10 +202,10 @@ type slot struct {
 }
 
 // convert fills each slot's tensor (optional ones may be absent), stopping at the first error.
-func convert(optional bool, slots ...slot) error {
+func (c *call) convert(optional bool, slots ...slot) error {
 	for _, t := range slots {
 		var err error
-		if *t.dst, err = tensor(t.name, t.src, optional); err != nil {
+		if *t.dst, err = c.tensor(t.name, t.src, optional); err != nil {
 			return err
 		}
 	}
@@ -190,10 +223,11 @@ func checkOptions(structName string, size, want, flags C.uint32_t) error {
 	return nil
 }
 
-func scanArgs(A, x, out *C.nanossm_tensor, o *C.nanossm_scan_options, device C.int32_t,
-	stream unsafe.Pointer) (core.ScanArgs, error) {
-	args := core.ScanArgs{Device: int(device), Stream: uintptr(stream)}
-	if err := convert(false, slot{"A", A, &args.A}, slot{"x", x, &args.X}, slot{"out", out, &args.Out}); err != nil || o == nil {
+func (c *call) scanArgs(A, x, out *C.nanossm_tensor, o *C.nanossm_scan_options, device C.int32_t,
+	stream unsafe.Pointer) (*core.ScanArgs, error) {
+	args := &c.scan
+	*args = core.ScanArgs{Device: int(device), Stream: uintptr(stream)}
+	if err := c.convert(false, slot{"A", A, &args.A}, slot{"x", x, &args.X}, slot{"out", out, &args.Out}); err != nil || o == nil {
 		return args, err
 	}
 	if err := checkOptions("nanossm_scan_options", o.struct_size, C.uint32_t(unsafe.Sizeof(*o)), o.flags); err != nil {
@@ -201,14 +235,15 @@ func scanArgs(A, x, out *C.nanossm_tensor, o *C.nanossm_scan_options, device C.i
 	}
 	args.Reverse = o.flags&C.NANOSSM_SCAN_REVERSE != 0
 	args.Workspace, args.WorkspaceLen = uintptr(o.workspace), int64(o.workspace_bytes)
-	return args, convert(true, slot{"initial_state", &o.initial_state, &args.InitialState},
+	return args, c.convert(true, slot{"initial_state", &o.initial_state, &args.InitialState},
 		slot{"final_state", &o.final_state, &args.FinalState}, slot{"cu_seqlens", &o.cu_seqlens, &args.CuSeqlens})
 }
 
-func backwardArgs(A, x, out, gradOut, gradX, gradA *C.nanossm_tensor, o *C.nanossm_backward_options,
-	device C.int32_t, stream unsafe.Pointer) (core.BackwardArgs, error) {
-	args := core.BackwardArgs{Device: int(device), Stream: uintptr(stream)}
-	if err := convert(false, slot{"A", A, &args.A}, slot{"x", x, &args.X}, slot{"out", out, &args.Out},
+func (c *call) backwardArgs(A, x, out, gradOut, gradX, gradA *C.nanossm_tensor, o *C.nanossm_backward_options,
+	device C.int32_t, stream unsafe.Pointer) (*core.BackwardArgs, error) {
+	args := &c.bwd
+	*args = core.BackwardArgs{Device: int(device), Stream: uintptr(stream)}
+	if err := c.convert(false, slot{"A", A, &args.A}, slot{"x", x, &args.X}, slot{"out", out, &args.Out},
 		slot{"grad_out", gradOut, &args.GradOut}, slot{"grad_x", gradX, &args.GradX},
 		slot{"grad_A", gradA, &args.GradA}); err != nil || o == nil {
 		return args, err
@@ -218,7 +253,7 @@ func backwardArgs(A, x, out, gradOut, gradX, gradA *C.nanossm_tensor, o *C.nanos
 	}
 	args.Reverse = o.flags&C.NANOSSM_SCAN_REVERSE != 0
 	args.Workspace, args.WorkspaceLen = uintptr(o.workspace), int64(o.workspace_bytes)
-	return args, convert(true, slot{"initial_state", &o.initial_state, &args.InitialState},
+	return args, c.convert(true, slot{"initial_state", &o.initial_state, &args.InitialState},
 		slot{"grad_final_state", &o.grad_final_state, &args.GradFinalState},
 		slot{"grad_initial_state", &o.grad_initial_state, &args.GradInitialState},
 		slot{"cu_seqlens", &o.cu_seqlens, &args.CuSeqlens})

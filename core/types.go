@@ -19,7 +19,8 @@ const (
 	Int64    DType = 5
 )
 
-var dtypeInfo = map[DType]struct {
+// dtypeInfo is indexed by DType (an array, not a map: every call looks sizes up several times).
+var dtypeInfo = [...]struct {
 	name string
 	size int64
 }{
@@ -27,15 +28,25 @@ var dtypeInfo = map[DType]struct {
 	Float64: {"float64", 8}, Int32: {"int32", 4}, Int64: {"int64", 8},
 }
 
+func (d DType) known() bool { return d >= 0 && int(d) < len(dtypeInfo) }
+
 func (d DType) String() string {
-	if i, ok := dtypeInfo[d]; ok {
-		return i.name
+	if d.known() {
+		return dtypeInfo[d].name
 	}
 	return fmt.Sprintf("dtype(%d)", int32(d))
 }
 
 // Size is the element size in bytes (0 for an unknown dtype).
-func (d DType) Size() int64 { return dtypeInfo[d].size }
+func (d DType) Size() int64 {
+	if d.known() {
+		return dtypeInfo[d].size
+	}
+	return 0
+}
+
+// MaxDims is NANOSSM_MAX_DIMS of include/nanossm.h: the most dims a tensor descriptor has.
+const MaxDims = 4
 
 // Status is the stable result code of the C ABI; values match nanossm_status.
 type Status int32

@@ -3,8 +3,8 @@ package core
 import (
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
-	"sort"
 	"strings"
 	"unsafe"
 )
@@ -114,17 +114,20 @@ func checkTensor(arg string, t Tensor, dims string) error {
 	return nil
 }
 
-// maxOffset is the largest element offset the tensor addresses; ok is false on overflow.
+// maxOffset is the largest element offset the tensor addresses; ok is false when its last byte
+// would lie past 2^63. Sizes >= 1 and strides >= 0 (checkTensor checks them first). Multiplies
+// with overflow detection instead of a division per dim: every call runs this several times.
 func maxOffset(t Tensor) (int64, bool) {
-	var off int64
+	limit := uint64(math.MaxInt64 / t.DType.Size())
+	var off uint64
 	for i, n := range t.Shape {
-		s := t.Strides[i]
-		if s != 0 && (n-1) > (math.MaxInt64/t.DType.Size()-off)/s {
+		hi, lo := bits.Mul64(uint64(n-1), uint64(t.Strides[i]))
+		if hi != 0 || lo > limit-off {
 			return 0, false
 		}
-		off += (n - 1) * s
+		off += lo
 	}
-	return off, true
+	return int64(off), true
 }
 
 // span is the byte range [lo, hi) a tensor touches.
@@ -133,16 +136,25 @@ func span(t Tensor) (lo, hi uintptr) {
 	return t.Data, t.Data + uintptr((off+1)*t.DType.Size())
 }
 
-// overlapping reports whether two index tuples of t can address the same element.
+// overlapping reports whether two index tuples of t can address the same element: with the
+// dims of size > 1 ordered by stride, each stride must exceed the largest offset the dims of
+// smaller stride reach. (At most 4 dims: an insertion sort on the stack, no allocation, since
+// every call runs this on its output.)
 func overlapping(t Tensor) bool {
 	type dim struct{ size, stride int64 }
-	var ds []dim
+	var buf [MaxDims]dim
+	ds := buf[:0]
 	for i, n := range t.Shape {
 		if n > 1 {
-			ds = append(ds, dim{n, t.Strides[i]})
+			d := dim{n, t.Strides[i]}
+			j := len(ds)
+			ds = append(ds, d)
+			for ; j > 0 && ds[j-1].stride > d.stride; j-- {
+				ds[j] = ds[j-1]
+			}
+			ds[j] = d
 		}
 	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i].stride < ds[j].stride })
 	reach := int64(0) // largest offset reachable by the smaller-stride dims
 	for _, d := range ds {
 		if d.stride <= reach {
@@ -200,6 +212,14 @@ func checkState(name string, t Tensor, p Problem) error {
 	return nil
 }
 
+// checkOptionalState checks an optional state: whether it is present, and checkState if so.
+func checkOptionalState(name string, t Tensor, p Problem) (bool, error) {
+	if !t.Present() {
+		return false, nil
+	}
+	return true, checkState(name, t, p)
+}
+
 // Validate checks a scan call and returns its problem, or an error naming the argument.
 func Validate(a *ScanArgs) (Problem, error) { return validate(a, forwardRoles, false) }
 
@@ -253,18 +273,12 @@ func validate(a *ScanArgs, n roles, backward bool) (Problem, error) {
 			return p, err
 		}
 	}
-	for _, st := range []struct {
-		name string
-		t    Tensor
-		flag *bool
-	}{{n.h0, a.InitialState, &p.HasInitial}, {n.hT, a.FinalState, &p.HasFinal}} {
-		if !st.t.Present() {
-			continue
-		}
-		*st.flag = true
-		if err := checkState(st.name, st.t, p); err != nil {
-			return p, err
-		}
+	var err error
+	if p.HasInitial, err = checkOptionalState(n.h0, a.InitialState, p); err != nil {
+		return p, err
+	}
+	if p.HasFinal, err = checkOptionalState(n.hT, a.FinalState, p); err != nil {
+		return p, err
 	}
 	if p.HasFinal && !(disjoint(a.FinalState, a.Out) && disjoint(a.FinalState, a.X)) {
 		return p, Invalid(n.hT, "overlaps %s or %s", n.x, n.out)

@@ -139,9 +139,10 @@ def test_plain_fast_path_matches_the_general_path(device):
     for dtype in dtypes:
         A, x = make_inputs((2, 300, 3, 8), dtype, device, seed=60)
         xt = x.transpose(0, 1).contiguous().transpose(0, 1)  # a strided view
-        for xv in (x, xt, x[:, ::2]):
+        for xv in (x, xt, x[:, ::2], x[:1].expand(2, -1, -1, -1)):
             Av = A[:, :xv.shape[1]]
             fast = ssm_scan(Av, xv)
+            assert fast.is_contiguous()  # what the fast path's workspace cache assumes of out
             general = torch.full_like(xv, float("nan"))
             ssm_scan(Av, xv, out=general)  # the out= path packs every option
             assert torch.equal(fast, general), f"{dtype} {tuple(xv.stride())}"

@@ -1,5 +1,17 @@
-"""Where the host time of a small call goes (run on the GPU machine): each piece of
-nanossm.ssm_scan timed alone, microseconds per call, best of 3 runs of N back-to-back calls."""
+"""Where the host time of a small call goes: each piece of nanossm.ssm_scan timed alone,
+microseconds per call, the best of R runs of N back-to-back calls (the minimum: the host is
+shared and noisy; the minimum is the cost without interference).
+
+usage: python tools/host_profile.py [--device cuda|cpu] [--shape 2,8,64,64] [--runs 15]
+
+On the GPU machine (--device cuda, the default there) this is the small-call budget of the
+performance issue. On a CPU-only machine (--device cpu, the CPU flavour of the library) the
+Python and Go parts are the same code; only the launch differs (the CPU backend computes the
+scan instead of enqueueing it, so "library call" there includes the scan of the given shape:
+use a tiny shape such as 1,1,1,4 to see the host path).
+"""
+import argparse
+import ctypes
 import sys
 import time
 
@@ -9,38 +21,62 @@ sys.path.insert(0, "python")
 from nanossm import _loader, op, ssm_scan  # noqa: E402
 
 
-def per_call(f, n=5000):
-    for _ in range(200):
-        f()
-    torch.cuda.synchronize()
-    best = 1e9
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(n):
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--shape", default="2,8,64,64")
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--calls", type=int, default=5000)
+    args = ap.parse_args()
+    cuda = args.device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def per_call(f):
+        for _ in range(200):
             f()
-        torch.cuda.synchronize()
-        best = min(best, (time.perf_counter() - t0) / n * 1e6)
-    return best
+        sync()
+        best = 1e9
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            for _ in range(args.calls):
+                f()
+            sync()
+            best = min(best, (time.perf_counter() - t0) / args.calls * 1e6)
+        return best
+
+    B, T, R, C = (int(v) for v in args.shape.split(","))
+    A = torch.cumsum(-0.2 * torch.rand(B, T, R, device=args.device), 1)
+    x = torch.randn(B, T, R, C, device=args.device)
+    out = torch.empty_like(x)
+    ssm_scan(A, x)
+    L = _loader.lib()
+    op._launch_plain(A, x, out)  # leaves this call's descriptors in the thread's buffer
+    pA, px, po, popt = op._tls.plain_args
+    dev = x.get_device() if cuda else -1
+    stream = op._raw_stream(dev) if cuda else None
+    n = ctypes.c_int64(0)
+    print(f"# {L._name} ({_loader.flavour()[0]} flavour), {args.device}, shape {tuple(x.shape)}, "
+          f"best of {args.runs} x {args.calls} calls")
+    rows = {
+        "ssm_scan(A, x)": lambda: ssm_scan(A, x),
+        "op._launch_plain (pack + call; the fast path)": lambda: op._launch_plain(A, x, out),
+        "op._launch (pack + call; the general path)": lambda: op._launch(A, x, out, None, None, False),
+        "library call alone (Go: validate, plan, launch)": lambda: L.nanossm_scan(pA, px, po, popt, dev, stream),
+        "workspace size (Go: validate, plan; no launch)": lambda: L.nanossm_scan_workspace_size(
+            pA, px, po, popt, dev, ctypes.byref(n)),
+        "ctypes call of nanossm_version": lambda: L.nanossm_version(),
+        "pack the three descriptors": lambda: op._PLAIN.pack_into(
+            op._buffer()[0], 0, A.data_ptr(), 0, 3, *A.shape, *A.stride(), x.data_ptr(), 0, 4, *x.shape,
+            *x.stride(), out.data_ptr(), 0, 4, *x.shape, *out.stride()),
+        "torch.empty_like(x) for out (the fast path's)": lambda: torch.empty_like(x, memory_format=torch.contiguous_format),
+        "torch.empty(shape, dtype=, device=) for out": lambda: torch.empty(x.shape, dtype=x.dtype, device=x.device),
+        "x.clone() (a torch op, for scale)": lambda: x.clone(),
+    }
+    if cuda:
+        rows["raw stream handle"] = lambda: op._raw_stream(dev)
+    for name, f in rows.items():
+        print(f"{per_call(f):8.2f} us  {name}")
 
 
-A = torch.cumsum(-0.2 * torch.rand(2, 8, 64, device="cuda"), 1)
-x = torch.randn(2, 8, 64, 64, device="cuda")
-out = torch.empty_like(x)
-ssm_scan(A, x)
-L = _loader.lib()
-buf, addr = op._buffer()
-op._launch(A, x, out, None, None, False)  # leaves a packed call in the buffer
-stream = op._raw_stream(0)
-rows = {
-    "ssm_scan(A, x)": lambda: ssm_scan(A, x),
-    "op._launch (pack + call)": lambda: op._launch(A, x, out, None, None, False),
-    "op._launch_plain (the fast path's pack + call)": lambda: op._launch_plain(A, x, out),
-    "library call alone (Go: validate, plan, launch)": lambda: L.nanossm_scan(addr, addr + 80, addr + 160, addr + 240, 0, stream),
-    "ctypes call of nanossm_version": lambda: L.nanossm_version(),
-    "pack three descriptors": lambda: (op._pack(buf, 0, A), op._pack(buf, 80, x), op._pack(buf, 160, out)),
-    "torch.empty for out": lambda: torch.empty(x.shape, dtype=x.dtype, device=x.device),
-    "raw stream handle": lambda: op._raw_stream(0),
-    "x.clone() (a torch op, for scale)": lambda: x.clone(),
-}
-for name, f in rows.items():
-    print(f"{per_call(f):8.2f} us  {name}")
+if __name__ == "__main__":
+    main()
