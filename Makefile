@@ -21,6 +21,10 @@ NVCCFLAGS := -O3 -std=c++17 $(GENCODE)
 # satisfies the linker; at run time the real driver's libcuda.so.1 is used.
 CGO_ENV = CGO_CFLAGS="-I$(CUDA12_INC)" CGO_LDFLAGS="-L$(CURDIR)/$(BUILD)/stub"
 
+# The CUDA backend's host-side tests link and run against the fake driver (tests/fakecuda).
+FAKE_CUDA_ENV = CGO_CFLAGS="-I$(CUDA12_INC)" CGO_LDFLAGS="-L$(CURDIR)/$(BUILD)/fakecuda" \
+                LD_LIBRARY_PATH="$(CURDIR)/$(BUILD)/fakecuda"
+
 .PHONY: all setup lib kernels check-kernels demo test test-go test-c test-py bench bench-go fuzz clean
 
 all: lib
@@ -38,6 +42,13 @@ $(BUILD)/stub/libcuda.so: tools/cuda_stub.py | setup
 	mkdir -p $(BUILD)/stub
 	$(PY) tools/cuda_stub.py $(CUDA12_INC) $(BUILD)/stub/cuda_stub.c
 	gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o $@ $(BUILD)/stub/cuda_stub.c
+
+# A fake driver for host-side tests of the CUDA backend (tests/fakecuda/fake_cuda.c over the stub).
+$(BUILD)/fakecuda/libcuda.so: $(BUILD)/stub/libcuda.so tests/fakecuda/fake_cuda.c tests/fakecuda/fake_cuda.h
+	mkdir -p $(BUILD)/fakecuda
+	gcc -shared -fPIC -O1 -Wall -Werror -I$(CUDA12_INC) -Wl,-soname,libcuda.so.1 -o $@ \
+	  tests/fakecuda/fake_cuda.c $(BUILD)/stub/cuda_stub.c -lpthread
+	ln -sf libcuda.so $(BUILD)/fakecuda/libcuda.so.1
 
 # Go's build cache makes these cheap when nothing changed, so they always run.
 lib: setup $(BUILD)/stub/libcuda.so
@@ -61,15 +72,18 @@ demo: lib
 
 # vet's unsafeptr check is off: tensor addresses are integers the caller hands over (C or device
 # memory, never Go's heap), and core turns host ones into slices on purpose (core/cpu.go).
-test-go: setup $(BUILD)/stub/libcuda.so
+test-go: setup $(BUILD)/stub/libcuda.so $(BUILD)/fakecuda/libcuda.so
 	$(CGO_ENV) go vet -unsafeptr=false ./core/... ./capi/ ./kernels/
 	$(CGO_ENV) go test -count=1 ./core/ ./capi/
+	$(FAKE_CUDA_ENV) go vet -tags cuda,fakecuda -unsafeptr=false ./core/cuda/
+	$(FAKE_CUDA_ENV) go test -count=1 -tags cuda,fakecuda ./core/cuda/
 	$(CGO_ENV) go test ./capi/ -run '^$$' -fuzz FuzzScanABI -fuzztime $(FUZZ_SMOKE)
 	$(CGO_ENV) go test ./capi/ -run '^$$' -fuzz FuzzBackwardABI -fuzztime $(FUZZ_SMOKE)
 
 # Host cost of the C ABI's Go side (conversion, validation, planning): a program, not a test.
-bench-go: setup $(BUILD)/stub/libcuda.so
+bench-go: setup $(BUILD)/stub/libcuda.so $(BUILD)/fakecuda/libcuda.so
 	$(CGO_ENV) go test ./capi/ -run '^$$' -bench . -benchtime 1000000x -count 3
+	$(FAKE_CUDA_ENV) go test -tags cuda,fakecuda ./core/cuda/ -run '^$$' -bench . -benchtime 1000000x -count 3
 
 # The full fuzz run of the C ABI's argument validation (CI runs a smoke run of it in test-go).
 FUZZ_SMOKE ?= 50000x

@@ -1,0 +1,213 @@
+/* A fake CUDA driver (libcuda.so.1) for host-side tests of the CUDA backend on machines without
+ * a GPU (core/cuda/fake_test.go; `make test-go` builds it into build/fakecuda).
+ *
+ * One imaginary device with 132 SMs. The calls the backend makes succeed, and every launch and
+ * memset is recorded with its arguments for the test to read through the fake_* functions. Calls
+ * a stream-ordered library must never make on its hot path (synchronise the host, allocate or
+ * free memory, copy) fail and are counted as violations. Every other driver function comes from
+ * the generated stub (tools/cuda_stub.py, weak symbols) and fails with CUDA_ERROR_STUB_LIBRARY.
+ * cuda.h's macros give each function below its versioned symbol (cuMemAlloc -> cuMemAlloc_v2).
+ */
+#include <cuda.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fake_cuda.h"
+
+#define FAKE_SMS 132
+#define MAX_FNS 64
+#define MAX_RECORDS 512
+#define MAX_COUNTS 16
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static char fn_names[MAX_FNS][96];
+static int max_shared[MAX_FNS];
+static int n_fns;
+static fake_record records[MAX_RECORDS];
+static int n_records, violations, ctx_sets, modules_loaded;
+static struct { char prefix[64]; int n; } counts[MAX_COUNTS];
+static int n_counts;
+static __thread CUcontext current;
+
+#define PRIMARY ((CUcontext)(uintptr_t)0x1000)
+
+/* ---- the test's side ---- */
+
+/* A kernel's parameter count, by name prefix (the longest registered prefix wins): a launch
+ * passes an array of pointers without its length, so the test says how many to read. */
+void fake_set_param_count(const char *prefix, int n) {
+  pthread_mutex_lock(&mu);
+  if (n_counts < MAX_COUNTS && n <= MAX_PARAMS) {
+    snprintf(counts[n_counts].prefix, sizeof counts[0].prefix, "%s", prefix);
+    counts[n_counts++].n = n;
+  }
+  pthread_mutex_unlock(&mu);
+}
+
+void fake_reset(void) {
+  pthread_mutex_lock(&mu);
+  n_records = violations = ctx_sets = 0;
+  pthread_mutex_unlock(&mu);
+}
+
+int fake_records(void) { return n_records; }
+int fake_violations(void) { return violations; }
+int fake_ctx_sets(void) { return ctx_sets; }
+int fake_modules_loaded(void) { return modules_loaded; }
+const fake_record *fake_record_at(int i) { return i >= 0 && i < n_records ? &records[i] : NULL; }
+const char *fake_fn_name(int fn) { return fn >= 0 && fn < n_fns ? fn_names[fn] : ""; }
+int fake_fn_max_shared(int fn) { return fn >= 0 && fn < n_fns ? max_shared[fn] : -1; }
+/* Makes ctx current on the calling thread (0: none), as a caller such as PyTorch would have. */
+void fake_set_current(uintptr_t ctx) { current = (CUcontext)ctx; }
+uintptr_t fake_current(void) { return (uintptr_t)current; }
+
+static fake_record *next_record(void) {
+  if (n_records >= MAX_RECORDS) return NULL;
+  fake_record *r = &records[n_records++];
+  memset(r, 0, sizeof *r);
+  return r;
+}
+
+static int param_count(const char *name) {
+  int best = -1, best_len = -1;
+  for (int i = 0; i < n_counts; i++) {
+    int len = (int)strlen(counts[i].prefix);
+    if (len > best_len && strncmp(name, counts[i].prefix, len) == 0) best = counts[i].n, best_len = len;
+  }
+  return best;
+}
+
+/* ---- the driver's side ---- */
+
+CUresult cuInit(unsigned int flags) { return flags == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE; }
+
+CUresult cuDeviceGetCount(int *n) {
+  *n = 1;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceGet(CUdevice *dev, int ordinal) {
+  if (ordinal != 0) return CUDA_ERROR_INVALID_DEVICE;
+  *dev = 0;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute attr, CUdevice dev) {
+  if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
+  *v = attr == CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT ? FAKE_SMS : 0;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDevicePrimaryCtxRetain(CUcontext *ctx, CUdevice dev) {
+  if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
+  *ctx = PRIMARY;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuCtxGetCurrent(CUcontext *ctx) {
+  *ctx = current;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuCtxSetCurrent(CUcontext ctx) {
+  pthread_mutex_lock(&mu);
+  ctx_sets++;
+  pthread_mutex_unlock(&mu);
+  current = ctx;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuModuleLoadData(CUmodule *mod, const void *image) {
+  uint32_t magic;
+  memcpy(&magic, image, 4);
+  if (magic != 0xBA55ED50u) return CUDA_ERROR_INVALID_IMAGE; /* a fatbin's magic number */
+  if (current != PRIMARY) return CUDA_ERROR_INVALID_CONTEXT;
+  pthread_mutex_lock(&mu);
+  modules_loaded++;
+  pthread_mutex_unlock(&mu);
+  *mod = (CUmodule)(uintptr_t)0x2000;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuModuleGetFunction(CUfunction *fn, CUmodule mod, const char *name) {
+  if (mod != (CUmodule)(uintptr_t)0x2000) return CUDA_ERROR_INVALID_HANDLE;
+  pthread_mutex_lock(&mu);
+  int i = 0;
+  while (i < n_fns && strcmp(fn_names[i], name) != 0) i++;
+  if (i == n_fns && n_fns < MAX_FNS) snprintf(fn_names[n_fns++], sizeof fn_names[0], "%s", name);
+  pthread_mutex_unlock(&mu);
+  if (i >= MAX_FNS) return CUDA_ERROR_OUT_OF_MEMORY;
+  *fn = (CUfunction)(uintptr_t)(i + 1);
+  return CUDA_SUCCESS;
+}
+
+CUresult cuFuncSetAttribute(CUfunction fn, CUfunction_attribute attr, int value) {
+  int i = (int)(uintptr_t)fn - 1;
+  if (i < 0 || i >= n_fns) return CUDA_ERROR_INVALID_HANDLE;
+  if (attr == CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) max_shared[i] = value;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                        unsigned bz, unsigned shared, CUstream stream, void **params, void **extra) {
+  int i = (int)(uintptr_t)f - 1;
+  if (i < 0 || i >= n_fns || extra != NULL) return CUDA_ERROR_INVALID_HANDLE;
+  if (current != PRIMARY) return CUDA_ERROR_INVALID_CONTEXT;
+  if (shared > (unsigned)max_shared[i] && shared > 48 * 1024) return CUDA_ERROR_INVALID_VALUE;
+  int n = param_count(fn_names[i]);
+  if (n < 0) return CUDA_ERROR_NOT_FOUND; /* the test did not say how many parameters */
+  pthread_mutex_lock(&mu);
+  fake_record *r = next_record();
+  if (r) {
+    r->fn = i;
+    r->grid[0] = gx, r->grid[1] = gy, r->grid[2] = gz;
+    r->block[0] = bx, r->block[1] = by, r->block[2] = bz;
+    r->shared = shared, r->stream = (uint64_t)(uintptr_t)stream, r->ctx = (uint64_t)(uintptr_t)current;
+    r->nparams = n;
+    for (int k = 0; k < n; k++) memcpy(&r->params[k], params[k], 8); /* every slot is 64-bit */
+  }
+  pthread_mutex_unlock(&mu);
+  return r ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned int value, size_t n, CUstream stream) {
+  if (current != PRIMARY) return CUDA_ERROR_INVALID_CONTEXT;
+  pthread_mutex_lock(&mu);
+  fake_record *r = next_record();
+  if (r) {
+    r->kind = 1, r->dst = dst, r->value = value, r->count = n;
+    r->stream = (uint64_t)(uintptr_t)stream, r->ctx = (uint64_t)(uintptr_t)current;
+  }
+  pthread_mutex_unlock(&mu);
+  return r ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+CUresult cuGetErrorName(CUresult r, const char **s) {
+  static const char *names[] = {[CUDA_ERROR_INVALID_VALUE] = "CUDA_ERROR_INVALID_VALUE",
+                                [CUDA_ERROR_NOT_FOUND] = "CUDA_ERROR_NOT_FOUND",
+                                [CUDA_ERROR_STUB_LIBRARY] = "CUDA_ERROR_STUB_LIBRARY"};
+  *s = (unsigned)r < sizeof names / sizeof names[0] && names[r] ? names[r] : "CUDA_ERROR_FAKE";
+  return CUDA_SUCCESS;
+}
+
+/* ---- what a stream-ordered library must not do per call: counted, and refused ---- */
+#define VIOLATION                   \
+  do {                              \
+    pthread_mutex_lock(&mu);        \
+    violations++;                   \
+    pthread_mutex_unlock(&mu);      \
+    return CUDA_ERROR_NOT_PERMITTED; \
+  } while (0)
+
+CUresult cuCtxSynchronize(void) { VIOLATION; }
+CUresult cuStreamSynchronize(CUstream s) { (void)s; VIOLATION; }
+CUresult cuStreamQuery(CUstream s) { (void)s; VIOLATION; }
+CUresult cuMemAlloc(CUdeviceptr *p, size_t n) { (void)p, (void)n; VIOLATION; }
+CUresult cuMemAllocAsync(CUdeviceptr *p, size_t n, CUstream s) { (void)p, (void)n, (void)s; VIOLATION; }
+CUresult cuMemFree(CUdeviceptr p) { (void)p; VIOLATION; }
+CUresult cuMemcpyHtoD(CUdeviceptr d, const void *h, size_t n) { (void)d, (void)h, (void)n; VIOLATION; }
+CUresult cuMemcpyDtoH(void *h, CUdeviceptr d, size_t n) { (void)d, (void)h, (void)n; VIOLATION; }
+CUresult cuMemcpy(CUdeviceptr d, CUdeviceptr s, size_t n) { (void)d, (void)s, (void)n; VIOLATION; }
+CUresult cuMemsetD32(CUdeviceptr d, unsigned v, size_t n) { (void)d, (void)v, (void)n; VIOLATION; }
