@@ -38,7 +38,7 @@ func goodCall() []byte {
 	b.Write(desc(1<<28, 0, 4, []int64{2, 33, 3, 8}, []int64{792, 24, 8, 1}))
 	binary.Write(&b, binary.LittleEndian, uint32(abiBytes-3*80)) // struct_size
 	binary.Write(&b, binary.LittleEndian, uint32(0))             // flags
-	b.Write(make([]byte, 3*80+16))                                // no states, no seqlens, no workspace
+	b.Write(make([]byte, 3*80+16))                               // no states, no seqlens, no workspace
 	return b.Bytes()
 }
 

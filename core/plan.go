@@ -104,7 +104,8 @@ type ScanPlan struct {
 	K         int64 // backward: tiles per (b, r) row (> 1: dA is summed from partials)
 	Shared    int64 // bytes of dynamic shared memory: the staged rows
 	Lookback  int64 // bytes of workspace set to 0xff bytes before the launch (look-back)
-	Workspace int64 // bytes of device scratch in all: look-back, then dA's partial sums
+	Workspace int64 // bytes of device scratch in all: look-back, pass 2's groups, dA's partials
+	Partials  int64 // offset of dA's partial sums in the workspace (backward, K > 1)
 	// Passes is 1 (single pass) or 3: aggregates, then every chunk's prefix (Prefix: Groups
 	// blocks of PrefixWarps warps per tile), then the scan (see kernels/scan.cu).
 	Passes      int64
@@ -220,8 +221,13 @@ func plan(v Variant, p Problem, vec int64, dev Device) ScanPlan {
 			pl.Prefix = prefixKernels[vec]
 		}
 	}
-	pl.Lookback += groupBytes
-	pl.Workspace = pl.Lookback
+	// The workspace keeps the group region whenever a device could choose three passes (it is
+	// sized before a device is known); only three passes read it, so only they reset it.
+	pl.Workspace = pl.Lookback + groupBytes
+	pl.Partials = pl.Workspace
+	if pl.Passes == 3 {
+		pl.Lookback += groupBytes
+	}
 	if pl.K > 1 {
 		pl.Workspace += align256(pl.K * p.B * p.T * p.R * 4)
 	}

@@ -36,7 +36,8 @@ func TestPlanInvariants(t *testing.T) {
 					t.Fatalf("%+v %v vec %d: chunks %+v", p, v, vec, pl)
 				case pl.Tiles*32 < lanes && pl.K == 1 || pl.Shared > ScanMaxSharedBytes:
 					t.Fatalf("%+v %v vec %d: tiles or shared %+v", p, v, vec, pl)
-				case pl.Workspace != ref.Workspace || pl.Lookback != ref.Lookback:
+				case pl.Workspace != ref.Workspace || pl.Partials != ref.Partials ||
+					(pl.Passes == 3) != (pl.Lookback > ref.Lookback) || pl.Passes == 1 && pl.Lookback != ref.Lookback:
 					t.Fatalf("%+v %v vec %d on %d SMs (passes knob %d): workspace %d, %d without a device", p, v, vec, sms, tune, pl.Workspace, ref.Workspace)
 				case pl.Passes == 3 && (pl.Chunks <= 2 || pl.Tiles > maxPrefixTiles || pl.Prefix == "" ||
 					pl.PrefixWarps < 1 || pl.PrefixWarps > PrefixMaxWarps || pl.Groups*pl.PrefixWarps*8 < pl.Chunks-2):

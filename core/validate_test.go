@@ -137,8 +137,11 @@ func TestPlanScan(t *testing.T) {
 				pl.Lookback < 2*align256(pl.Chunks*pl.Tiles*32*4*4)+pl.Tiles*pl.Groups*32*6*4) {
 			t.Errorf("%s: passes %d (%s, %d warps), want %d", c.name, pl.Passes, pl.Prefix, pl.PrefixWarps, c.want)
 		}
-		if pl.Workspace != single.Workspace || pl.Lookback != single.Lookback {
+		if pl.Workspace != single.Workspace || pl.Partials != single.Partials {
 			t.Errorf("%s: the workspace depends on the passes: %+v vs %+v", c.name, pl, single)
+		}
+		if pl.Passes == 1 && pl.Lookback != single.Lookback || pl.Passes == 3 && pl.Lookback != pl.Workspace {
+			t.Errorf("%s: %d passes reset %d bytes of %d (one pass: %d)", c.name, pl.Passes, pl.Lookback, pl.Workspace, single.Lookback)
 		}
 	}
 	// The backward: 8 warps x 8 steps, three staged tensors (96 KB), whole rows per tile.

@@ -49,7 +49,8 @@ type device struct {
 	once sync.Once
 	err  error
 	ctx  cu.CUContext
-	fns  map[string]cu.Function
+	cctx C.CUcontext // ctx as this package's C type, for the launch path
+	fns  map[string]C.CUfunction
 	info core.Device
 }
 
@@ -120,6 +121,7 @@ func (d *device) load(ordinal int) error {
 	if d.ctx, err = dev.RetainPrimaryCtx(); err != nil {
 		return cudaErr("cuDevicePrimaryCtxRetain", err)
 	}
+	d.cctx = *(*C.CUcontext)(unsafe.Pointer(&d.ctx)) // cu.CUContext holds just the handle
 	return withContext(d.ctx, func() error {
 		module := kernels.Fatbin
 		if path := os.Getenv("NANOSSM_MODULE"); path != "" {
@@ -132,7 +134,7 @@ func (d *device) load(ordinal int) error {
 		if err != nil {
 			return cudaErr("cuModuleLoadData", err)
 		}
-		d.fns = map[string]cu.Function{}
+		d.fns = map[string]C.CUfunction{}
 		for _, name := range core.ScanKernelNames() {
 			fn, err := mod.Function(name)
 			if err != nil {
@@ -143,7 +145,7 @@ func (d *device) load(ordinal int) error {
 			if r := C.cuFuncSetAttribute(cfn, C.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, C.int(core.ScanMaxSharedBytes)); r != C.CUDA_SUCCESS {
 				return core.CUDAError("cuFuncSetAttribute("+name+")", cErrName(r))
 			}
-			d.fns[name] = fn
+			d.fns[name] = cfn
 		}
 		return nil
 	})
@@ -163,17 +165,6 @@ func (backend) BackwardWorkspaceSize(a *core.BackwardArgs, p core.Problem) (int6
 	return core.PlanBackward(a, p, core.Device{}).Workspace, nil
 }
 
-// rawStream reinterprets the caller's CUstream handle as a cu.Stream (a struct holding just
-// that handle; the package offers no constructor from a raw handle).
-func rawStream(s uintptr) cu.Stream {
-	var st cu.Stream
-	if unsafe.Sizeof(st) != unsafe.Sizeof(s) {
-		panic("cu.Stream is not a bare CUstream handle")
-	}
-	*(*uintptr)(unsafe.Pointer(&st)) = s
-	return st
-}
-
 // flag bits of the scan kernels (F_* in kernels/scan.cu)
 const (
 	flagReverse    = 1
@@ -185,12 +176,12 @@ const (
 	flagPrefixed   = 64 // pass 3 of three
 )
 
-// nScanParams is the length of scanParams.
+// nScanParams is the number of parameters scanParams writes.
 const nScanParams = 26
 
-// scanParams are the nScanParams parameters every scan kernel starts with (NANOSSM_COMMON_PARAMS
-// in kernels/scan.cu, order and meaning fixed there; every slot is 64 bits).
-func scanParams(a *core.ScanArgs, p core.Problem, pl core.ScanPlan, flags int64) []int64 {
+// scanParams writes the nScanParams parameters every scan kernel starts with
+// (NANOSSM_COMMON_PARAMS in kernels/scan.cu, order and meaning fixed there).
+func scanParams(dst *params, a *core.ScanArgs, p core.Problem, pl core.ScanPlan, flags int64) {
 	if p.Reverse {
 		flags |= flagReverse
 	}
@@ -198,71 +189,41 @@ func scanParams(a *core.ScanArgs, p core.Problem, pl core.ScanPlan, flags int64)
 		flags |= flagSeqInt32
 	}
 	x, o, A := a.X.Strides, a.Out.Strides, a.A.Strides
-	return []int64{
-		int64(a.A.Data), int64(a.X.Data), int64(a.Out.Data),
+	dst.add(int64(a.A.Data), int64(a.X.Data), int64(a.Out.Data),
 		int64(a.InitialState.Data), int64(a.FinalState.Data), int64(a.Workspace),
 		int64(a.CuSeqlens.Data), p.Seqs,
 		p.B, p.T, p.R, p.C,
 		A[0], A[1], A[2],
 		x[0], x[1], x[2], x[3],
 		o[0], o[1], o[2], o[3],
-		flags, pl.Chunks, pl.Tiles,
-	}
+		flags, pl.Chunks, pl.Tiles)
 }
 
-// launch is one kernel launch on the caller's stream; params are 64-bit slots.
-type launch struct {
-	name          string
-	blocks, warps int64
-	shared        int64
-	params        []int64
-}
-
-// run enqueues the workspace reset (look-back bytes) and the launches, in order, on the stream.
-func (d *device) run(stream uintptr, ws uintptr, lookback int64, ls ...launch) error {
-	st := rawStream(stream)
-	return withContext(d.ctx, func() error {
-		if lookback > 0 { // the look-back's "unwritten" pattern (kernels/scan.cu)
-			if err := cu.MemsetD32Async(cu.DevicePtr(ws), 0xffffffff, lookback/4, st); err != nil {
-				return cudaErr("cuMemsetD32Async(workspace)", err)
-			}
+// scanLaunches adds the launches of one scan plan for the scan s: the single pass, or three
+// passes (aggregates, every chunk's prefix, the scan; kernels/scan.cu). A scan kernel's
+// parameters are scanParams with flags and the pass's flag, then extra (the backward's; nil for
+// the forward); the prefix kernel shares scanParams.
+func scanLaunches(ls *launches, s *core.ScanArgs, p core.Problem, pl core.ScanPlan, flags int64, extra *params) {
+	scan := func(pass int64) {
+		dst := ls.add(pl.Kernel, pl.Tiles*pl.Chunks, pl.Warps, pl.Shared)
+		scanParams(dst, s, p, pl, flags|pass)
+		if extra != nil {
+			dst.add(extra.v[:extra.n]...)
 		}
-		for _, l := range ls {
-			fn, ok := d.fns[l.name]
-			if !ok {
-				return core.Internal("no kernel %q in the module", l.name)
-			}
-			if l.blocks > 1<<31-1 {
-				return core.Unsupported("x: %d blocks exceed the grid limit", l.blocks)
-			}
-			ptrs := make([]unsafe.Pointer, len(l.params))
-			for i := range l.params {
-				ptrs[i] = unsafe.Pointer(&l.params[i])
-			}
-			if err := fn.Launch(int(l.blocks), 1, 1, 32, int(l.warps), 1, int(l.shared), st, ptrs); err != nil {
-				return cudaErr("cuLaunchKernel("+l.name+")", err)
-			}
-		}
-		return nil
-	})
-}
-
-// scanLaunches are the launches of one scan plan: the single pass, or three passes (aggregates,
-// every chunk's prefix, the scan; kernels/scan.cu). params(flags) gives a scan kernel's
-// parameters; they start with scanParams, which the prefix kernel shares.
-func scanLaunches(pl core.ScanPlan, backward bool, params func(flags int64) []int64) []launch {
-	scan := func(flags int64) launch {
-		return launch{pl.Kernel, pl.Tiles * pl.Chunks, pl.Warps, pl.Shared, params(flags)}
 	}
 	if pl.Passes != 3 {
-		return []launch{scan(0)}
+		scan(0)
+		return
 	}
 	bwd := int64(0)
-	if backward {
+	if extra != nil {
 		bwd = 1
 	}
-	prefix := append(params(0)[:nScanParams:nScanParams], bwd, pl.K, pl.Warps*pl.Steps)
-	return []launch{scan(flagAggOnly), {pl.Prefix, pl.Tiles * pl.Groups, pl.PrefixWarps, 0, prefix}, scan(flagPrefixed)}
+	scan(flagAggOnly)
+	prefix := ls.add(pl.Prefix, pl.Tiles*pl.Groups, pl.PrefixWarps, 0)
+	scanParams(prefix, s, p, pl, flags)
+	prefix.add(bwd, pl.K, pl.Warps*pl.Steps)
+	scan(flagPrefixed)
 }
 
 func (backend) Scan(a *core.ScanArgs, p core.Problem) error {
@@ -271,8 +232,9 @@ func (backend) Scan(a *core.ScanArgs, p core.Problem) error {
 		return err
 	}
 	pl := core.PlanScan(a, p, d.info)
-	return d.run(a.Stream, a.Workspace, pl.Lookback,
-		scanLaunches(pl, false, func(f int64) []int64 { return scanParams(a, p, pl, f) })...)
+	var ls launches
+	scanLaunches(&ls, a, p, pl, 0, nil)
+	return d.run(a.Stream, a.Workspace, pl.Lookback, &ls)
 }
 
 func (backend) Backward(a *core.BackwardArgs, p core.Problem) error {
@@ -290,29 +252,28 @@ func (backend) Backward(a *core.BackwardArgs, p core.Problem) error {
 	}
 	part := int64(0)
 	if pl.K > 1 {
-		part = int64(a.Workspace) + pl.Lookback
+		part = int64(a.Workspace) + pl.Partials
 	}
 	x, o, dA := a.X.Strides, a.Out.Strides, a.GradA.Strides
 	// NANOSSM_BWD's extra parameters: the forward's x and out, dA, dA's partial sums, K
-	params := func(pass int64) []int64 {
-		return append(scanParams(&s, p, pl, flags|pass),
-			int64(a.X.Data), x[0], x[1], x[2], x[3], int64(a.Out.Data), o[0], o[1], o[2], o[3],
-			int64(a.GradA.Data), dA[0], dA[1], dA[2], part, pl.K)
-	}
-	ls := scanLaunches(pl, true, params)
+	var extra params
+	extra.add(int64(a.X.Data), x[0], x[1], x[2], x[3], int64(a.Out.Data), o[0], o[1], o[2], o[3],
+		int64(a.GradA.Data), dA[0], dA[1], dA[2], part, pl.K)
+	var ls launches
+	scanLaunches(&ls, &s, p, pl, flags, &extra)
 	const threads = 256
 	if pl.K > 1 {
 		n := p.B * p.T * p.R
-		ls = append(ls, launch{core.KernelDAReduce, min((n+threads-1)/threads, 4096), threads / 32, 0,
-			[]int64{part, int64(a.GradA.Data), p.B, p.T, p.R, dA[0], dA[1], dA[2], pl.K}})
+		ls.add(core.KernelDAReduce, min((n+threads-1)/threads, 4096), threads/32, 0).add(
+			part, int64(a.GradA.Data), p.B, p.T, p.R, dA[0], dA[1], dA[2], pl.K)
 	}
 	if a.CuSeqlens.Present() && a.InitialState.Present() {
 		n := p.Seqs * p.R
-		ls = append(ls, launch{core.KernelDAH0Term, (n + threads - 1) / threads, threads / 32, 0,
-			[]int64{int64(a.InitialState.Data), int64(a.GradInitialState.Data), int64(a.CuSeqlens.Data),
-				p.Seqs, p.T, p.R, p.C, int64(a.GradA.Data), dA[1], dA[2], seqFlag(a.CuSeqlens)}})
+		ls.add(core.KernelDAH0Term, (n+threads-1)/threads, threads/32, 0).add(
+			int64(a.InitialState.Data), int64(a.GradInitialState.Data), int64(a.CuSeqlens.Data),
+			p.Seqs, p.T, p.R, p.C, int64(a.GradA.Data), dA[1], dA[2], seqFlag(a.CuSeqlens))
 	}
-	return d.run(a.Stream, a.Workspace, pl.Lookback, ls...)
+	return d.run(a.Stream, a.Workspace, pl.Lookback, &ls)
 }
 
 func seqFlag(t core.Tensor) int64 {

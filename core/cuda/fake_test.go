@@ -294,6 +294,28 @@ func TestForwardThreePasses(t *testing.T) {
 	checkCommon(t, ls[3], a, 64, pl.Chunks, pl.Tiles) // F_PREFIXED
 }
 
+// The workspace holds pass 2's group region whenever three passes are possible, but a single
+// pass resets only the look-back's two arrays (chunks x tiles x 32 lanes x vec floats each).
+func TestSinglePassResetsOnlyTheLookback(t *testing.T) {
+	for _, passes := range []int64{1, 3} {
+		core.TunePasses = passes
+		a := forward(t, core.Float32, 1, 9000, 1, 4, nil)
+		p, _ := core.Validate(a)
+		pl := core.PlanScan(a, p, core.Device{SMs: 132})
+		core.TunePasses = passes
+		ls := run(t, fakePrimary, func() error { return core.Scan(a) })
+		core.TunePasses = 0
+		arrays := 2 * ((pl.Chunks*pl.Tiles*32*4*4 + 255) / 256 * 256)
+		if pl.Passes != passes || pl.Workspace <= arrays || !ls[0].Memset {
+			t.Fatalf("plan %+v, records %+v", pl, ls)
+		}
+		got := int64(ls[0].Count) * 4
+		if passes == 1 && got != arrays || passes == 3 && got != pl.Workspace {
+			t.Errorf("%d passes: reset %d bytes; look-back arrays %d, workspace %d", passes, got, arrays, pl.Workspace)
+		}
+	}
+}
+
 // The backward runs the reverse scan of grad_out into grad_x (its x and out slots), then the
 // forward's x, out and dA in its own parameters; K > 1 tiles per row add the dA reduction.
 func TestBackward(t *testing.T) {
@@ -368,6 +390,37 @@ func TestNoSuchDevice(t *testing.T) {
 	err := core.Scan(a)
 	if err == nil || core.StatusOf(err) != core.StatusInvalidArgument || !strings.Contains(err.Error(), "cuda:3 does not exist") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// The launch path allocates no Go memory: forward and backward, one and three passes.
+func TestLaunchPathAllocatesNothing(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	fakeSetCurrent(fakePrimary)
+	small := forward(t, core.Float32, 2, 8, 64, 64, nil)
+	long := forward(t, core.Float32, 1, 9000, 1, 4, nil)
+	sh := []int64{1, 700, 2, 256}
+	bwd := &core.BackwardArgs{A: tensor(addrA, core.Float32, 1, 700, 2), X: tensor(addrX, core.Float32, sh...),
+		Out: tensor(addrOut, core.Float32, sh...), GradOut: tensor(0x80000000, core.Float32, sh...),
+		GradX: tensor(0x90000000, core.Float32, sh...), GradA: tensor(0xA0000000, core.Float32, 1, 700, 2), Stream: stream}
+	n, _ := core.BackwardWorkspaceSize(bwd)
+	bwd.Workspace, bwd.WorkspaceLen = addrWS, n
+	for name, f := range map[string]func() error{
+		"small forward": func() error { return core.Scan(small) }, "long forward": func() error { return core.Scan(long) },
+		"backward": func() error { return core.ScanBackward(bwd) },
+	} {
+		core.TunePasses = 3
+		allocs := testing.AllocsPerRun(20, func() {
+			fakeReset()
+			if err := f(); err != nil {
+				t.Fatal(err)
+			}
+		})
+		core.TunePasses = 0
+		if allocs != 0 {
+			t.Errorf("%s: %v allocations per call", name, allocs)
+		}
 	}
 }
 
