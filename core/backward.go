@@ -70,36 +70,3 @@ func ValidateBackward(a *BackwardArgs) (Problem, error) {
 	}
 	return p, nil
 }
-
-// BackwardWorkspaceSize validates the call and returns the scratch bytes it needs.
-func BackwardWorkspaceSize(a *BackwardArgs) (int64, error) {
-	p, err := ValidateBackward(a)
-	if err != nil {
-		return 0, err
-	}
-	b, err := backendFor(a.Device)
-	if err != nil {
-		return 0, err
-	}
-	return b.BackwardWorkspaceSize(a, p)
-}
-
-// ScanBackward validates the call and runs it on the backend for a.Device.
-func ScanBackward(a *BackwardArgs) error {
-	p, err := ValidateBackward(a)
-	if err != nil {
-		return err
-	}
-	b, err := backendFor(a.Device)
-	if err != nil {
-		return err
-	}
-	need, err := b.BackwardWorkspaceSize(a, p)
-	if err != nil {
-		return err
-	}
-	if err := checkWorkspace(a.Workspace, a.WorkspaceLen, need); err != nil {
-		return err
-	}
-	return b.Backward(a, p)
-}

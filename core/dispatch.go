@@ -57,37 +57,54 @@ func backendFor(device int) (Backend, error) {
 	return cudaBackend, nil
 }
 
+// dispatch is the sequence of every entry point: validate, find the backend for the device,
+// size the workspace; then, when run is given, check the caller's workspace and run.
+func dispatch(device int, ws uintptr, wsLen int64, validate func() (Problem, error),
+	size func(Backend, Problem) (int64, error), run func(Backend, Problem) error) (int64, error) {
+	p, err := validate()
+	if err != nil {
+		return 0, err
+	}
+	b, err := backendFor(device)
+	if err != nil {
+		return 0, err
+	}
+	need, err := size(b, p)
+	if err != nil || run == nil {
+		return need, err
+	}
+	if err := checkWorkspace(ws, wsLen, need); err != nil {
+		return need, err
+	}
+	return need, run(b, p)
+}
+
 // WorkspaceSize validates the call and returns the scratch bytes it needs.
 func WorkspaceSize(a *ScanArgs) (int64, error) {
-	p, err := Validate(a)
-	if err != nil {
-		return 0, err
-	}
-	b, err := backendFor(a.Device)
-	if err != nil {
-		return 0, err
-	}
-	return b.WorkspaceSize(a, p)
+	return dispatch(a.Device, 0, 0, func() (Problem, error) { return Validate(a) },
+		func(b Backend, p Problem) (int64, error) { return b.WorkspaceSize(a, p) }, nil)
 }
 
 // Scan validates the call and runs it on the backend for a.Device.
 func Scan(a *ScanArgs) error {
-	p, err := Validate(a)
-	if err != nil {
-		return err
-	}
-	b, err := backendFor(a.Device)
-	if err != nil {
-		return err
-	}
-	need, err := b.WorkspaceSize(a, p)
-	if err != nil {
-		return err
-	}
-	if err := checkWorkspace(a.Workspace, a.WorkspaceLen, need); err != nil {
-		return err
-	}
-	return b.Scan(a, p)
+	_, err := dispatch(a.Device, a.Workspace, a.WorkspaceLen, func() (Problem, error) { return Validate(a) },
+		func(b Backend, p Problem) (int64, error) { return b.WorkspaceSize(a, p) },
+		func(b Backend, p Problem) error { return b.Scan(a, p) })
+	return err
+}
+
+// BackwardWorkspaceSize validates a backward call and returns the scratch bytes it needs.
+func BackwardWorkspaceSize(a *BackwardArgs) (int64, error) {
+	return dispatch(a.Device, 0, 0, func() (Problem, error) { return ValidateBackward(a) },
+		func(b Backend, p Problem) (int64, error) { return b.BackwardWorkspaceSize(a, p) }, nil)
+}
+
+// ScanBackward validates a backward call and runs it on the backend for a.Device.
+func ScanBackward(a *BackwardArgs) error {
+	_, err := dispatch(a.Device, a.Workspace, a.WorkspaceLen, func() (Problem, error) { return ValidateBackward(a) },
+		func(b Backend, p Problem) (int64, error) { return b.BackwardWorkspaceSize(a, p) },
+		func(b Backend, p Problem) error { return b.Backward(a, p) })
+	return err
 }
 
 func checkWorkspace(ptr uintptr, have, need int64) error {

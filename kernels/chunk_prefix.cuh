@@ -42,10 +42,7 @@ __device__ __forceinline__ void chunk_prefix(const Params<float>& P, bool bwd, i
   const float* Ab = P.A + b * P.sA[0] + r * P.sA[2];
   // a at the last step of chunk c, in scan order (negated in reverse), as the scan kernel sees it
   auto a_end = [&](int64_t c) -> float {
-    if (!active) return 0.f;
-    const int64_t tau = min((c + 1) * chunk_len, T_) - 1;
-    const float v = Ab[(reverse ? T_ - 1 - tau : tau) * P.sA[1]];
-    return reverse ? -v : v;
+    return active ? a_scan(Ab, P.sA[1], T_, reverse, min((c + 1) * chunk_len, T_) - 1) : 0.f;
   };
   const int64_t n = P.n_chunks * P.n_tiles;
   float* aggs = reinterpret_cast<float*>(P.ws);

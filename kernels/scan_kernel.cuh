@@ -46,11 +46,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   const int64_t st0 = r * C + cv * VEC, st_b = b * R * C + st0;
   auto state_off = [&](int64_t k) { return k * R * C + st0; };
 
-  // a(tau): A in scan order, negated for reverse, so every decay is exp(a(later) - a(earlier)).
-  auto a_at = [&](int64_t tau) -> float {
-    const float v = Ab[(reverse ? T_ - 1 - tau : tau) * P.sA[1]];
-    return reverse ? -v : v;
-  };
+  auto a_at = [&](int64_t tau) { return a_scan(Ab, P.sA[1], T_, reverse, tau); };
   // a just before step tau.  Before step 0 it is A[-1] := 0 when an initial state decays in;
   // with no initial state (or an undecayed one) it is a(0): decay 1, every exponent <= 0.
   // In two halves, a predicated load and a select, so that the load can be issued long before

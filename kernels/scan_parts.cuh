@@ -36,6 +36,14 @@ struct Params {
   int64_t sxo[4], syo[4], sdA[3], K;
 };
 
+// a(tau): A of row Ab (step stride sAt) in scan order, negated in reverse, so that every decay is
+// exp(a(later) - a(earlier)). The scan kernel and pass 2 of three (chunk_prefix.cuh) share it:
+// their chunk ends must agree bit for bit.
+__device__ __forceinline__ float a_scan(const float* Ab, int64_t sAt, int64_t T, bool reverse, int64_t tau) {
+  const float v = Ab[(reverse ? T - 1 - tau : tau) * sAt];
+  return reverse ? -v : v;
+}
+
 // The carry into chunk `chunk` of tile `tile` (its state before its first step; a_blk: a there).
 // Find the nearest earlier chunk j whose inclusive prefix P(j) is out, looking past chunks whose
 // aggregate is out; then replay P(j+1) .. P(chunk-1) with the very recurrence each chunk uses for
