@@ -80,9 +80,11 @@ test-go: setup $(BUILD)/stub/libcuda.so $(BUILD)/fakecuda/libcuda.so
 	$(CGO_ENV) go test ./capi/ -run '^$$' -fuzz FuzzScanABI -fuzztime $(FUZZ_SMOKE)
 	$(CGO_ENV) go test ./capi/ -run '^$$' -fuzz FuzzBackwardABI -fuzztime $(FUZZ_SMOKE)
 
-# Host cost of the C ABI's Go side (conversion, validation, planning): a program, not a test.
+# Host cost of the C ABI's Go side (conversion, validation, planning, launch against the fake
+# driver) and the CPU backend's throughput: programs, not tests.
 bench-go: setup $(BUILD)/stub/libcuda.so $(BUILD)/fakecuda/libcuda.so
 	$(CGO_ENV) go test ./capi/ -run '^$$' -bench . -benchtime 1000000x -count 3
+	go test ./core/ -run '^$$' -bench CPU -benchtime 10x -count 3
 	$(FAKE_CUDA_ENV) go test -tags cuda,fakecuda ./core/cuda/ -run '^$$' -bench . -benchtime 1000000x -count 3
 
 # The full fuzz run of the C ABI's argument validation (CI runs a smoke run of it in test-go).
