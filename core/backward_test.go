@@ -3,6 +3,7 @@ package core
 import (
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
 	"unsafe"
@@ -168,5 +169,54 @@ func TestBackwardErrors(t *testing.T) {
 	a := good()
 	if err := ScanBackward(&a); err != nil {
 		t.Fatalf("the good call is refused: %v", err)
+	}
+}
+
+// workersSeqlens is package-level so that its address is stable (a local slice may live on a
+// goroutine stack, which moves when it grows: a uintptr to it would go stale).
+var workersSeqlens = []int64{0, 7, 7, 19, 30}
+
+// The CPU backend's results do not depend on how rows are split over goroutines and segments:
+// forward and backward (packed, with states, C = 300 so several segments per b) give the same
+// bits on 1 and on 3 goroutines.
+func TestCPUResultsIndependentOfWorkers(t *testing.T) {
+	const B, T, R, C, S = 1, 30, 70, 300, 4
+	rng := rand.New(rand.NewPCG(5, 5))
+	A, x := randomInputs(rng, B, T, R, C)
+	randn := func(n int) []float64 {
+		v := make([]float64, n)
+		for j := range v {
+			v[j] = rng.NormFloat64()
+		}
+		return v
+	}
+	g, gT, h0 := randn(len(x)), randn(S*R*C), randn(S*R*C)
+	cu := workersSeqlens
+	t4 := func(s []float64) Tensor { return Tensor{addr(s), Float64, []int64{B, T, R, C}, Contiguous(B, T, R, C)} }
+	t3 := func(s []float64) Tensor { return Tensor{addr(s), Float64, []int64{B, T, R}, Contiguous(B, T, R)} }
+	ts := func(s []float64) Tensor { return Tensor{addr(s), Float64, []int64{S, R, C}, Contiguous(S, R, C)} }
+	seq := Tensor{uintptr(unsafe.Pointer(&cu[0])), Int64, []int64{S + 1}, []int64{1}}
+	run := func(procs int) [][]float64 {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+		out, fin, dx, dA, dh0 := make([]float64, len(x)), make([]float64, S*R*C), make([]float64, len(x)),
+			make([]float64, len(A)), make([]float64, S*R*C)
+		if err := Scan(&ScanArgs{A: t3(A), X: t4(x), Out: t4(out), InitialState: ts(h0), FinalState: ts(fin),
+			CuSeqlens: seq, Device: CPU}); err != nil {
+			t.Fatal(err)
+		}
+		if err := ScanBackward(&BackwardArgs{A: t3(A), X: t4(x), Out: t4(out), GradOut: t4(g), GradX: t4(dx),
+			GradA: t3(dA), InitialState: ts(h0), GradFinalState: ts(gT), GradInitialState: ts(dh0),
+			CuSeqlens: seq, Device: CPU}); err != nil {
+			t.Fatal(err)
+		}
+		return [][]float64{out, fin, dx, dA, dh0}
+	}
+	one, three := run(1), run(3)
+	for i, name := range []string{"out", "final state", "dx", "dA", "dh0"} {
+		for j := range one[i] {
+			if math.Float64bits(one[i][j]) != math.Float64bits(three[i][j]) {
+				t.Fatalf("%s[%d]: %v on one goroutine, %v on three", name, j, one[i][j], three[i][j])
+			}
+		}
 	}
 }

@@ -3,6 +3,7 @@ package core
 import (
 	"math"
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"unsafe"
 
@@ -82,7 +83,10 @@ func toF64[F float](v []F) []float64 {
 	return o
 }
 
-var oddShapes = [][4]int{{1, 1, 1, 1}, {2, 3, 4, 7}, {1, 100, 2, 1}, {2, 37, 3, 5}, {3, 65, 2, 8}}
+// The last three: float64 rows through BLAS (C >= blasMinC); several goroutines with segments
+// cut inside a b (R = 37 rows of C = 300: 27 rows per segment, and a worker's block ends mid-b).
+var oddShapes = [][4]int{{1, 1, 1, 1}, {2, 3, 4, 7}, {1, 100, 2, 1}, {2, 37, 3, 5}, {3, 65, 2, 8},
+	{2, 9, 5, 64}, {1, 40, 3, 128}, {3, 20, 37, 300}}
 
 func TestCPUScanMatchesFloat64Reference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -200,5 +204,31 @@ func TestNoCUDABackendInCPUBuild(t *testing.T) {
 	}
 	if err := Scan(&args); StatusOf(err) != StatusNoCUDA {
 		t.Fatalf("device call without CUDA: got %v (status %v)", err, StatusOf(err))
+	}
+}
+
+// parallelSegments visits every (b, r) row exactly once, in segments of one b with at most
+// segmentElems states, whatever the number of goroutines.
+func TestParallelSegmentsCoverEveryRowOnce(t *testing.T) {
+	for _, c := range [][3]int64{{1, 1, 1}, {3, 37, 300}, {5, 7, 8192}, {2, 1000, 1}, {4, 16, 64}, {1, 3, 20000}} {
+		B, R, C := c[0], c[1], c[2]
+		var mu sync.Mutex
+		seen := make([]int, B*R)
+		parallelSegments(B, R, C, func(b, r0, r1 int64, h, aux []float64) {
+			if r0 >= r1 || r1 > R || int64(len(h)) < (r1-r0)*C || int64(len(aux)) < r1-r0 ||
+				r1-r0 > max(1, segmentElems/C) {
+				t.Errorf("%v: segment b %d rows [%d, %d) with %d states", c, b, r0, r1, len(h))
+			}
+			mu.Lock()
+			for r := r0; r < r1; r++ {
+				seen[b*R+r]++
+			}
+			mu.Unlock()
+		})
+		for i, n := range seen {
+			if n != 1 {
+				t.Fatalf("%v: row %d visited %d times", c, i, n)
+			}
+		}
 	}
 }
