@@ -76,7 +76,7 @@ test-go: setup $(BUILD)/stub/libcuda.so $(BUILD)/fakecuda/libcuda.so
 	$(CGO_ENV) go vet -unsafeptr=false ./core/... ./capi/ ./kernels/
 	$(CGO_ENV) go test -count=1 ./core/ ./capi/
 	$(FAKE_CUDA_ENV) go vet -tags cuda,fakecuda -unsafeptr=false ./core/cuda/
-	$(FAKE_CUDA_ENV) go test -count=1 -tags cuda,fakecuda ./core/cuda/
+	$(FAKE_CUDA_ENV) go test -race -count=1 -tags cuda,fakecuda ./core/cuda/
 	$(CGO_ENV) go test ./capi/ -run '^$$' -fuzz FuzzScanABI -fuzztime $(FUZZ_SMOKE)
 	$(CGO_ENV) go test ./capi/ -run '^$$' -fuzz FuzzBackwardABI -fuzztime $(FUZZ_SMOKE)
 

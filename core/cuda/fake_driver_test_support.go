@@ -34,6 +34,18 @@ func fakeSetParamCount(prefix string, n int) {
 	C.fake_set_param_count(cs, C.int(n))
 }
 
+// fakeSetDevices sets how many devices the fake has (before the backend first counts them).
+func fakeSetDevices(n int) { C.fake_set_devices(C.int(n)) }
+
+// fakeSetRecording turns the recording of launches and memsets on or off.
+func fakeSetRecording(on bool) {
+	v := 0
+	if on {
+		v = 1
+	}
+	C.fake_set_recording(C.int(v))
+}
+
 func fakeReset()             { C.fake_reset() }
 func fakeViolations() int    { return int(C.fake_violations()) }
 func fakeCtxSets() int       { return int(C.fake_ctx_sets()) }
@@ -44,7 +56,7 @@ func fakeModulesLoaded() int { return int(C.fake_modules_loaded()) }
 func fakeSetCurrent(ctx uintptr) { C.fake_set_current(C.uintptr_t(ctx)) }
 func fakeCurrent() uintptr       { return uintptr(C.fake_current()) }
 
-// fakePrimary is the fake's primary context handle.
+// fakePrimary is the fake's primary context of device 0 (device d's is fakePrimary + d).
 const fakePrimary = 0x1000
 
 func fakeRecords() []fakeRecord {

@@ -1,7 +1,7 @@
 /* A fake CUDA driver (libcuda.so.1) for host-side tests of the CUDA backend on machines without
  * a GPU (core/cuda/fake_test.go; `make test-go` builds it into build/fakecuda).
  *
- * One imaginary device with 132 SMs. The calls the backend makes succeed, and every launch and
+ * Imaginary devices of 132 SMs (one unless the test asks for more). The calls the backend makes succeed, and every launch and
  * memset is recorded with its arguments for the test to read through the fake_* functions. Calls
  * a stream-ordered library must never make on its hot path (synchronise the host, allocate or
  * free memory, copy) fail and are counted as violations. Every other driver function comes from
@@ -17,6 +17,7 @@
 #include "fake_cuda.h"
 
 #define FAKE_SMS 132
+#define MAX_DEVICES 8
 #define MAX_FNS 64
 #define MAX_RECORDS 512
 #define MAX_COUNTS 16
@@ -29,9 +30,15 @@ static fake_record records[MAX_RECORDS];
 static int n_records, violations, ctx_sets, modules_loaded;
 static struct { char prefix[64]; int n; } counts[MAX_COUNTS];
 static int n_counts;
+static int n_devices = 1, recording = 1;
 static __thread CUcontext current;
 
-#define PRIMARY ((CUcontext)(uintptr_t)0x1000)
+/* device d's primary context is 0x1000 + d; its module 0x2000 + d */
+#define PRIMARY_OF(d) ((CUcontext)(uintptr_t)(0x1000 + (d)))
+static int device_of(CUcontext ctx) {
+  uintptr_t v = (uintptr_t)ctx;
+  return v >= 0x1000 && v < 0x1000 + (uintptr_t)n_devices ? (int)(v - 0x1000) : -1;
+}
 
 /* ---- the test's side ---- */
 
@@ -45,6 +52,11 @@ void fake_set_param_count(const char *prefix, int n) {
   }
   pthread_mutex_unlock(&mu);
 }
+
+/* How many devices the fake has (1 to MAX_DEVICES; set it before the backend first asks). */
+void fake_set_devices(int n) { n_devices = n < 1 ? 1 : n > MAX_DEVICES ? MAX_DEVICES : n; }
+/* Whether launches and memsets are recorded (they are still checked when not). */
+void fake_set_recording(int on) { recording = on; }
 
 void fake_reset(void) {
   pthread_mutex_lock(&mu);
@@ -84,25 +96,25 @@ static int param_count(const char *name) {
 CUresult cuInit(unsigned int flags) { return flags == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE; }
 
 CUresult cuDeviceGetCount(int *n) {
-  *n = 1;
+  *n = n_devices;
   return CUDA_SUCCESS;
 }
 
 CUresult cuDeviceGet(CUdevice *dev, int ordinal) {
-  if (ordinal != 0) return CUDA_ERROR_INVALID_DEVICE;
-  *dev = 0;
+  if (ordinal < 0 || ordinal >= n_devices) return CUDA_ERROR_INVALID_DEVICE;
+  *dev = ordinal;
   return CUDA_SUCCESS;
 }
 
 CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute attr, CUdevice dev) {
-  if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
+  if (dev < 0 || dev >= n_devices) return CUDA_ERROR_INVALID_DEVICE;
   *v = attr == CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT ? FAKE_SMS : 0;
   return CUDA_SUCCESS;
 }
 
 CUresult cuDevicePrimaryCtxRetain(CUcontext *ctx, CUdevice dev) {
-  if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
-  *ctx = PRIMARY;
+  if (dev < 0 || dev >= n_devices) return CUDA_ERROR_INVALID_DEVICE;
+  *ctx = PRIMARY_OF(dev);
   return CUDA_SUCCESS;
 }
 
@@ -123,16 +135,18 @@ CUresult cuModuleLoadData(CUmodule *mod, const void *image) {
   uint32_t magic;
   memcpy(&magic, image, 4);
   if (magic != 0xBA55ED50u) return CUDA_ERROR_INVALID_IMAGE; /* a fatbin's magic number */
-  if (current != PRIMARY) return CUDA_ERROR_INVALID_CONTEXT;
+  const int d = device_of(current);
+  if (d < 0) return CUDA_ERROR_INVALID_CONTEXT;
   pthread_mutex_lock(&mu);
   modules_loaded++;
   pthread_mutex_unlock(&mu);
-  *mod = (CUmodule)(uintptr_t)0x2000;
+  *mod = (CUmodule)(uintptr_t)(0x2000 + d);
   return CUDA_SUCCESS;
 }
 
 CUresult cuModuleGetFunction(CUfunction *fn, CUmodule mod, const char *name) {
-  if (mod != (CUmodule)(uintptr_t)0x2000) return CUDA_ERROR_INVALID_HANDLE;
+  const uintptr_t m = (uintptr_t)mod;
+  if (m < 0x2000 || m >= 0x2000 + (uintptr_t)n_devices) return CUDA_ERROR_INVALID_HANDLE;
   pthread_mutex_lock(&mu);
   int i = 0;
   while (i < n_fns && strcmp(fn_names[i], name) != 0) i++;
@@ -154,10 +168,11 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
                         unsigned bz, unsigned shared, CUstream stream, void **params, void **extra) {
   int i = (int)(uintptr_t)f - 1;
   if (i < 0 || i >= n_fns || extra != NULL) return CUDA_ERROR_INVALID_HANDLE;
-  if (current != PRIMARY) return CUDA_ERROR_INVALID_CONTEXT;
+  if (device_of(current) < 0) return CUDA_ERROR_INVALID_CONTEXT;
   if (shared > (unsigned)max_shared[i] && shared > 48 * 1024) return CUDA_ERROR_INVALID_VALUE;
   int n = param_count(fn_names[i]);
   if (n < 0) return CUDA_ERROR_NOT_FOUND; /* the test did not say how many parameters */
+  if (!recording) return CUDA_SUCCESS;
   pthread_mutex_lock(&mu);
   fake_record *r = next_record();
   if (r) {
@@ -173,7 +188,8 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
 }
 
 CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned int value, size_t n, CUstream stream) {
-  if (current != PRIMARY) return CUDA_ERROR_INVALID_CONTEXT;
+  if (device_of(current) < 0) return CUDA_ERROR_INVALID_CONTEXT;
+  if (!recording) return CUDA_SUCCESS;
   pthread_mutex_lock(&mu);
   fake_record *r = next_record();
   if (r) {
