@@ -148,3 +148,43 @@ def test_plain_fast_path_matches_the_general_path(device):
             assert torch.equal(fast, general), f"{dtype} {tuple(xv.stride())}"
             ssm_scan(Av, xv, reverse=True, return_final_state=True)  # options in the buffer
             assert torch.equal(ssm_scan(Av, xv), fast)
+
+
+FAKE_DRIVER = os.path.join(os.path.dirname(__file__), "..", "build", "fakecuda")
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(FAKE_DRIVER, "libcuda.so.1")),
+                    reason="build/fakecuda not built (make test-go builds it)")
+def test_cuda_flavour_loads_and_enqueues_over_the_fake_driver():
+    """The CUDA flavour (libnanossm.so, never loaded on a machine without a GPU otherwise) under
+    the fake driver of tests/fakecuda: the loader picks it, it computes CPU tensors, and a call
+    on device memory enqueues one launch (addresses are plain integers to the fake) without
+    synchronising, allocating or copying; a device that does not exist is refused by name."""
+    p = run_py("""
+        import ctypes, torch, nanossm
+        from nanossm import _loader, op
+        from nanossm.reference import rel_err, ssm_scan_sequential
+        info = nanossm.library_info()
+        assert info["flavour"] == "cuda" and info["has_cuda"], info
+        A = torch.cumsum(-0.2 * torch.rand(2, 33, 3), 1); x = torch.randn(2, 33, 3, 4)
+        assert rel_err(nanossm.ssm_scan(A, x), ssm_scan_sequential(A, x)[0]) <= 1e-5
+        fake = ctypes.CDLL("libcuda.so.1")
+        fake.fake_set_param_count(b"nanossm_scan_fwd", 26)
+        fake.fake_reset()
+        L = _loader.lib()
+        buf, addr = op._buffer()
+        B, T, R, C = 2, 100, 3, 8
+        op._PLAIN.pack_into(buf, 0, 1 << 20, 0, 3, B, T, R, T * R, R, 1,
+                            1 << 24, 0, 4, B, T, R, C, T * R * C, R * C, C, 1,
+                            1 << 28, 0, 4, B, T, R, C, T * R * C, R * C, C, 1)
+        op._OPTIONS_PLAIN.pack_into(buf, op._OFF_OPT, op._OPT_SIZE, 0)
+        op._tls.plain = False
+        st = L.nanossm_scan(addr, addr + 80, addr + 160, addr + 240, 0, None)
+        assert st == 0, (st, L.nanossm_last_error())
+        assert fake.fake_records() == 1 and fake.fake_violations() == 0, (fake.fake_records(), fake.fake_violations())
+        st = L.nanossm_scan(addr, addr + 80, addr + 160, addr + 240, 1, None)
+        msg = L.nanossm_last_error().decode()
+        assert st == 1 and "cuda:1 does not exist (1 CUDA devices visible)" in msg, (st, msg)
+        print("ok")
+    """, {"LD_LIBRARY_PATH": os.path.abspath(FAKE_DRIVER), "NANOSSM_FLAVOUR": "auto", "CUDA_VISIBLE_DEVICES": "0"})
+    assert p.returncode == 0 and "ok" in p.stdout, p.stdout + p.stderr
