@@ -116,7 +116,8 @@ type ScanPlan struct {
 
 // Device is what a plan needs to know of the GPU it runs on.
 type Device struct {
-	SMs int64 // streaming multiprocessors
+	SMs       int64 // streaming multiprocessors
+	MaxShared int64 // bytes of dynamic shared memory a block may opt in to (0: unknown)
 }
 
 func align256(v int64) int64 { return (v + 255) / 256 * 256 }

@@ -118,6 +118,11 @@ func (d *device) load(ordinal int) error {
 		return cudaErr("cuDeviceGetAttribute(MULTIPROCESSOR_COUNT)", err)
 	}
 	d.info.SMs = int64(sms)
+	var optin C.int
+	if r := C.cuDeviceGetAttribute(&optin, C.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, C.CUdevice(ordinal)); r != C.CUDA_SUCCESS {
+		return core.CUDAError("cuDeviceGetAttribute(MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)", cErrName(r))
+	}
+	d.info.MaxShared = int64(optin)
 	if d.ctx, err = dev.RetainPrimaryCtx(); err != nil {
 		return cudaErr("cuDevicePrimaryCtxRetain", err)
 	}
@@ -140,9 +145,11 @@ func (d *device) load(ordinal int) error {
 			if err != nil {
 				return cudaErr("cuModuleGetFunction("+name+")", err)
 			}
-			// staged rows of x live in dynamic shared memory: allow the most a plan asks for
+			// staged rows of x live in dynamic shared memory: allow the most a plan asks for,
+			// or what the device allows (a larger plan is refused by name at launch: run)
 			cfn := *(*C.CUfunction)(unsafe.Pointer(&fn))
-			if r := C.cuFuncSetAttribute(cfn, C.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, C.int(core.ScanMaxSharedBytes)); r != C.CUDA_SUCCESS {
+			allow := min(int64(core.ScanMaxSharedBytes), d.info.MaxShared)
+			if r := C.cuFuncSetAttribute(cfn, C.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, C.int(allow)); r != C.CUDA_SUCCESS {
 				return core.CUDAError("cuFuncSetAttribute("+name+")", cErrName(r))
 			}
 			d.fns[name] = cfn

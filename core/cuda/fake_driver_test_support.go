@@ -37,6 +37,9 @@ func fakeSetParamCount(prefix string, n int) {
 // fakeSetDevices sets how many devices the fake has (before the backend first counts them).
 func fakeSetDevices(n int) { C.fake_set_devices(C.int(n)) }
 
+// fakeSetOptinShared sets device dev's opt-in shared memory per block (before it is loaded).
+func fakeSetOptinShared(dev, bytes int) { C.fake_set_optin_shared(C.int(dev), C.int(bytes)) }
+
 // fakeSetRecording turns the recording of launches and memsets on or off.
 func fakeSetRecording(on bool) {
 	v := 0

@@ -101,7 +101,8 @@ func TestMain(m *testing.M) {
 	for prefix, n := range counts {
 		fakeSetParamCount(prefix, n)
 	}
-	fakeSetDevices(2)
+	fakeSetDevices(3)
+	fakeSetOptinShared(2, 48*1024) // cuda:2: a small GPU
 	os.Exit(m.Run())
 }
 
@@ -404,12 +405,31 @@ func TestSecondDevice(t *testing.T) {
 	}
 }
 
+// The shared memory a block may use is read from the device: on cuda:2 (48 KB) a plan that
+// stages 64 KB per block is refused by name before anything is enqueued, and a smaller one runs.
+func TestSharedMemoryLimitOfTheDevice(t *testing.T) {
+	big := forward(t, core.Float32, 2, 1000, 3, 8, func(a *core.ScanArgs) { a.Device = 2 })
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	fakeSetCurrent(0)
+	fakeReset()
+	err := core.Scan(big)
+	if err == nil || core.StatusOf(err) != core.StatusUnsupported ||
+		!strings.Contains(err.Error(), "stages 65536 bytes of shared memory per block; this device allows 49152") {
+		t.Fatalf("got %v", err)
+	}
+	small := forward(t, core.Float32, 2, 40, 3, 8, func(a *core.ScanArgs) { a.Device = 2 })
+	if ls := run(t, 0, func() error { return core.Scan(small) }); len(ls) != 1 || ls[0].Ctx != fakePrimary+2 {
+		t.Fatalf("small plan on cuda:2: %+v", ls)
+	}
+}
+
 // Errors of the backend name what failed: a device that does not exist.
 func TestNoSuchDevice(t *testing.T) {
 	a := forward(t, core.Float32, 1, 5, 2, 4, nil)
 	a.Device = 3
 	err := core.Scan(a)
-	if err == nil || core.StatusOf(err) != core.StatusInvalidArgument || !strings.Contains(err.Error(), "cuda:3 does not exist (2 CUDA devices visible)") {
+	if err == nil || core.StatusOf(err) != core.StatusInvalidArgument || !strings.Contains(err.Error(), "cuda:3 does not exist (3 CUDA devices visible)") {
 		t.Fatalf("got %v", err)
 	}
 }

@@ -146,6 +146,10 @@ func (d *device) run(stream uintptr, ws uintptr, lookback int64, ls *launches) e
 		if l.blocks > 1<<31-1 {
 			return core.Unsupported("x: %d blocks exceed the grid limit", l.blocks)
 		}
+		if l.shared > d.info.MaxShared {
+			return core.Unsupported("x: %s stages %d bytes of shared memory per block; this device allows %d",
+				l.name, l.shared, d.info.MaxShared)
+		}
 		for k := 0; k < l.params.n; k++ {
 			b.argv[k] = C.uint64_t(l.params.v[k])
 		}

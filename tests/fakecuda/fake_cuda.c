@@ -24,13 +24,14 @@
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static char fn_names[MAX_FNS][96];
-static int max_shared[MAX_FNS];
+static int max_shared[MAX_DEVICES][MAX_FNS]; /* per module (device) and function */
 static int n_fns;
 static fake_record records[MAX_RECORDS];
 static int n_records, violations, ctx_sets, modules_loaded;
 static struct { char prefix[64]; int n; } counts[MAX_COUNTS];
 static int n_counts;
 static int n_devices = 1, recording = 1;
+static int optin[MAX_DEVICES]; /* shared memory a block may opt in to; 0: an H200's 227 KB */
 static __thread CUcontext current;
 
 /* device d's primary context is 0x1000 + d; its module 0x2000 + d */
@@ -55,6 +56,10 @@ void fake_set_param_count(const char *prefix, int n) {
 
 /* How many devices the fake has (1 to MAX_DEVICES; set it before the backend first asks). */
 void fake_set_devices(int n) { n_devices = n < 1 ? 1 : n > MAX_DEVICES ? MAX_DEVICES : n; }
+/* Device dev's opt-in shared memory per block (before the backend first loads dev). */
+void fake_set_optin_shared(int dev, int bytes) {
+  if (dev >= 0 && dev < MAX_DEVICES) optin[dev] = bytes;
+}
 /* Whether launches and memsets are recorded (they are still checked when not). */
 void fake_set_recording(int on) { recording = on; }
 
@@ -70,7 +75,7 @@ int fake_ctx_sets(void) { return ctx_sets; }
 int fake_modules_loaded(void) { return modules_loaded; }
 const fake_record *fake_record_at(int i) { return i >= 0 && i < n_records ? &records[i] : NULL; }
 const char *fake_fn_name(int fn) { return fn >= 0 && fn < n_fns ? fn_names[fn] : ""; }
-int fake_fn_max_shared(int fn) { return fn >= 0 && fn < n_fns ? max_shared[fn] : -1; }
+int fake_fn_max_shared(int fn) { return fn >= 0 && fn < n_fns ? max_shared[0][fn] : -1; } /* cuda:0's */
 /* Makes ctx current on the calling thread (0: none), as a caller such as PyTorch would have. */
 void fake_set_current(uintptr_t ctx) { current = (CUcontext)ctx; }
 uintptr_t fake_current(void) { return (uintptr_t)current; }
@@ -108,7 +113,11 @@ CUresult cuDeviceGet(CUdevice *dev, int ordinal) {
 
 CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute attr, CUdevice dev) {
   if (dev < 0 || dev >= n_devices) return CUDA_ERROR_INVALID_DEVICE;
-  *v = attr == CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT ? FAKE_SMS : 0;
+  switch (attr) {
+    case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *v = FAKE_SMS; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: *v = optin[dev] ? optin[dev] : 232448; break;
+    default: *v = 0;
+  }
   return CUDA_SUCCESS;
 }
 
@@ -153,23 +162,34 @@ CUresult cuModuleGetFunction(CUfunction *fn, CUmodule mod, const char *name) {
   if (i == n_fns && n_fns < MAX_FNS) snprintf(fn_names[n_fns++], sizeof fn_names[0], "%s", name);
   pthread_mutex_unlock(&mu);
   if (i >= MAX_FNS) return CUDA_ERROR_OUT_OF_MEMORY;
-  *fn = (CUfunction)(uintptr_t)(i + 1);
+  *fn = (CUfunction)(uintptr_t)(1 + (m - 0x2000) * MAX_FNS + i); /* a function of this module */
   return CUDA_SUCCESS;
 }
 
+/* A function handle's device (its module's) and index in fn_names; false if it is none. */
+static int fn_of(CUfunction f, int *dev, int *i) {
+  const uintptr_t v = (uintptr_t)f;
+  if (v < 1 || v > (uintptr_t)n_devices * MAX_FNS) return 0;
+  *dev = (int)((v - 1) / MAX_FNS), *i = (int)((v - 1) % MAX_FNS);
+  return *i < n_fns;
+}
+
 CUresult cuFuncSetAttribute(CUfunction fn, CUfunction_attribute attr, int value) {
-  int i = (int)(uintptr_t)fn - 1;
-  if (i < 0 || i >= n_fns) return CUDA_ERROR_INVALID_HANDLE;
-  if (attr == CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) max_shared[i] = value;
+  int d, i;
+  if (!fn_of(fn, &d, &i)) return CUDA_ERROR_INVALID_HANDLE;
+  if (attr == CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) {
+    if (value > (optin[d] ? optin[d] : 232448)) return CUDA_ERROR_INVALID_VALUE;
+    max_shared[d][i] = value;
+  }
   return CUDA_SUCCESS;
 }
 
 CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                         unsigned bz, unsigned shared, CUstream stream, void **params, void **extra) {
-  int i = (int)(uintptr_t)f - 1;
-  if (i < 0 || i >= n_fns || extra != NULL) return CUDA_ERROR_INVALID_HANDLE;
-  if (device_of(current) < 0) return CUDA_ERROR_INVALID_CONTEXT;
-  if (shared > (unsigned)max_shared[i] && shared > 48 * 1024) return CUDA_ERROR_INVALID_VALUE;
+  int d, i;
+  if (!fn_of(f, &d, &i) || extra != NULL) return CUDA_ERROR_INVALID_HANDLE;
+  if (device_of(current) != d) return CUDA_ERROR_INVALID_CONTEXT; /* its module's context only */
+  if (shared > (unsigned)max_shared[d][i] && shared > 48 * 1024) return CUDA_ERROR_INVALID_VALUE;
   int n = param_count(fn_names[i]);
   if (n < 0) return CUDA_ERROR_NOT_FOUND; /* the test did not say how many parameters */
   if (!recording) return CUDA_SUCCESS;

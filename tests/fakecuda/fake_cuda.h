@@ -20,6 +20,7 @@ typedef struct {
 void fake_set_param_count(const char *prefix, int n);
 void fake_set_devices(int n);
 void fake_set_recording(int on);
+void fake_set_optin_shared(int dev, int bytes);
 void fake_reset(void);
 int fake_records(void);
 const fake_record *fake_record_at(int i);
