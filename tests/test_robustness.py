@@ -48,6 +48,7 @@ def bad_input_matrix(device):
         ("reverse with initial_state", lambda: ssm_scan(A, x, initial_state=h0, reverse=True), NanossmError, "initial_state: not defined for reverse scans"),
         ("cu_seqlens with B = 2", lambda: ssm_scan(A, x, cu_seqlens=torch.tensor([0, 5], device=device)), ValueError, "cu_seqlens: packed sequences need B = 1, got B = 2"),
         ("cu_seqlens float", lambda: ssm_scan(A, x, cu_seqlens=torch.tensor([0.0, 5.0])), TypeError, "cu_seqlens: expected int32 or int64, got torch.float32"),
+        ("x on the meta device", lambda: ssm_scan(A.to("meta"), x.to("meta")), ValueError, "x: expected a CPU or CUDA tensor, got one on meta"),
         ("out with gradients", lambda: ssm_scan(A, x.clone().requires_grad_(), out=torch.empty_like(x)), ValueError, "out: not supported when gradients are required"),
     ]
     if device == "cuda":

@@ -281,7 +281,7 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
     if (out is None and initial_state is None and cu_seqlens is None and not return_final_state
             and not reverse and type(x) is torch.Tensor and type(cumsum_A) is torch.Tensor
             and cumsum_A.dtype is torch.float32 and x.dim() == 4 and cumsum_A.dim() == 3
-            and (x.dtype in _CUDA_DTYPES if x.is_cuda else x.dtype is torch.float32)
+            and (x.dtype in _CUDA_DTYPES if x.is_cuda else x.dtype is torch.float32 and x.is_cpu)
             and cumsum_A.is_cuda == x.is_cuda and cumsum_A.get_device() == x.get_device()
             and x.numel() > 0 and cumsum_A.numel() > 0
             and not (torch.is_grad_enabled() and (x.requires_grad or cumsum_A.requires_grad))
@@ -304,6 +304,9 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
             cu_seqlens = _checked_seqlens(cu_seqlens, x).to(x.device)
         elif cu_seqlens.device != x.device:
             raise ValueError(f"cu_seqlens: on {cu_seqlens.device} but x is on {x.device}")
+    if x.device.type not in ("cpu", "cuda"):
+        # (anything else would hand the CPU backend addresses it cannot read)
+        raise ValueError(f"x: expected a CPU or CUDA tensor, got one on {x.device}")
     if cumsum_A.device != x.device:
         raise ValueError(f"cumsum_A: on {cumsum_A.device} but x is on {x.device}")
     if not (x.is_floating_point() and cumsum_A.is_floating_point()):
