@@ -7,6 +7,7 @@ package cuda
 
 import (
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/nanossm/nanossm/core"
@@ -233,6 +234,44 @@ func TestLaunchPathAllocatesNothing(t *testing.T) {
 		core.TunePasses = 0
 		if allocs != 0 {
 			t.Errorf("%s: %v allocations per call", name, allocs)
+		}
+	}
+}
+
+// Packed sequences with initial states: the backward scan (packed kernel, int32 offsets, the
+// gradients of the states in its h0/hT slots), then dA's initial-state term (nanossm_dA_h0_term).
+func TestBackwardPackedWithInitialState(t *testing.T) {
+	const T, R, C, S = 500, 3, 8, 4
+	sh := []int64{1, T, R, C}
+	a := &core.BackwardArgs{A: tensor(addrA, core.Float32, 1, T, R), X: tensor(addrX, core.Float32, sh...),
+		Out: tensor(addrOut, core.Float32, sh...), GradOut: tensor(0x80000000, core.Float32, sh...),
+		GradX: tensor(0x90000000, core.Float32, sh...), GradA: tensor(0xA0000000, core.Float32, 1, T, R),
+		InitialState: tensor(addrH0, core.Float32, S, R, C), GradFinalState: tensor(addrHT, core.Float32, S, R, C),
+		GradInitialState: tensor(0xB0000000, core.Float32, S, R, C), CuSeqlens: tensor(addrSeq, core.Int32, S+1),
+		Device: 0, Stream: stream}
+	n, err := core.BackwardWorkspaceSize(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Workspace, a.WorkspaceLen = addrWS, n
+	p, _ := core.ValidateBackward(a)
+	pl := core.PlanBackward(a, p, core.Device{SMs: 132, MaxShared: 232448})
+	ls := run(t, fakePrimary, func() error { return core.ScanBackward(a) })
+	if pl.Chunks > 1 {
+		ls = ls[1:] // the look-back reset (TestBackward checks it)
+	}
+	if len(ls) != 2 || !strings.Contains(pl.Kernel, "_packed_") {
+		t.Fatalf("plan %+v: want the packed backward and the h0 term, got %+v", pl, ls)
+	}
+	s := a.ReverseScan()
+	checkLaunch(t, ls[0], pl.Kernel, pl.Tiles*pl.Chunks, pl.Warps, pl.Shared)
+	checkCommon(t, ls[0], &s, 2|4|1|16, pl.Chunks, pl.Tiles) // undecayed, scale final, reverse, int32 offsets
+	h := ls[1]
+	want := []int64{addrH0, 0xB0000000, addrSeq, S, T, R, C, 0xA0000000, R, 1, 16}
+	checkLaunch(t, h, core.KernelDAH0Term, (S*R+255)/256, 8, 0)
+	for i, w := range want {
+		if h.Params[i] != w {
+			t.Fatalf("%s parameter %d is %d, want %d (%v)", h.Kernel, i, h.Params[i], w, h.Params)
 		}
 	}
 }
