@@ -162,7 +162,7 @@ def test_cuda_flavour_loads_and_enqueues_over_the_fake_driver():
     synchronising, allocating or copying; a device that does not exist is refused by name."""
     p = run_py("""
         import ctypes, torch, nanossm
-        from nanossm import _loader, op
+        from nanossm import _call, _loader
         from nanossm.reference import rel_err, ssm_scan_sequential
         info = nanossm.library_info()
         assert info["flavour"] == "cuda" and info["has_cuda"], info
@@ -172,13 +172,13 @@ def test_cuda_flavour_loads_and_enqueues_over_the_fake_driver():
         fake.fake_set_param_count(b"nanossm_scan_fwd", 26)
         fake.fake_reset()
         L = _loader.lib()
-        buf, addr = op._buffer()
+        buf, addr = _call._buffer()
         B, T, R, C = 2, 100, 3, 8
-        op._PLAIN.pack_into(buf, 0, 1 << 20, 0, 3, B, T, R, T * R, R, 1,
+        _call._PLAIN.pack_into(buf, 0, 1 << 20, 0, 3, B, T, R, T * R, R, 1,
                             1 << 24, 0, 4, B, T, R, C, T * R * C, R * C, C, 1,
                             1 << 28, 0, 4, B, T, R, C, T * R * C, R * C, C, 1)
-        op._OPTIONS_PLAIN.pack_into(buf, op._OFF_OPT, op._OPT_SIZE, 0)
-        op._tls.plain = False
+        _call._OPTIONS_PLAIN.pack_into(buf, _call._OFF_OPT, _call._OPT_SIZE, 0)
+        _call._tls.plain = False
         st = L.nanossm_scan(addr, addr + 80, addr + 160, addr + 240, 0, None)
         assert st == 0, (st, L.nanossm_last_error())
         assert fake.fake_records() == 1 and fake.fake_violations() == 0, (fake.fake_records(), fake.fake_violations())

@@ -7,7 +7,7 @@ import torch
 
 from conftest import DEVICES, assert_grads_match_ref64, make_inputs, requires_cuda
 from nanossm import ssm_scan
-from nanossm.op import _launch_backward
+from nanossm._call import _launch_backward
 from nanossm.reference import rel_err
 
 DTYPES = {"cpu": [torch.float32], "cuda": [torch.float32, torch.float16, torch.bfloat16]}

@@ -11,7 +11,7 @@ import torch
 
 from conftest import CUDA_OK, DEVICES, make_inputs, requires_cuda
 import nanossm
-from nanossm import NanossmError, _loader, op, ssm_scan
+from nanossm import NanossmError, _call, _loader, ssm_scan
 from nanossm.reference import rel_err, ssm_scan_chunked64, ssm_scan_sequential
 
 
@@ -193,11 +193,11 @@ def test_cuda_errors_become_exceptions_with_the_cuda_name():
     out = torch.empty_like(x)
     host = torch.empty(1 << 20, dtype=torch.uint8)  # pageable host memory
     L = _loader.lib()
-    buf, addr = op._buffer()
-    op._launch(A, x, out, None, None, False)  # leaves this call's descriptors in the buffer
-    op._OPT_WS.pack_into(buf, op._OFF_WS, (host.data_ptr() + 255) // 256 * 256, host.numel() - 256)
+    buf, addr = _call._buffer()
+    _call._launch(A, x, out, None, None, False)  # leaves this call's descriptors in the buffer
+    _call._OPT_WS.pack_into(buf, _call._OFF_WS, (host.data_ptr() + 255) // 256 * 256, host.numel() - 256)
     with pytest.raises(NanossmError) as e:
-        _loader.check(L.nanossm_scan(addr, addr + 80, addr + 160, addr + 240, 0, op._raw_stream(0)))
+        _loader.check(L.nanossm_scan(addr, addr + 80, addr + 160, addr + 240, 0, _call._raw_stream(0)))
     assert "CUDA_ERROR_" in str(e.value) and e.value.status == 3
     assert rel_err(ssm_scan(A, x).cpu(), ssm_scan_sequential(A.cpu(), x.cpu())[0]) <= 1e-5
     with pytest.raises(ValueError, match="device: cuda:7 does not exist"):

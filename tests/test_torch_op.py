@@ -37,6 +37,27 @@ def test_opcheck(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_eager_autograd_equals_the_registered_op(device):
+    """Eager ssm_scan takes _Scan (autograd.Function), not the registered op's autograd: both
+    must give the same bits, forward and every gradient, plain and with every option."""
+    from nanossm.autograd import _Scan
+    A, x = make_inputs((1, 130, 3, 8), torch.float32, device, seed=34)
+    h0, g = torch.randn(1, 3, 8, device=device), torch.randn_like(x)
+    cu = torch.tensor([0, 50, 50, 130], device=device)
+    for h, reverse, final, seq in [(None, False, False, None), (h0, False, True, None), (None, True, True, None),
+                                   (h0[:1].expand(3, -1, -1).contiguous(), False, True, cu)]:
+        results = []
+        for scan in (_Scan.apply, torch.ops.nanossm.scan):
+            leaves = [t.clone().requires_grad_() for t in (A, x)] + ([h.clone().requires_grad_()] if h is not None else [])
+            out, hT = scan(leaves[0], leaves[1], leaves[2] if h is not None else None, reverse, final, seq)
+            loss = (out * g).sum() + (hT.square().sum() if final else 0)
+            loss.backward()
+            results.append([out.detach(), hT.detach()] + [t.grad for t in leaves])
+        for a, b in zip(*results):
+            assert torch.equal(a, b), (h is not None, reverse, final, seq is not None)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_compile_fullgraph_with_backward(device):
     torch.manual_seed(0)
     model = TinySSM().to(device)

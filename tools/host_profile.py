@@ -18,7 +18,7 @@ import time
 import torch
 
 sys.path.insert(0, "python")
-from nanossm import _loader, op, ssm_scan  # noqa: E402
+from nanossm import _call, _loader, ssm_scan  # noqa: E402
 
 
 def main():
@@ -50,30 +50,30 @@ def main():
     out = torch.empty_like(x)
     ssm_scan(A, x)
     L = _loader.lib()
-    op._launch_plain(A, x, out)  # leaves this call's descriptors in the thread's buffer
-    pA, px, po, popt = op._tls.plain_args
+    _call._launch_plain(A, x, out)  # leaves this call's descriptors in the thread's buffer
+    pA, px, po, popt = _call._tls.plain_args
     dev = x.get_device() if cuda else -1
-    stream = op._raw_stream(dev) if cuda else None
+    stream = _call._raw_stream(dev) if cuda else None
     n = ctypes.c_int64(0)
     print(f"# {L._name} ({_loader.flavour()[0]} flavour), {args.device}, shape {tuple(x.shape)}, "
           f"best of {args.runs} x {args.calls} calls")
     rows = {
         "ssm_scan(A, x)": lambda: ssm_scan(A, x),
-        "op._launch_plain (pack + call; the fast path)": lambda: op._launch_plain(A, x, out),
-        "op._launch (pack + call; the general path)": lambda: op._launch(A, x, out, None, None, False),
+        "_call._launch_plain (pack + call; the fast path)": lambda: _call._launch_plain(A, x, out),
+        "_call._launch (pack + call; the general path)": lambda: _call._launch(A, x, out, None, None, False),
         "library call alone (Go: validate, plan, launch)": lambda: L.nanossm_scan(pA, px, po, popt, dev, stream),
         "workspace size (Go: validate, plan; no launch)": lambda: L.nanossm_scan_workspace_size(
             pA, px, po, popt, dev, ctypes.byref(n)),
         "ctypes call of nanossm_version": lambda: L.nanossm_version(),
-        "pack the three descriptors": lambda: op._PLAIN.pack_into(
-            op._buffer()[0], 0, A.data_ptr(), 0, 3, *A.shape, *A.stride(), x.data_ptr(), 0, 4, *x.shape,
+        "pack the three descriptors": lambda: _call._PLAIN.pack_into(
+            _call._buffer()[0], 0, A.data_ptr(), 0, 3, *A.shape, *A.stride(), x.data_ptr(), 0, 4, *x.shape,
             *x.stride(), out.data_ptr(), 0, 4, *x.shape, *out.stride()),
         "torch.empty_like(x) for out (the fast path's)": lambda: torch.empty_like(x, memory_format=torch.contiguous_format),
         "torch.empty(shape, dtype=, device=) for out": lambda: torch.empty(x.shape, dtype=x.dtype, device=x.device),
         "x.clone() (a torch op, for scale)": lambda: x.clone(),
     }
     if cuda:
-        rows["raw stream handle"] = lambda: op._raw_stream(dev)
+        rows["raw stream handle"] = lambda: _call._raw_stream(dev)
     for name, f in rows.items():
         print(f"{per_call(f):8.2f} us  {name}")
 

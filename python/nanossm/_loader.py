@@ -106,7 +106,7 @@ def _choose():
 
 
 def _declare(lib):
-    # descriptors are passed as addresses (op.py packs them into one buffer per thread)
+    # descriptors are passed as addresses (_call.py packs them into one buffer per thread)
     T = O = ctypes.c_void_p
     sigs = {
         "nanossm_version": ([], ctypes.c_int32),

@@ -11,7 +11,7 @@ import torch
 
 from . import ssm_scan
 from .bench import DTYPES, bench_ms
-from .op import _launch_backward
+from ._call import _launch_backward
 from .reference import rel_err, ssm_scan_einsum
 
 

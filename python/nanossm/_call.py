@@ -1,0 +1,202 @@
+"""The library call: tensors described to the C ABI (zero-copy: pointers, sizes and strides),
+packed into one reusable buffer per thread, and the forward and backward launches through
+ctypes. ssm_scan (op.py) and the PyTorch ops (autograd.py) call these."""
+import ctypes
+import struct
+import threading
+
+import torch
+
+from . import _loader
+
+_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3,
+                torch.int32: 4, torch.int64: 5}
+_CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_CPU_DTYPES = (torch.float32, torch.float64)
+
+
+# The call's descriptors (include/nanossm.h) are packed into one reusable per-thread buffer with
+# struct.pack_into: building ctypes Structures field by field costs microseconds, and small calls
+# are dominated by host time. Layout: A, x, out (80 bytes each), then nanossm_scan_options.
+_TENSOR = {1: struct.Struct("<Qiiq24xq24x"), 3: struct.Struct("<Qii3q8x3q8x"), 4: struct.Struct("<Qii4q4q")}
+_OPT_HEAD = struct.Struct("<II")
+_OPT_WS = struct.Struct("<Qq")
+# sizes and offsets come from the ctypes mirrors of the header's structs (nanossm._loader)
+_TSIZE = ctypes.sizeof(_loader.Tensor)
+_OPT_SIZE = ctypes.sizeof(_loader.ScanOptions)
+_OFF_A, _OFF_X, _OFF_OUT, _OFF_OPT = 0, _TSIZE, 2 * _TSIZE, 3 * _TSIZE
+_OFF_H0, _OFF_HT, _OFF_SEQ, _OFF_WS = (_OFF_OPT + getattr(_loader.ScanOptions, f).offset for f in
+                                       ("initial_state", "final_state", "cu_seqlens", "workspace"))
+_BUF_SIZE = _OFF_OPT + _OPT_SIZE
+# the backward's: A, x, out, grad_out, grad_x, grad_A, then nanossm_backward_options
+_BOFF_OPT = 6 * _TSIZE
+_BOPT_SIZE = ctypes.sizeof(_loader.BackwardOptions)
+_BOFF_H0, _BOFF_GT, _BOFF_DH0, _BOFF_SEQ, _BOFF_WS = (
+    _BOFF_OPT + getattr(_loader.BackwardOptions, f).offset
+    for f in ("initial_state", "grad_final_state", "grad_initial_state", "cu_seqlens", "workspace"))
+assert all(s.size == _TSIZE for s in _TENSOR.values())
+_ZERO_T = bytes(_TSIZE)
+_tls = threading.local()
+
+
+def _buffer(kind="fwd", size=_BUF_SIZE):
+    b = getattr(_tls, kind, None)
+    if b is None:
+        b = ctypes.create_string_buffer(size)
+        setattr(_tls, kind, b)
+        setattr(_tls, kind + "_addr", ctypes.addressof(b))
+    return b, getattr(_tls, kind + "_addr")
+
+
+def _pack(buf, off, t):
+    """Describe t (no copy) at buf[off:off+80]; None -> an absent tensor."""
+    if t is None:
+        buf[off:off + _TSIZE] = _ZERO_T
+    else:
+        _TENSOR[t.dim()].pack_into(buf, off, t.data_ptr(), _DTYPE_CODES[t.dtype], t.dim(), *t.shape, *t.stride())
+
+
+# Workspace bytes depend only on the layout (shapes, strides, dtype, 16-byte alignment) and the
+# flags: cache them so the common call makes one library call, not two.
+_ws_cache = {}
+
+
+def _raw_stream(index):
+    """The current CUDA stream's handle: the private accessor costs ~0.1 us, the public ~5 us."""
+    try:
+        return torch._C._cuda_getCurrentRawStream(index)
+    except AttributeError:  # pragma: no cover - older/newer torch without it
+        return torch.cuda.current_stream(index).cuda_stream
+
+
+def _launch(A, x, out, h0, hT, reverse, seq=None):
+    """One library call: out (and hT) = scan(A, x). All tensors on one device, already checked."""
+    L = _loader.lib()
+    buf, addr = _buffer()
+    _tls.plain = False  # the options part now holds this call's (see _launch_plain)
+    _pack(buf, _OFF_A, A)
+    _pack(buf, _OFF_X, x)
+    _pack(buf, _OFF_OUT, out)
+    _OPT_HEAD.pack_into(buf, _OFF_OPT, _OPT_SIZE, _loader.SCAN_REVERSE if reverse else 0)
+    _pack(buf, _OFF_H0, h0)
+    _pack(buf, _OFF_HT, hT)
+    _pack(buf, _OFF_SEQ, seq)
+    _OPT_WS.pack_into(buf, _OFF_WS, 0, 0)
+    pA, px, po, popt = addr + _OFF_A, addr + _OFF_X, addr + _OFF_OUT, addr + _OFF_OPT
+    if x.is_cuda:
+        dev = x.device.index
+        key = (x.shape, x.stride(), out.stride(), x.dtype, x.data_ptr() % 16, out.data_ptr() % 16, reverse,
+               seq is not None)
+        need = _ws_cache.get(key)
+        if need is None:
+            n = ctypes.c_int64(0)
+            _loader.check(L.nanossm_scan_workspace_size(pA, px, po, popt, dev, ctypes.byref(n)))
+            need = _ws_cache.setdefault(key, n.value) if len(_ws_cache) < 4096 else n.value
+        ws = None
+        if need:
+            # from PyTorch's caching allocator on the current stream: reused safely after the call
+            ws = torch.empty(need, dtype=torch.uint8, device=x.device)
+            _OPT_WS.pack_into(buf, _OFF_WS, ws.data_ptr(), need)
+        _loader.check(L.nanossm_scan(pA, px, po, popt, dev, _raw_stream(dev)))
+    else:
+        _loader.check(L.nanossm_scan(pA, px, po, popt, -1, None))
+
+
+_ws_plain = {}
+_OPTIONS_PLAIN = struct.Struct(f"<II{_OPT_SIZE - 8}x")  # struct_size, flags 0, all else zero
+# A (3 dims), x and out (4 dims): the three descriptors of a plain call in one pack_into
+_PLAIN = struct.Struct("<" + "".join(_TENSOR[n].format.lstrip("<") for n in (3, 4, 4)))
+assert _PLAIN.size == 3 * _TSIZE
+
+
+def _launch_plain(A, x, out):
+    """_launch for the plain call (no options; out fresh from torch.empty_like, so contiguous
+    and aligned): the options block is written once per thread, not per call, the three
+    descriptors in one pack, and the workspace size is cached on x's layout alone. Small calls
+    are dominated by this host time (tools/host_profile.py)."""
+    L = _loader.lib()
+    buf, addr = _buffer()
+    if not getattr(_tls, "plain", False):
+        _OPTIONS_PLAIN.pack_into(buf, _OFF_OPT, _OPT_SIZE, 0)
+        _tls.plain = True
+        if not hasattr(_tls, "plain_args"):
+            # the four descriptor addresses as ctypes objects, made once per thread: ctypes
+            # passes them as they are instead of converting four integers per call (~0.4 us)
+            _tls.plain_args = tuple(ctypes.c_void_p(addr + o) for o in (_OFF_A, _OFF_X, _OFF_OUT, _OFF_OPT))
+    pA, px, po, popt = _tls.plain_args
+    xd = _DTYPE_CODES[x.dtype]
+    shape, strides, xp = x.shape, x.stride(), x.data_ptr()
+    _PLAIN.pack_into(buf, 0, A.data_ptr(), 0, 3, *A.shape, *A.stride(), xp, xd, 4, *shape, *strides,
+                     out.data_ptr(), xd, 4, *shape, *out.stride())
+    if not x.is_cuda:
+        _loader.check(L.nanossm_scan(pA, px, po, popt, -1, None))
+        return
+    dev = x.get_device()
+    key = (shape, strides, xd, xp & 15, dev)
+    need = _ws_plain.get(key)
+    if need is None:
+        n = ctypes.c_int64(0)
+        _loader.check(L.nanossm_scan_workspace_size(pA, px, po, popt, dev, ctypes.byref(n)))
+        need = _ws_plain.setdefault(key, n.value) if len(_ws_plain) < 4096 else n.value
+    if need:
+        ws = torch.empty(need, dtype=torch.uint8, device=x.device)
+        _OPT_WS.pack_into(buf, _OFF_WS, ws.data_ptr(), need)
+        _tls.plain = False  # the workspace pointer must not outlive this call in the buffer
+    _loader.check(L.nanossm_scan(pA, px, po, popt, dev, _raw_stream(dev)))
+
+
+def _plain(A, x):
+    """The plain call: out = scan(A, x), A float32 and x in a kernel dtype on one device."""
+    # empty_like, not torch.empty(shape, dtype=, device=): the same contiguous tensor for a
+    # third of the host time (1.6 vs 5 us measured on a CPU host, tools/host_profile.py)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    _launch_plain(A, x, out)
+    return out
+
+
+def _forward(A, x, h0, reverse, want_final, out=None, seq=None):
+    """out (and the final state) = scan(A, x); every argument already checked and converted."""
+    if (out is None and h0 is None and not reverse and not want_final and seq is None
+            and A.dtype is torch.float32 and x.dtype is not torch.float64):
+        return _plain(A, x), None
+    if out is None:
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    hT = None
+    if want_final:
+        hT = torch.empty(_state_shape(x, seq), dtype=_state_dtype(x), device=x.device)
+    _launch(A, x, out, h0, hT, reverse, seq)
+    return out, hT
+
+
+def _state_shape(x, seq):
+    """(B,R,C), or (N,R,C) for N packed sequences."""
+    return (x.shape[0] if seq is None else seq.shape[0] - 1, x.shape[2], x.shape[3])
+
+
+def _state_dtype(x):
+    """The dtype of A and of the states: float64 with float64 x (CPU), else float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _launch_backward(A, x, out, g, dx, dA, h0, gT, dh0, seq, reverse):
+    """One nanossm_scan_backward call; every tensor on one device, already allocated."""
+    L = _loader.lib()
+    buf, addr = _buffer("bwd", _BOFF_OPT + _BOPT_SIZE)
+    for i, t in enumerate((A, x, out, g, dx, dA)):
+        _pack(buf, i * _TSIZE, t)
+    _OPT_HEAD.pack_into(buf, _BOFF_OPT, _BOPT_SIZE, _loader.SCAN_REVERSE if reverse else 0)
+    for off, t in ((_BOFF_H0, h0), (_BOFF_GT, gT), (_BOFF_DH0, dh0), (_BOFF_SEQ, seq)):
+        _pack(buf, off, t)
+    _OPT_WS.pack_into(buf, _BOFF_WS, 0, 0)
+    ptrs = [addr + i * _TSIZE for i in range(6)] + [addr + _BOFF_OPT]
+    if x.is_cuda:
+        dev = x.device.index
+        n = ctypes.c_int64(0)
+        _loader.check(L.nanossm_scan_backward_workspace_size(*ptrs, dev, ctypes.byref(n)))
+        ws = None
+        if n.value:
+            ws = torch.empty(n.value, dtype=torch.uint8, device=x.device)
+            _OPT_WS.pack_into(buf, _BOFF_WS, ws.data_ptr(), n.value)
+        _loader.check(L.nanossm_scan_backward(*ptrs, dev, _raw_stream(dev)))
+    else:
+        _loader.check(L.nanossm_scan_backward(*ptrs, -1, None))
