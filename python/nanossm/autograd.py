@@ -101,3 +101,42 @@ class _Scan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g, g_final):
         return _gradients(ctx, g, g_final, _backward_impl)
+
+
+class _ScanFunc(torch.autograd.Function):
+    """_Scan for torch.func transforms (grad, jacrev, ...), which need the forward/setup_context
+    form; PyTorch binds the arguments of that form with inspect on every call (~50 us), so eager
+    calls keep _Scan. The backward goes through the op, whose dispatcher unwraps functorch's
+    tensors (they have no storage to hand the library)."""
+
+    @staticmethod
+    def forward(A, x, h0, reverse, want_final, seq):
+        out, hT = _forward(A, x, h0, reverse, want_final, seq=seq)
+        return out, (hT if hT is not None else _empty_state(x))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.set_materialize_grads(False)
+        _scan_setup(ctx, inputs, output)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g, g_final):
+        return _gradients(ctx, g, g_final, torch.ops.nanossm.scan_backward)
+
+
+def scan_function(*tensors):
+    """The autograd.Function for a call on these tensors: _ScanFunc under torch.func, else _Scan."""
+    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    if check is not None and any(t is not None and check(t) for t in tensors):
+        return _ScanFunc
+    return _Scan
+
+
+def refuse_vmap(*tensors):
+    """A clear error for tensors batched by torch.func.vmap: the library reads storage, which
+    they have none of (a batch of scans is one scan with a larger B)."""
+    check = getattr(torch._C._functorch, "is_batchedtensor", None)
+    if check is not None and any(t is not None and check(t) for t in tensors):
+        raise NotImplementedError("ssm_scan: torch.func.vmap is not supported; stack the batch into B instead")
+

@@ -2,7 +2,7 @@
 import torch
 
 from ._call import _CPU_DTYPES, _CUDA_DTYPES, _forward, _plain
-from .autograd import _Scan
+from .autograd import refuse_vmap, scan_function
 
 def _check_tensor(name, t, ndim, dims):
     if not isinstance(t, torch.Tensor):
@@ -43,8 +43,12 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
             and cumsum_A.is_cuda == x.is_cuda and cumsum_A.get_device() == x.get_device()
             and x.numel() > 0 and cumsum_A.numel() > 0 and not torch.compiler.is_compiling()):
         if (x.requires_grad or cumsum_A.requires_grad) and torch.is_grad_enabled():
-            return _Scan.apply(cumsum_A, x, None, False, False, None)[0]
-        return _plain(cumsum_A, x)
+            return scan_function(cumsum_A, x).apply(cumsum_A, x, None, False, False, None)[0]
+        try:
+            return _plain(cumsum_A, x)
+        except RuntimeError:
+            refuse_vmap(cumsum_A, x)  # (vmap's tensors fail in _plain: say why)
+            raise
     _check_tensor("cumsum_A", cumsum_A, 3, "(B,T,R)")
     _check_tensor("x", x, 4, "(B,T,R,C)")
     if cu_seqlens is not None:
@@ -76,6 +80,7 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
     if x.numel() == 0 or cumsum_A.numel() == 0:
         raise ValueError(f"x: every size must be >= 1, got {tuple(x.shape)} and cumsum_A {tuple(cumsum_A.shape)}")
 
+    refuse_vmap(cumsum_A, x, initial_state)
     compute = x.dtype if (x.is_cuda or x.dtype in _CPU_DTYPES) else torch.float32
     a_dtype = torch.float64 if compute == torch.float64 else torch.float32  # A and the states
     A = cumsum_A if cumsum_A.dtype == a_dtype else cumsum_A.to(a_dtype)
@@ -95,7 +100,7 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
     elif torch.compiler.is_compiling():  # traced: the registered op (autograd.py)
         y, hT = torch.ops.nanossm.scan(A, xc, h0, reverse, return_final_state, cu_seqlens)
     elif needs_grad:  # eager: the same calls without the custom-op dispatcher
-        y, hT = _Scan.apply(A, xc, h0, reverse, return_final_state, cu_seqlens)
+        y, hT = scan_function(A, xc, h0).apply(A, xc, h0, reverse, return_final_state, cu_seqlens)
     else:
         y, hT = _forward(A, xc, h0, reverse, return_final_state, seq=cu_seqlens)
     if y.dtype != x.dtype:
