@@ -9,6 +9,14 @@ package cuda
 
 /*
 #include <cuda.h>
+
+// The calling thread's current context, returned by value (see enter).
+typedef struct { CUcontext ctx; CUresult r; } nanossm_current_ctx;
+static nanossm_current_ctx nanossm_get_current(void) {
+	nanossm_current_ctx c = {NULL, CUDA_SUCCESS};
+	c.r = cuCtxGetCurrent(&c.ctx);
+	return c;
+}
 */
 import "C"
 
@@ -48,8 +56,7 @@ const maxDevices = 64
 type device struct {
 	once sync.Once
 	err  error
-	ctx  cu.CUContext
-	cctx C.CUcontext // ctx as this package's C type, for the launch path
+	ctx  C.CUcontext // the device's primary context
 	fns  map[string]C.CUfunction
 	info core.Device
 }
@@ -78,21 +85,37 @@ func cErrName(r C.CUresult) string {
 
 func cudaErr(op string, err error) error { return core.CUDAError(op, errName(err)) }
 
-// withContext makes ctx current on this OS thread for f, then restores what was current.
-// A cgo export runs on the caller's thread, so this is PyTorch's thread: its current context
-// is normally this same primary context already.
-func withContext(ctx cu.CUContext, f func() error) error {
-	prev, err := cu.CurrentContext()
-	if err != nil {
-		return cudaErr("cuCtxGetCurrent", err)
+// enter makes ctx current on this OS thread and returns what was current, for leave. A cgo
+// export runs on the caller's thread, so this is PyTorch's thread: its current context is
+// normally this same primary context already, and then nothing is switched. (The current
+// context comes back by value: a Go pointer handed to C would put it on the heap every call.)
+func enter(ctx C.CUcontext) (prev C.CUcontext, err error) {
+	cur := C.nanossm_get_current()
+	if cur.r != C.CUDA_SUCCESS {
+		return nil, core.CUDAError("cuCtxGetCurrent", cErrName(cur.r))
 	}
-	if prev != ctx {
-		if err := cu.SetCurrentContext(ctx); err != nil {
-			return cudaErr("cuCtxSetCurrent", err)
+	if cur.ctx != ctx {
+		if r := C.cuCtxSetCurrent(ctx); r != C.CUDA_SUCCESS {
+			return nil, core.CUDAError("cuCtxSetCurrent", cErrName(r))
 		}
-		defer cu.SetCurrentContext(prev) //nolint:errcheck // restoring; nothing to report to
 	}
-	return f()
+	return cur.ctx, nil
+}
+
+// leave restores the context enter found current.
+func leave(ctx, prev C.CUcontext) {
+	if prev != ctx {
+		C.cuCtxSetCurrent(prev) // restoring; nothing to report to
+	}
+}
+
+// attribute reads one attribute of device ordinal (name: for the error).
+func attribute(ordinal int, attr C.CUdevice_attribute, name string) (int64, error) {
+	var v C.int
+	if r := C.cuDeviceGetAttribute(&v, attr, C.CUdevice(ordinal)); r != C.CUDA_SUCCESS {
+		return 0, core.CUDAError("cuDeviceGetAttribute("+name+")", cErrName(r))
+	}
+	return int64(v), nil
 }
 
 func getDevice(ordinal int) (*device, error) {
@@ -108,54 +131,55 @@ func getDevice(ordinal int) (*device, error) {
 	return d, d.err
 }
 
-func (d *device) load(ordinal int) error {
+func (d *device) load(ordinal int) (err error) {
 	dev, err := cu.GetDevice(ordinal)
 	if err != nil {
 		return cudaErr("cuDeviceGet", err)
 	}
-	sms, err := dev.Attribute(cu.MultiprocessorCount)
+	if d.info.SMs, err = attribute(ordinal, C.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, "MULTIPROCESSOR_COUNT"); err != nil {
+		return err
+	}
+	if d.info.MaxShared, err = attribute(ordinal, C.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+		"MAX_SHARED_MEMORY_PER_BLOCK_OPTIN"); err != nil {
+		return err
+	}
+	primary, err := dev.RetainPrimaryCtx()
 	if err != nil {
-		return cudaErr("cuDeviceGetAttribute(MULTIPROCESSOR_COUNT)", err)
-	}
-	d.info.SMs = int64(sms)
-	var optin C.int
-	if r := C.cuDeviceGetAttribute(&optin, C.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, C.CUdevice(ordinal)); r != C.CUDA_SUCCESS {
-		return core.CUDAError("cuDeviceGetAttribute(MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)", cErrName(r))
-	}
-	d.info.MaxShared = int64(optin)
-	if d.ctx, err = dev.RetainPrimaryCtx(); err != nil {
 		return cudaErr("cuDevicePrimaryCtxRetain", err)
 	}
-	d.cctx = *(*C.CUcontext)(unsafe.Pointer(&d.ctx)) // cu.CUContext holds just the handle
-	return withContext(d.ctx, func() error {
-		module := kernels.Fatbin
-		if path := os.Getenv("NANOSSM_MODULE"); path != "" {
-			// a benchmarking knob: time a variant build of kernels/scan.cu without relinking
-			if module, err = os.ReadFile(path); err != nil {
-				return core.Internal("NANOSSM_MODULE: %v", err)
-			}
+	d.ctx = *(*C.CUcontext)(unsafe.Pointer(&primary)) // cu.CUContext holds just the handle
+	prev, err := enter(d.ctx)
+	if err != nil {
+		return err
+	}
+	defer leave(d.ctx, prev)
+	module := kernels.Fatbin
+	if path := os.Getenv("NANOSSM_MODULE"); path != "" {
+		// a benchmarking knob: time a variant build of kernels/scan.cu without relinking
+		if module, err = os.ReadFile(path); err != nil {
+			return core.Internal("NANOSSM_MODULE: %v", err)
 		}
-		mod, err := cu.LoadData(string(module))
+	}
+	mod, err := cu.LoadData(string(module))
+	if err != nil {
+		return cudaErr("cuModuleLoadData", err)
+	}
+	d.fns = map[string]C.CUfunction{}
+	for _, name := range core.ScanKernelNames() {
+		fn, err := mod.Function(name)
 		if err != nil {
-			return cudaErr("cuModuleLoadData", err)
+			return cudaErr("cuModuleGetFunction("+name+")", err)
 		}
-		d.fns = map[string]C.CUfunction{}
-		for _, name := range core.ScanKernelNames() {
-			fn, err := mod.Function(name)
-			if err != nil {
-				return cudaErr("cuModuleGetFunction("+name+")", err)
-			}
-			// staged rows of x live in dynamic shared memory: allow the most a plan asks for,
-			// or what the device allows (a larger plan is refused by name at launch: run)
-			cfn := *(*C.CUfunction)(unsafe.Pointer(&fn))
-			allow := min(int64(core.ScanMaxSharedBytes), d.info.MaxShared)
-			if r := C.cuFuncSetAttribute(cfn, C.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, C.int(allow)); r != C.CUDA_SUCCESS {
-				return core.CUDAError("cuFuncSetAttribute("+name+")", cErrName(r))
-			}
-			d.fns[name] = cfn
+		// staged rows of x live in dynamic shared memory: allow the most a plan asks for, or
+		// what the device allows (a larger plan is refused by name at launch: run)
+		cfn := *(*C.CUfunction)(unsafe.Pointer(&fn))
+		allow := min(int64(core.ScanMaxSharedBytes), d.info.MaxShared)
+		if r := C.cuFuncSetAttribute(cfn, C.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, C.int(allow)); r != C.CUDA_SUCCESS {
+			return core.CUDAError("cuFuncSetAttribute("+name+")", cErrName(r))
 		}
-		return nil
-	})
+		d.fns[name] = cfn
+	}
+	return nil
 }
 
 type backend struct{}

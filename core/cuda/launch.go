@@ -3,15 +3,6 @@ package cuda
 /*
 #include <stdlib.h>
 #include <cuda.h>
-
-// The calling thread's current context, returned by value (a Go pointer passed to C would put
-// the result on the Go heap: one allocation per call).
-typedef struct { CUcontext ctx; CUresult r; } nanossm_current_ctx;
-static nanossm_current_ctx nanossm_get_current(void) {
-	nanossm_current_ctx c = {NULL, CUDA_SUCCESS};
-	c.r = cuCtxGetCurrent(&c.ctx);
-	return c;
-}
 */
 import "C"
 
@@ -119,16 +110,11 @@ func putArgBlock(b argBlock) {
 // run enqueues the workspace reset (look-back bytes) and the launches, in order, on the
 // caller's stream, in the device's primary context (made current for the call if it is not).
 func (d *device) run(stream uintptr, ws uintptr, lookback int64, ls *launches) error {
-	cur := C.nanossm_get_current()
-	if cur.r != C.CUDA_SUCCESS {
-		return core.CUDAError("cuCtxGetCurrent", cErrName(cur.r))
+	prev, err := enter(d.ctx)
+	if err != nil {
+		return err
 	}
-	if cur.ctx != d.cctx {
-		if r := C.cuCtxSetCurrent(d.cctx); r != C.CUDA_SUCCESS {
-			return core.CUDAError("cuCtxSetCurrent", cErrName(r))
-		}
-		defer C.cuCtxSetCurrent(cur.ctx) // restoring; nothing to report to
-	}
+	defer leave(d.ctx, prev)
 	cstream := C.CUstream(unsafe.Pointer(stream))
 	if lookback > 0 { // the look-back's "unwritten" pattern (kernels/scan.cu)
 		if r := C.cuMemsetD32Async(C.CUdeviceptr(ws), 0xffffffff, C.size_t(lookback/4), cstream); r != C.CUDA_SUCCESS {
