@@ -69,6 +69,30 @@ def _raw_stream(index):
         return torch.cuda.current_stream(index).cuda_stream
 
 
+def _workspace_bytes(query, cache=None, key=None):
+    """Bytes of device scratch a call needs: query(c_int64 pointer) asks the library (a
+    *_workspace_size call on the packed descriptors); with a cache, once per layout key."""
+    need = cache.get(key) if cache is not None else None
+    if need is None:
+        n = ctypes.c_int64(0)
+        _loader.check(query(ctypes.byref(n)))
+        need = n.value
+        if cache is not None and len(cache) < 4096:
+            cache[key] = need
+    return need
+
+
+def _attach_workspace(buf, off, need, device):
+    """need bytes from PyTorch's caching allocator on the current stream (safely reused after the
+    call: allocations are stream-ordered), written into the options at buf[off]. The tensor must
+    live until the call is enqueued."""
+    if not need:
+        return None
+    ws = torch.empty(need, dtype=torch.uint8, device=device)
+    _OPT_WS.pack_into(buf, off, ws.data_ptr(), need)
+    return ws
+
+
 def _launch(A, x, out, h0, hT, reverse, seq=None):
     """One library call: out (and hT) = scan(A, x). All tensors on one device, already checked."""
     L = _loader.lib()
@@ -87,16 +111,8 @@ def _launch(A, x, out, h0, hT, reverse, seq=None):
         dev = x.device.index
         key = (x.shape, x.stride(), out.stride(), x.dtype, x.data_ptr() % 16, out.data_ptr() % 16, reverse,
                seq is not None)
-        need = _ws_cache.get(key)
-        if need is None:
-            n = ctypes.c_int64(0)
-            _loader.check(L.nanossm_scan_workspace_size(pA, px, po, popt, dev, ctypes.byref(n)))
-            need = _ws_cache.setdefault(key, n.value) if len(_ws_cache) < 4096 else n.value
-        ws = None
-        if need:
-            # from PyTorch's caching allocator on the current stream: reused safely after the call
-            ws = torch.empty(need, dtype=torch.uint8, device=x.device)
-            _OPT_WS.pack_into(buf, _OFF_WS, ws.data_ptr(), need)
+        need = _workspace_bytes(lambda n: L.nanossm_scan_workspace_size(pA, px, po, popt, dev, n), _ws_cache, key)
+        ws = _attach_workspace(buf, _OFF_WS, need, x.device)  # noqa: F841 (alive through the call)
         _loader.check(L.nanossm_scan(pA, px, po, popt, dev, _raw_stream(dev)))
     else:
         _loader.check(L.nanossm_scan(pA, px, po, popt, -1, None))
@@ -133,14 +149,11 @@ def _launch_plain(A, x, out):
         return
     dev = x.get_device()
     key = (shape, strides, xd, xp & 15, dev)
-    need = _ws_plain.get(key)
+    need = _ws_plain.get(key)  # (looked up here first: no lambda made on the hot path)
     if need is None:
-        n = ctypes.c_int64(0)
-        _loader.check(L.nanossm_scan_workspace_size(pA, px, po, popt, dev, ctypes.byref(n)))
-        need = _ws_plain.setdefault(key, n.value) if len(_ws_plain) < 4096 else n.value
-    if need:
-        ws = torch.empty(need, dtype=torch.uint8, device=x.device)
-        _OPT_WS.pack_into(buf, _OFF_WS, ws.data_ptr(), need)
+        need = _workspace_bytes(lambda n: L.nanossm_scan_workspace_size(pA, px, po, popt, dev, n), _ws_plain, key)
+    ws = _attach_workspace(buf, _OFF_WS, need, x.device)
+    if ws is not None:
         _tls.plain = False  # the workspace pointer must not outlive this call in the buffer
     _loader.check(L.nanossm_scan(pA, px, po, popt, dev, _raw_stream(dev)))
 
@@ -191,12 +204,8 @@ def _launch_backward(A, x, out, g, dx, dA, h0, gT, dh0, seq, reverse):
     ptrs = [addr + i * _TSIZE for i in range(6)] + [addr + _BOFF_OPT]
     if x.is_cuda:
         dev = x.device.index
-        n = ctypes.c_int64(0)
-        _loader.check(L.nanossm_scan_backward_workspace_size(*ptrs, dev, ctypes.byref(n)))
-        ws = None
-        if n.value:
-            ws = torch.empty(n.value, dtype=torch.uint8, device=x.device)
-            _OPT_WS.pack_into(buf, _BOFF_WS, ws.data_ptr(), n.value)
+        need = _workspace_bytes(lambda n: L.nanossm_scan_backward_workspace_size(*ptrs, dev, n))
+        ws = _attach_workspace(buf, _BOFF_WS, need, x.device)  # noqa: F841 (alive through the call)
         _loader.check(L.nanossm_scan_backward(*ptrs, dev, _raw_stream(dev)))
     else:
         _loader.check(L.nanossm_scan_backward(*ptrs, -1, None))

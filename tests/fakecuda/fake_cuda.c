@@ -32,6 +32,7 @@ static struct { char prefix[64]; int n; } counts[MAX_COUNTS];
 static int n_counts;
 static int n_devices = 1, recording = 1;
 static int optin[MAX_DEVICES]; /* shared memory a block may opt in to; 0: an H200's 227 KB */
+static int optin_of(int dev) { return optin[dev] ? optin[dev] : 232448; }
 static __thread CUcontext current;
 
 /* device d's primary context is 0x1000 + d; its module 0x2000 + d */
@@ -115,7 +116,7 @@ CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute attr, CUdevice dev) {
   if (dev < 0 || dev >= n_devices) return CUDA_ERROR_INVALID_DEVICE;
   switch (attr) {
     case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *v = FAKE_SMS; break;
-    case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: *v = optin[dev] ? optin[dev] : 232448; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: *v = optin_of(dev); break;
     default: *v = 0;
   }
   return CUDA_SUCCESS;
@@ -178,7 +179,7 @@ CUresult cuFuncSetAttribute(CUfunction fn, CUfunction_attribute attr, int value)
   int d, i;
   if (!fn_of(fn, &d, &i)) return CUDA_ERROR_INVALID_HANDLE;
   if (attr == CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) {
-    if (value > (optin[d] ? optin[d] : 232448)) return CUDA_ERROR_INVALID_VALUE;
+    if (value > optin_of(d)) return CUDA_ERROR_INVALID_VALUE;
     max_shared[d][i] = value;
   }
   return CUDA_SUCCESS;
