@@ -52,9 +52,9 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // In two halves, a predicated load and a select, so that the load can be issued long before
   // its value is needed (a branch's join, or an early select, would wait for it at once).
   auto a_before_zero = [&](int64_t tau) { return !active || tau >= T_ || (tau == 0 && h0 && !undecayed); };
-  auto a_before_load = [&](int64_t tau) -> float {
+  auto a_before_load = [&](int64_t tau, bool skip) -> float {  // (skip: 0, nothing read)
     const int64_t s = tau > 0 ? tau - 1 : 0;
-    return ldg_if(&Ab[(reverse ? T_ - 1 - s : s) * P.sA[1]], !a_before_zero(tau));
+    return ldg_if(&Ab[(reverse ? T_ - 1 - s : s) * P.sA[1]], !a_before_zero(tau) && !skip);
   };
   auto a_before_use = [&](int64_t tau, float v) -> float {
     return a_before_zero(tau) ? 0.f : (reverse ? -v : v);
@@ -144,9 +144,41 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     }
     __syncwarp();
   }
-  // The A values a thread needs beyond its own steps are loaded with them, before the copies
-  // land: a just before its first step, and just before the block's first step (phase 2).
-  const float a_prev_raw = a_before_load(ts), a_blk_raw = a_before_load(t0);
+  // The A table (v14): the lanes of a warp cover few (b, r) rows when C / VEC >= 8 (ascending
+  // with the lane, in both lane maps). Then the warp's A values (each row's, at the step before
+  // the warp's first and at its NS steps) go to shared memory by 4-byte asynchronous copies
+  // issued with the x copies: the wait covers them, no register holds them in flight, and no
+  // second round trip follows (v13's register loads after the wait cost one where few blocks
+  // overlap). More rows than AT_ROWS: per-lane register loads as before. Measured on the H200
+  // against v12's per-lane loads (same run, ratio to the copy): forward fp32 8,2048,64,64
+  // 1.17 -> 1.11, 16,1024,16,128 1.26 -> 1.17, bf16 1,65536,64,64 (with the replay batch of 2)
+  // 1.64 -> 1.46; backward fp32 8,2048 and 4,8192 2.64 -> 2.31. Slower: bf16 1,262144,4,32
+  // 3.87 -> 4.30, where no warp uses the table (8 rows per warp); not yet explained.
+  constexpr int AT_ROWS = 4, AT_N = AT_ROWS * (NS + 1);
+  __shared__ float a_tab[NW][AT_ROWS][NS + 1];
+  const int64_t row_lo = __shfl_sync(0xffffffffu, row, 0);
+  const int q_row = active ? static_cast<int>(row - row_lo) : 0;  // lanes' rows differ by < 32
+  const bool use_tab = __reduce_max_sync(0xffffffffu, static_cast<unsigned>(q_row)) < AT_ROWS &&
+                       __shfl_sync(0xffffffffu, active, 0);
+  if (use_tab) {
+#pragma unroll
+    for (int e = lane; e < AT_N; e += WARP) {
+      const int q = e / (NS + 1), s = e % (NS + 1);
+      const int64_t tau = s == 0 ? (ts > 0 ? ts - 1 : 0) : ts + s - 1, rq = row_lo + q;
+      const bool ok = rq < rows && tau < T_;
+      int64_t bq = 0, rr = 0;
+      if (ok) divmod(rq, R, bq, rr);
+      const float* src = P.A + bq * P.sA[0] + rr * P.sA[2] + (reverse ? T_ - 1 - tau : tau) * P.sA[1];
+      const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(&a_tab[w][q][s]));
+      asm volatile("{ .reg .pred p; setp.eq.u32 p, %2, 0; cp.async.ca.shared.global [%0], [%1], 4, p; }" ::"r"(d),
+                   "l"(src), "r"(unsigned(ok))
+                   : "memory");
+    }
+  }
+  // Without the table, the A values a thread needs beyond its own steps are loaded with them:
+  // a just before its first step, and just before the block's first step (phase 2).
+  float a_prev_raw = a_before_load(ts, use_tab);
+  const float a_blk_raw = a_before_load(t0, use_tab);
   float dec[NS];  // A at each step as loaded, then the step's decay
   {
     // Step pointers, walked by increments (dir = +1, or -1 in reverse) instead of a 64-bit
@@ -172,8 +204,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
         }
         pxo += dir * P.sxo[1], pyo += dir * P.syo[1];
       }
-      prefetch_if(pa, ok);
-      dec[i] = ldg_if(pa, ok);
+      prefetch_if(pa, ok && !use_tab);
+      dec[i] = ldg_if(pa, ok && !use_tab);
       px += dx, pa += da;
     }
     if constexpr (!kAsyncStage<T, VEC>) {
@@ -190,7 +222,13 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     }
   }
   staged_wait();  // each thread reads back only the rows it staged: no barrier needed
-  const float a_prev = a_before_use(ts, a_prev_raw), a_blk = a_before_use(t0, a_blk_raw);
+  if (use_tab) {
+    __syncwarp();  // (the table rows were copied by other lanes of the warp)
+    a_prev_raw = a_tab[w][q_row][0];
+#pragma unroll
+    for (int i = 0; i < NS; ++i) dec[i] = a_tab[w][q_row][i + 1];
+  }
+  const float a_prev = a_before_use(ts, a_prev_raw);
   float h[VEC];
 #pragma unroll
   for (int v = 0; v < VEC; ++v) h[v] = 0.f;
@@ -235,6 +273,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // workspace starts as the NaN pattern 0xffffffff, which arithmetic never produces (GPU NaNs are
   // canonical 0x7fffffff), and every 32-bit value is written once; a reader polls its own lane's
   // values until none is the pattern, and each word it sees is final.
+  // (after the barrier: with the table, a before the block's first step is warp 0's entry)
+  const float a_blk = a_before_use(t0, use_tab ? a_tab[0][q_row][0] : a_blk_raw);
   bool block_reset = false, need_carry = !(PACKED && (smask & 1));
   for (int s = 0; s < S; ++s) {
     block_reset |= sh_reset[s];
