@@ -2,13 +2,16 @@
 microseconds per call, the best of R runs of N back-to-back calls (the minimum: the host is
 shared and noisy; the minimum is the cost without interference).
 
-usage: python tools/host_profile.py [--device cuda|cpu] [--shape 2,8,64,64] [--runs 15]
+usage: python tools/host_profile.py [--device cuda|cpu] [--shape 2,8,64,64] [--runs 15] [--calls N]
 
 On the GPU machine (--device cuda, the default there) this is the small-call budget of the
-performance issue. On a CPU-only machine (--device cpu, the CPU flavour of the library) the
-Python and Go parts are the same code; only the launch differs (the CPU backend computes the
-scan instead of enqueueing it, so "library call" there includes the scan of the given shape:
-use a tiny shape such as 1,1,1,4 to see the host path).
+performance issue. There the GPU is first given a long sleep kernel, so that during the timed
+calls it is busy: the launch queue neither drains (the GPU would then set no pace) nor fills (a
+full queue blocks the host at the GPU's rate). So each row is host time alone, and N defaults to
+500 calls (under the queue's depth). On a CPU-only machine (--device cpu, the CPU flavour of the
+library) the Python and Go parts are the same code; only the launch differs (the CPU backend
+computes the scan instead of enqueueing it, so "library call" there includes the scan of the
+given shape: use a tiny shape such as 1,1,1,4 to see the host path).
 """
 import argparse
 import ctypes
@@ -18,7 +21,7 @@ import time
 import torch
 
 sys.path.insert(0, "python")
-from nanossm import _call, _loader, ssm_scan  # noqa: E402
+from nanossm import _call, _loader, op, ssm_scan  # noqa: E402
 
 
 def main():
@@ -26,10 +29,12 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--shape", default="2,8,64,64")
     ap.add_argument("--runs", type=int, default=15)
-    ap.add_argument("--calls", type=int, default=5000)
+    ap.add_argument("--calls", type=int, default=None, help="calls per run (default: 500 on cuda, 5000 on cpu)")
     args = ap.parse_args()
     cuda = args.device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    calls = args.calls or (500 if cuda else 5000)
 
     def per_call(f):
         for _ in range(200):
@@ -37,11 +42,13 @@ def main():
         sync()
         best = 1e9
         for _ in range(args.runs):
+            if cuda:
+                torch.cuda._sleep(100_000_000)  # ~50 ms of GPU time: longer than the calls below
             t0 = time.perf_counter()
-            for _ in range(args.calls):
+            for _ in range(calls):
                 f()
+            best = min(best, (time.perf_counter() - t0) / calls * 1e6)
             sync()
-            best = min(best, (time.perf_counter() - t0) / args.calls * 1e6)
         return best
 
     B, T, R, C = (int(v) for v in args.shape.split(","))
@@ -56,9 +63,11 @@ def main():
     stream = _call._raw_stream(dev) if cuda else None
     n = ctypes.c_int64(0)
     print(f"# {L._name} ({_loader.flavour()[0]} flavour), {args.device}, shape {tuple(x.shape)}, "
-          f"best of {args.runs} x {args.calls} calls")
+          f"best of {args.runs} x {calls} calls" + (", host time alone (GPU kept busy)" if cuda else ""))
     rows = {
         "ssm_scan(A, x)": lambda: ssm_scan(A, x),
+        "op._plain_ok (the fast path's checks)": lambda: op._plain_ok(A, x),
+        "_call._plain (empty_like + pack + call)": lambda: _call._plain(A, x),
         "_call._launch_plain (pack + call; the fast path)": lambda: _call._launch_plain(A, x, out),
         "_call._launch (pack + call; the general path)": lambda: _call._launch(A, x, out, None, None, False),
         "library call alone (Go: validate, plan, launch)": lambda: L.nanossm_scan(pA, px, po, popt, dev, stream),

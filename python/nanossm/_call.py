@@ -152,8 +152,8 @@ def _launch_plain(A, x, out):
     need = _ws_plain.get(key)  # (looked up here first: no lambda made on the hot path)
     if need is None:
         need = _workspace_bytes(lambda n: L.nanossm_scan_workspace_size(pA, px, po, popt, dev, n), _ws_plain, key)
-    ws = _attach_workspace(buf, _OFF_WS, need, x.device)
-    if ws is not None:
+    if need:  # (x.device costs a device object: only made when a workspace is)
+        ws = _attach_workspace(buf, _OFF_WS, need, x.device)  # noqa: F841 (alive through the call)
         _tls.plain = False  # the workspace pointer must not outlive this call in the buffer
     _loader.check(L.nanossm_scan(pA, px, po, popt, dev, _raw_stream(dev)))
 

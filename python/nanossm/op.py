@@ -11,6 +11,17 @@ def _check_tensor(name, t, ndim, dims):
         raise ValueError(f"{name}: expected {ndim} dims {dims}, got {t.dim()}")
 
 
+def _plain_ok(cumsum_A, x):
+    """True when (A, x) can take the plain call as they are: plain tensors, A float32 (B,T,R),
+    x (B,T,R,C) in a kernel dtype, one device, no empty dim, not under torch.compile. Every
+    check is a cheap attribute read (tools/host_profile.py times this on its own)."""
+    return (type(x) is torch.Tensor and type(cumsum_A) is torch.Tensor and cumsum_A.dtype is torch.float32
+            and x.dim() == 4 and cumsum_A.dim() == 3
+            and (x.dtype in _CUDA_DTYPES if x.is_cuda else x.dtype is torch.float32 and x.is_cpu)
+            and cumsum_A.is_cuda == x.is_cuda and cumsum_A.get_device() == x.get_device()
+            and x.numel() > 0 and cumsum_A.numel() > 0 and not torch.compiler.is_compiling())
+
+
 def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_final_state=False,
              reverse=False, cu_seqlens=None, out=None):
     """out[b,t,r,c] = sum_{j<=t} exp(A[b,t,r] - A[b,j,r]) * x[b,j,r,c], in O(T).
@@ -34,14 +45,10 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
     """
     del use_assoc_scan
     # Fast path: the plain call (no options) with inputs already in the kernel's dtypes, eager.
-    # Every check here is cheap; anything unusual takes the general path below, which explains
-    # itself. With gradients it goes straight to _Scan (autograd.py), whose forward is this call.
+    # Anything unusual takes the general path below, which explains itself. With gradients it
+    # goes straight to _Scan (autograd.py), whose forward is this call.
     if (out is None and initial_state is None and cu_seqlens is None and not return_final_state
-            and not reverse and type(x) is torch.Tensor and type(cumsum_A) is torch.Tensor
-            and cumsum_A.dtype is torch.float32 and x.dim() == 4 and cumsum_A.dim() == 3
-            and (x.dtype in _CUDA_DTYPES if x.is_cuda else x.dtype is torch.float32 and x.is_cpu)
-            and cumsum_A.is_cuda == x.is_cuda and cumsum_A.get_device() == x.get_device()
-            and x.numel() > 0 and cumsum_A.numel() > 0 and not torch.compiler.is_compiling()):
+            and not reverse and _plain_ok(cumsum_A, x)):
         if (x.requires_grad or cumsum_A.requires_grad) and torch.is_grad_enabled():
             return scan_function(cumsum_A, x).apply(cumsum_A, x, None, False, False, None)[0]
         try:
