@@ -78,7 +78,11 @@ __device__ __forceinline__ void look_back(const float* aggs, const float* incl, 
 #ifndef NANOSSM_REPLAY_BATCH8
 #define NANOSSM_REPLAY_BATCH8 2
 #endif
-  constexpr int BATCH = VEC == 1 ? 2 : (VEC >= 8 ? NANOSSM_REPLAY_BATCH8 : 8 / VEC);
+  // (fp32 packets: NANOSSM_REPLAY_WORDS / VEC chunks per batch; a variant knob, default 8 words)
+#ifndef NANOSSM_REPLAY_WORDS
+#define NANOSSM_REPLAY_WORDS 8
+#endif
+  constexpr int BATCH = VEC == 1 ? 2 : (VEC >= 8 ? NANOSSM_REPLAY_BATCH8 : NANOSSM_REPLAY_WORDS / VEC);
   if (j == chunk - 1) return;  // (the common case: no replay, and no load of a_end(j) to wait for)
   float a_prev_end = a_end(j);
   for (int64_t i0 = j + 1; i0 < chunk; i0 += BATCH) {
