@@ -152,8 +152,9 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // overlap). More rows than AT_ROWS: per-lane register loads as before. Measured on the H200
   // against v12's per-lane loads (same run, ratio to the copy): forward fp32 8,2048,64,64
   // 1.17 -> 1.11, 16,1024,16,128 1.26 -> 1.17, bf16 1,65536,64,64 (with the replay batch of 2)
-  // 1.64 -> 1.46; backward fp32 8,2048 and 4,8192 2.64 -> 2.31. Slower: bf16 1,262144,4,32
-  // 3.87 -> 4.30, where no warp uses the table (8 rows per warp); not yet explained.
+  // 1.64 -> 1.46; backward fp32 8,2048 and 4,8192 2.64 -> 2.31. Slower, not yet explained:
+  // bf16 1,262144,4,32 3.87 -> 4.30 (its warps hold 4 rows in 16 lanes, 16 lanes idle) and the
+  // backward's 1,65536,64,64 (fp32 2.53 -> 2.65).
   constexpr int AT_ROWS = 4, AT_N = AT_ROWS * (NS + 1);
   __shared__ float a_tab[NW][AT_ROWS][NS + 1];
   const int64_t row_lo = __shfl_sync(0xffffffffu, row, 0);

@@ -74,15 +74,15 @@ __device__ __forceinline__ void look_back(const float* aggs, const float* incl, 
   // 8 words: more spill registers under the 3-blocks-per-SM budget.) The 16-bit kernels, at 2
   // blocks per SM, replay 2 chunks (16 words) per batch: measured on the H200 against 1 (same
   // run, ratio to the copy): bf16 1,65536,64,64 1.69 -> 1.46, other shapes within 1%; 4 chunks
-  // gave 1.51. NANOSSM_REPLAY_BATCH8 builds variants.
+  // gave 1.51. Chunks per batch by packet width, NANOSSM_REPLAY_BATCH4 (fp32) and
+  // NANOSSM_REPLAY_BATCH8 (16-bit), build variants.
+#ifndef NANOSSM_REPLAY_BATCH4
+#define NANOSSM_REPLAY_BATCH4 2
+#endif
 #ifndef NANOSSM_REPLAY_BATCH8
 #define NANOSSM_REPLAY_BATCH8 2
 #endif
-  // (fp32 packets: NANOSSM_REPLAY_WORDS / VEC chunks per batch; a variant knob, default 8 words)
-#ifndef NANOSSM_REPLAY_WORDS
-#define NANOSSM_REPLAY_WORDS 8
-#endif
-  constexpr int BATCH = VEC == 1 ? 2 : (VEC >= 8 ? NANOSSM_REPLAY_BATCH8 : NANOSSM_REPLAY_WORDS / VEC);
+  constexpr int BATCH = VEC == 1 ? 2 : (VEC >= 8 ? NANOSSM_REPLAY_BATCH8 : NANOSSM_REPLAY_BATCH4);
   if (j == chunk - 1) return;  // (the common case: no replay, and no load of a_end(j) to wait for)
   float a_prev_end = a_end(j);
   for (int64_t i0 = j + 1; i0 < chunk; i0 += BATCH) {
