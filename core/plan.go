@@ -57,13 +57,19 @@ type kernelKey struct {
 // scanKernels is the one dispatch table of the scan kernels: (dtype, variant, width) -> kernel,
 // nanossm_scan_<variant>_<dtype>_v<width> as NANOSSM_ALL in kernels/scan.cu defines them. The
 // width is 16-byte packets when the layout allows, else 1 channel.
+// The plain forward also has 8-byte packets for 16-bit types (4 channels per lane,
+// NANOSSM_FWD16_V4 in kernels/scan.cu; see forwardPacketBytes).
 var scanKernels = func() map[kernelKey]string {
 	variants := map[Variant]string{Forward: "fwd", ForwardPacked: "fwd_packed", Backward: "bwd", BackwardPacked: "bwd_packed"}
 	dtypes := map[DType]string{Float32: "f32", Float16: "f16", BFloat16: "bf16"}
 	t := map[kernelKey]string{}
 	for v, vn := range variants {
 		for d, dn := range dtypes {
-			for _, w := range []int64{1, 16 / d.Size()} {
+			widths := []int64{1, 16 / d.Size()}
+			if d.Size() == 2 && v == Forward {
+				widths = append(widths, 8/d.Size())
+			}
+			for _, w := range widths {
 				t[kernelKey{d, v, w}] = fmt.Sprintf("nanossm_scan_%s_%s_v%d", vn, dn, w)
 			}
 		}
@@ -75,6 +81,7 @@ var scanKernels = func() map[kernelKey]string {
 const (
 	KernelDAReduce = "nanossm_dA_reduce"  // sums dA's partial sums when K > 1 tiles share a row
 	KernelDAH0Term = "nanossm_dA_h0_term" // packed sequences with h0: dA[s-1] -= sum_c h0 * dh0
+	KernelWSReset  = "nanossm_ws_reset"   // the look-back workspace's reset (Device.EarlyLaunch)
 )
 
 // prefixKernels is pass 2 of three by the floats per lane of a chunk aggregate (the packet width).
@@ -83,7 +90,7 @@ var prefixKernels = map[int64]string{1: "nanossm_chunk_prefix_v1", 4: "nanossm_c
 // ScanKernelNames lists every kernel of the table and the helpers (the CUDA backend resolves
 // them at load).
 func ScanKernelNames() []string {
-	names := []string{KernelDAReduce, KernelDAH0Term}
+	names := []string{KernelDAReduce, KernelDAH0Term, KernelWSReset}
 	for _, n := range prefixKernels {
 		names = append(names, n)
 	}
@@ -118,20 +125,46 @@ type ScanPlan struct {
 type Device struct {
 	SMs       int64 // streaming multiprocessors
 	MaxShared int64 // bytes of dynamic shared memory a block may opt in to (0: unknown)
+	// EarlyLaunch: programmatic dependent launch (compute capability 9.0+): the workspace is reset
+	// by KernelWSReset, and the scan after it launched to overlap it (kernels/scan.cu)
+	EarlyLaunch bool
 }
 
 func align256(v int64) int64 { return (v + 255) / 256 * 256 }
 
-// vectorWidth is the packet width the layout allows: 16 bytes when the channel dim of every
-// tensor is unit-stride, C and every other stride are multiples of it and every base pointer is
-// 16-byte aligned.
-func vectorWidth(p Problem, ts ...Tensor) int64 {
-	vec := 16 / p.DType.Size()
+// TuneForward16Bytes, when 8 or 16, replaces forwardPacketBytes' choice for the 16-bit plain
+// forward (NANOSSM_TUNE_FWD16_BYTES, read by core/cuda): a benchmarking knob, not an API.
+var TuneForward16Bytes int64
+
+// forwardPacketBytes is the packet a plain forward asks for. 16 bytes, except for 16-bit types
+// when 8-channel lanes would not fill one warp (B*R*C/8 < 32 lanes, e.g. (1,T,4,32): 16 lanes,
+// half the warp idle): 4-channel lanes fill it. Measured on the H200 (ratio to the copy, same
+// run): f16 1,262144,4,32 4.25 -> 3.20 with 8-byte packets; but with every lane busy they were
+// slower everywhere (f16 8,2048,64,64 1.38 -> 1.60: twice the threads, each with the same fixed
+// work per step), so only then.
+func forwardPacketBytes(p Problem) int64 {
+	if p.DType.Size() != 2 {
+		return 16
+	}
+	if TuneForward16Bytes == 8 || TuneForward16Bytes == 16 {
+		return TuneForward16Bytes
+	}
+	if p.B*p.R*p.C/8 < 32 {
+		return 8
+	}
+	return 16
+}
+
+// vectorWidth is the packet width the layout allows, in elements: a packet of `bytes` bytes
+// when the channel dim of every tensor is unit-stride, C and every other stride are multiples of
+// it and every base pointer is aligned to it; else 1.
+func vectorWidth(p Problem, bytes int64, ts ...Tensor) int64 {
+	vec := bytes / p.DType.Size()
 	if p.C%vec != 0 {
 		return 1
 	}
 	for _, t := range ts {
-		if t.Strides[3] != 1 || t.Data%16 != 0 {
+		if t.Strides[3] != 1 || t.Data%uintptr(bytes) != 0 {
 			return 1
 		}
 		for _, s := range t.Strides[:3] {
@@ -145,11 +178,14 @@ func vectorWidth(p Problem, ts ...Tensor) int64 {
 
 // PlanScan plans a forward scan on dev.
 func PlanScan(a *ScanArgs, p Problem, dev Device) ScanPlan {
-	v := Forward
 	if p.Seqs > 0 || a.CuSeqlens.Present() {
-		v = ForwardPacked
+		return plan(ForwardPacked, p, vectorWidth(p, 16, a.X, a.Out), dev)
 	}
-	return plan(v, p, vectorWidth(p, a.X, a.Out), dev)
+	vec := vectorWidth(p, forwardPacketBytes(p), a.X, a.Out)
+	if vec == 1 && p.DType.Size() == 2 { // (e.g. C = 12: 4-channel lanes beat single channels)
+		vec = vectorWidth(p, 8, a.X, a.Out)
+	}
+	return plan(Forward, p, vec, dev)
 }
 
 // PlanBackward plans a backward call (p: the problem of its reverse scan) on dev.
@@ -158,7 +194,7 @@ func PlanBackward(a *BackwardArgs, p Problem, dev Device) ScanPlan {
 	if a.CuSeqlens.Present() {
 		v = BackwardPacked
 	}
-	return plan(v, p, vectorWidth(p, a.GradOut, a.GradX, a.X, a.Out), dev)
+	return plan(v, p, vectorWidth(p, 16, a.GradOut, a.GradX, a.X, a.Out), dev)
 }
 
 // plan picks the kernel and its launch shape.

@@ -89,8 +89,14 @@ func TestPlanScan(t *testing.T) {
 		{"fp32 C=7 scalar", mk(Float32, 1<<20, []int64{2, 3, 3, 7}, Contiguous(2, 3, 3, 7)), p(3, 7, Float32), "nanossm_scan_fwd_f32_v1", 1, 1, 1, false},
 		{"fp32 misaligned", mk(Float32, 1<<20+4, []int64{2, 64, 3, 8}, Contiguous(2, 64, 3, 8)), p(64, 8, Float32), "nanossm_scan_fwd_f32_v1", 1, 4, 1, false},
 		{"fp32 strided c", mk(Float32, 1<<20, []int64{2, 64, 3, 8}, []int64{3072, 48, 16, 2}), p(64, 8, Float32), "nanossm_scan_fwd_f32_v1", 1, 4, 1, false},
-		{"bf16 vector", mk(BFloat16, 1<<20, []int64{2, 9, 3, 16}, Contiguous(2, 9, 3, 16)), p(9, 16, BFloat16), "nanossm_scan_fwd_bf16_v8", 8, 1, 1, false},
-		{"f16 C=12", mk(Float16, 1<<20, []int64{2, 9, 3, 12}, Contiguous(2, 9, 3, 12)), p(9, 12, Float16), "nanossm_scan_fwd_f16_v1", 1, 1, 1, false},
+		{"bf16 vector", mk(BFloat16, 1<<20, []int64{2, 9, 3, 64}, Contiguous(2, 9, 3, 64)), p(9, 64, BFloat16), "nanossm_scan_fwd_bf16_v8", 8, 1, 1, false},
+		// 8-channel lanes would leave the warp idle (12 lanes): 4-channel ones
+		{"bf16 narrow", mk(BFloat16, 1<<20, []int64{2, 9, 3, 16}, Contiguous(2, 9, 3, 16)), p(9, 16, BFloat16), "nanossm_scan_fwd_bf16_v4", 4, 1, 1, false},
+		// C = 12 allows no 16-byte packet, and 8-byte ones beat single channels
+		{"f16 C=12", mk(Float16, 1<<20, []int64{2, 9, 3, 12}, Contiguous(2, 9, 3, 12)), p(9, 12, Float16), "nanossm_scan_fwd_f16_v4", 4, 1, 1, false},
+		{"f16 C=12 wide", mk(Float16, 1<<20, []int64{2, 9, 16, 12}, Contiguous(2, 9, 16, 12)), Problem{B: 2, T: 9, R: 16, C: 12, DType: Float16}, "nanossm_scan_fwd_f16_v4", 4, 1, 1, false},
+		{"f16 8-byte aligned", mk(Float16, 1<<20+8, []int64{2, 9, 8, 64}, Contiguous(2, 9, 8, 64)), Problem{B: 2, T: 9, R: 8, C: 64, DType: Float16}, "nanossm_scan_fwd_f16_v4", 4, 1, 1, false},
+		{"f16 C=6", mk(Float16, 1<<20, []int64{2, 9, 3, 6}, Contiguous(2, 9, 3, 6)), p(9, 6, Float16), "nanossm_scan_fwd_f16_v1", 1, 1, 1, false},
 	}
 	for _, c := range cases {
 		pl := PlanScan(c.args, c.prob, Device{SMs: 132})

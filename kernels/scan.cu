@@ -19,8 +19,9 @@
 //
 // Decomposition
 //   lane   = VEC consecutive channels of one (b, r): a 16-byte packet when the layout allows
-//            (VEC = 4 for fp32, 8 for fp16/bf16; stride_c == 1, C % VEC == 0, aligned),
-//            otherwise one channel (VEC = 1).
+//            (VEC = 4 for fp32, 8 for fp16/bf16; stride_c == 1, C % VEC == 0, aligned), an
+//            8-byte one in the 16-bit forward where 8-channel lanes would not fill a warp or C
+//            allows no 16-byte packet (VEC = 4), otherwise one channel (VEC = 1).
 //   tile   = 32 lanes (one warp wide).  A block is 32 x S threads: S warps stacked along T.
 //            Forward: lanes are consecutive (b, r, c/VEC).  Backward: a tile holds whole (b, r)
 //            rows of CV = C/VEC lanes (32/CV of them) or, when CV > 32, K = ceil(CV/32) tiles
@@ -68,7 +69,7 @@ using nanossm::WARP;
 
 // Entry points: nanossm_scan_{fwd,bwd}[_packed]_<dtype>_v<VEC>.  The host's dispatch table
 // (core/plan.go) names them; VEC > 1 only when every tensor of x's shape has stride_c == 1,
-// C % VEC == 0 and 16-byte alignment.
+// C % VEC == 0 and the packet's alignment.
 #define NANOSSM_COMMON_PARAMS(TYPE)                                                                 \
   const float *A, const TYPE *x, TYPE *out, const float *h0, float *hT, char *ws, const void *cu, \
       int64_t n_seqs, int64_t B, int64_t T, int64_t R, int64_t C, int64_t sAb, int64_t sAt,        \
@@ -114,6 +115,12 @@ using nanossm::WARP;
 
 NANOSSM_ALL(fwd, NANOSSM_FWD, false, )
 NANOSSM_ALL(fwd, NANOSSM_FWD, true, _packed)
+// The forward also takes 16-bit lanes of 4 channels (8-byte packets): fp32's registers per lane,
+// so 3 blocks per SM where the 8-channel lanes fit 2 (core/plan.go picks the width).
+#define NANOSSM_FWD16_V4(MACRO, PACKED, SUFFIX)                                \
+  MACRO(nanossm_scan_fwd##SUFFIX##_f16_v4, __half, 4, PACKED)                  \
+  MACRO(nanossm_scan_fwd##SUFFIX##_bf16_v4, __nv_bfloat16, 4, PACKED)
+NANOSSM_FWD16_V4(NANOSSM_FWD, false, )
 NANOSSM_ALL(bwd, NANOSSM_BWD, false, )
 NANOSSM_ALL(bwd, NANOSSM_BWD, true, _packed)
 
@@ -135,6 +142,16 @@ NANOSSM_PREFIX(nanossm_chunk_prefix_v8, 8)
 // every kernel with 32-wide blocks).
 __device__ __forceinline__ int64_t global_thread() {
   return (blockIdx.x * (int64_t)blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
+}
+
+// The look-back workspace's reset to the "unwritten" pattern (0xff bytes; n16: 16-byte words),
+// in place of a memset: it lets the scan launched after it begin at once (allow_dependents), so
+// the scan's staging overlaps the reset and the launch gap between them disappears (the scan
+// waits for the reset's completion before it touches the workspace: grid_dependency_wait).
+extern "C" __global__ void nanossm_ws_reset(uint4* ws, int64_t n16) {
+  nanossm::allow_dependents();
+  const int64_t stride = (int64_t)gridDim.x * blockDim.y * blockDim.x;
+  for (int64_t i = global_thread(); i < n16; i += stride) ws[i] = make_uint4(~0u, ~0u, ~0u, ~0u);
 }
 
 // dA[b,t,r] = sum_k part[k][(b*T + t)*R + r] for K > 1 tiles per (b, r) row, in k order

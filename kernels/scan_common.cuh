@@ -63,6 +63,28 @@ struct alignas(VEC * sizeof(T)) Packet {
   T v[VEC];
 };
 
+// A packet's values as floats. 16-bit pairs widen a 32-bit word at a time: for bfloat16 a shift
+// (low half) and a mask (high half), one instruction each, where the per-element conversion cost
+// three for a high half (extract, move, shift; v17: 8 of the bf16 forward's ~53 per step).
+template <typename T, int VEC>
+__device__ __forceinline__ void unpack(const Packet<T, VEC>& p, float (&f)[VEC]) {
+  if constexpr (sizeof(T) == 2 && VEC % 2 == 0) {
+#pragma unroll
+    for (int i = 0; i < VEC / 2; ++i) {
+      const unsigned w = reinterpret_cast<const unsigned*>(p.v)[i];
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        f[2 * i] = __uint_as_float(w << 16), f[2 * i + 1] = __uint_as_float(w & 0xffff0000u);
+      } else {
+        const float2 q = __half22float2(*reinterpret_cast<const __half2*>(&w));
+        f[2 * i] = q.x, f[2 * i + 1] = q.y;
+      }
+    }
+  } else {
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) f[v] = to_f(p.v[v]);
+  }
+}
+
 // Staging one packet into shared memory, in two halves, so that a thread issues every load of
 // its steps before it consumes any: GPUs issue in order, so a consumer placed between two loads
 // (a shared-memory store of a loaded register, or a branch's join that needs the value) makes
@@ -71,8 +93,9 @@ struct alignas(VEC * sizeof(T)) Packet {
 //   stage_issue: a 16-byte packet goes to shared memory by an asynchronous copy, a narrower one
 //   into `held` by plain loads; zeros when !ok, and then src is not read (it may point anywhere).
 //   stage_land: a narrower packet is stored from `held` once every load is out.
+// (8-byte packets, 16-bit lanes of 4 channels, go through L1: cp.async.cg takes 16 bytes only)
 template <typename T, int VEC>
-constexpr bool kAsyncStage = VEC * sizeof(T) == 16;
+constexpr bool kAsyncStage = VEC * sizeof(T) == 16 || VEC * sizeof(T) == 8;
 
 // A read-only load that happens only when ok (else 0, and src is never touched: it may point
 // past the tensor). Predicated, not a branch: nothing consumes the value at a join.
@@ -100,9 +123,15 @@ __device__ __forceinline__ void stage_issue(Packet<T, VEC>* dst, Packet<T, VEC>&
   if constexpr (kAsyncStage<T, VEC>) {
     // ignore-src = !ok: zeros land and src is not read (it may point past the tensor)
     const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-    asm volatile("{ .reg .pred p; setp.eq.u32 p, %2, 0; cp.async.cg.shared.global [%0], [%1], 16, p; }" ::"r"(d),
-                 "l"(src), "r"(unsigned(ok))
-                 : "memory");
+    if constexpr (sizeof(Packet<T, VEC>) == 16) {
+      asm volatile("{ .reg .pred p; setp.eq.u32 p, %2, 0; cp.async.cg.shared.global [%0], [%1], 16, p; }" ::"r"(d),
+                   "l"(src), "r"(unsigned(ok))
+                   : "memory");
+    } else {
+      asm volatile("{ .reg .pred p; setp.eq.u32 p, %2, 0; cp.async.ca.shared.global [%0], [%1], 8, p; }" ::"r"(d),
+                   "l"(src), "r"(unsigned(ok))
+                   : "memory");
+    }
   } else {
 #pragma unroll
     for (int v = 0; v < VEC; ++v) held.v[v] = ldg_if(src + v * sc, ok);
@@ -128,6 +157,13 @@ __device__ __forceinline__ void store16(void* ptr, uint4 u) {
   asm("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(ptr), "r"(u.x), "r"(u.y), "r"(u.z), "r"(u.w) : "memory");
 #endif
 }
+__device__ __forceinline__ void store8(void* ptr, unsigned a, unsigned b) {
+#ifdef NANOSSM_STORE_STREAMING
+  asm("st.global.cs.v2.b32 [%0], {%1, %2};" ::"l"(ptr), "r"(a), "r"(b) : "memory");
+#else
+  asm("st.global.v2.b32 [%0], {%1, %2};" ::"l"(ptr), "r"(a), "r"(b) : "memory");
+#endif
+}
 __device__ __forceinline__ unsigned pack2(float a, float b, __half) {
   const __half2 h = __floats2half2_rn(a, b);
   return *reinterpret_cast<const unsigned*>(&h);
@@ -144,6 +180,8 @@ __device__ __forceinline__ void store_packet(T* ptr, int64_t sc, const float (&h
   } else if constexpr (VEC == 8) {  // 16-bit pairs
     store16(ptr, make_uint4(pack2(h[0], h[1], T()), pack2(h[2], h[3], T()), pack2(h[4], h[5], T()),
                             pack2(h[6], h[7], T())));
+  } else if constexpr (VEC == 4 && sizeof(T) == 2) {
+    store8(ptr, pack2(h[0], h[1], T()), pack2(h[2], h[3], T()));
   } else {
 #pragma unroll
     for (int v = 0; v < VEC; ++v) ptr[v * sc] = from_f<T>(h[v]);
@@ -156,6 +194,22 @@ template <typename P>
 __device__ __forceinline__ P* opaque(P* v) {
   asm volatile("" : "+l"(v));
   return v;
+}
+
+// Programmatic dependent launch (sm_90+; no-ops before, and in a kernel launched without it):
+// allow_dependents lets the next kernel of the stream begin launching while this one runs;
+// grid_dependency_wait blocks until the kernel before this one has completed and its writes are
+// visible. core/cuda launches a scan that way right after the workspace reset (nanossm_ws_reset),
+// so the scan stages its x while the reset runs and waits only before its first look-back access.
+__device__ __forceinline__ void allow_dependents() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void grid_dependency_wait() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
 }
 
 // The look-back's "not yet written" pattern (a NaN no arithmetic produces) and its accessors.

@@ -81,6 +81,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   const int64_t chunk_len = (int64_t)S * NS;
   const int64_t t0 = chunk * chunk_len;        // first step of the block (scan order)
   const int64_t ts = t0 + (int64_t)w * NS;  // first step of this thread
+  // this thread's steps that exist (0..NS): a 32-bit bound, not a 64-bit test per step
+  const int nst = ts < T_ ? static_cast<int>(min(static_cast<int64_t>(NS), T_ - ts)) : 0;
   // Pass 1 of three only publishes aggregates: no output, no states (chunk 0 runs in full).
   const bool writes = !(agg_only && chunk > 0);
   // The state a sequence starts from, before its first input: h0[k] decayed (or not), or 0.
@@ -144,43 +146,25 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     }
     __syncwarp();
   }
-  // The A table (v14): the lanes of a warp cover few (b, r) rows when C / VEC >= 8 (ascending
-  // with the lane, in both lane maps). Then the warp's A values (each row's, at the step before
-  // the warp's first and at its NS steps) go to shared memory by 4-byte asynchronous copies
-  // issued with the x copies: the wait covers them, no register holds them in flight, and no
-  // second round trip follows (v13's register loads after the wait cost one where few blocks
-  // overlap). More rows than AT_ROWS: per-lane register loads as before. Measured on the H200
-  // against v12's per-lane loads (same run, ratio to the copy): forward fp32 8,2048,64,64
-  // 1.17 -> 1.11, 16,1024,16,128 1.26 -> 1.17, bf16 1,65536,64,64 (with the replay batch of 2)
-  // 1.64 -> 1.46; backward fp32 8,2048 and 4,8192 2.64 -> 2.31. Slower, not yet explained:
-  // bf16 1,262144,4,32 3.87 -> 4.30 (its warps hold 4 rows in 16 lanes, 16 lanes idle) and the
-  // backward's 1,65536,64,64 (fp32 2.53 -> 2.65).
-  constexpr int AT_ROWS = 4, AT_N = AT_ROWS * (NS + 1);
-  __shared__ float a_tab[NW][AT_ROWS][NS + 1];
+  // The A table (v14, issue_a_table): when a warp's lanes cover at most AT_ROWS (b, r) rows
+  // (C / VEC >= 8) and all are active, the warp's A values go to shared memory by asynchronous
+  // copies issued with the x copies (no register holds them in flight, no second round trip),
+  // and each step's decay is computed once per row into d_tab (v17, fill_decay_table). Else
+  // per-lane register loads. Measured on the H200 (docs/performance.md v16-v18): forward fp32
+  // 8,2048,64,64 1.17 -> 1.11, backward 2.64 -> 2.31; with idle lanes (1,262144,4,32 bf16) it
+  // was slower, hence "all active" (4.31 -> 3.84).
+  constexpr int AT_ROWS = 4;
+  __shared__ float a_tab[NW][AT_ROWS][NS + 1], d_tab[NW][AT_ROWS][NS];
   const int64_t row_lo = __shfl_sync(0xffffffffu, row, 0);
   const int q_row = active ? static_cast<int>(row - row_lo) : 0;  // lanes' rows differ by < 32
   // Not in the packed kernels: there the table measured slower (f32 8,2048,64,64 packed: 0.186
   // -> 0.192 ms; 4,8192: 0.353 -> 0.370 ms).
   const bool use_tab = !PACKED && __reduce_max_sync(0xffffffffu, static_cast<unsigned>(q_row)) < AT_ROWS &&
-                       __shfl_sync(0xffffffffu, active, 0);
-  if (use_tab) {
-#pragma unroll
-    for (int e = lane; e < AT_N; e += WARP) {
-      const int q = e / (NS + 1), s = e % (NS + 1);
-      const int64_t tau = s == 0 ? (ts > 0 ? ts - 1 : 0) : ts + s - 1, rq = row_lo + q;
-      const bool ok = rq < rows && tau < T_;
-      int64_t bq = 0, rr = 0;
-      if (ok) divmod(rq, R, bq, rr);
-      const float* src = P.A + bq * P.sA[0] + rr * P.sA[2] + (reverse ? T_ - 1 - tau : tau) * P.sA[1];
-      const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(&a_tab[w][q][s]));
-      asm volatile("{ .reg .pred p; setp.eq.u32 p, %2, 0; cp.async.ca.shared.global [%0], [%1], 4, p; }" ::"r"(d),
-                   "l"(src), "r"(unsigned(ok))
-                   : "memory");
-    }
-  }
+                       __all_sync(0xffffffffu, active);
+  if (use_tab) issue_a_table<NS, AT_ROWS>(a_tab[w], q_row, Ab, P.sA[1], T_, reverse, ts);
   // Without the table, the A values a thread needs beyond its own steps are loaded with them:
   // a just before its first step, and just before the block's first step (phase 2).
-  float a_prev_raw = a_before_load(ts, use_tab);
+  const float a_prev_raw = a_before_load(ts, use_tab);
   const float a_blk_raw = a_before_load(t0, use_tab);
   float dec[NS];  // A at each step as loaded, then the step's decay
   {
@@ -188,6 +172,11 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     // product per step and tensor; opaque() keeps ptxas from rematerialising them per step.
     const int64_t t_first = reverse ? T_ - 1 - ts : ts, dir = reverse ? -1 : 1;
     const T* px = opaque(xb + t_first * P.sx[1]);
+    // Without the table, each step's A: in the loop of copies, or (kSplitA) in a loop of its own
+    // after them, which the table's warps skip (in the copies' loop they issue ~7 dead predicated
+    // instructions per step for it); the fp32 forward spilled 44 bytes with the split. (The
+    // packed kernels have no table.)
+    constexpr bool kSplitA = !PACKED && (BWD || (sizeof(T) == 2 && VEC == 8));
     const float* pa = opaque(Ab + t_first * P.sA[1]);
     const int64_t dx = dir * P.sx[1], da = dir * P.sA[1];
     const T* pxo = P.xo + b * P.sxo[0] + r * P.sxo[2] + cv * VEC * P.sxo[3] + t_first * P.sxo[1];
@@ -198,7 +187,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     Packet<T, VEC> held[NS], held_x[BWD ? NS : 1], held_y[BWD ? NS : 1];  // narrow packets only
 #pragma unroll
     for (int i = 0; i < NS; ++i) {
-      const bool ok = active && ts + i < T_;
+      const bool ok = active && i < nst;
       stage_issue<T, VEC>(&xs[i * WARP], held[i], px, P.sx[3], ok);
       if constexpr (BWD) {
         if (stage_xy) {
@@ -207,9 +196,21 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
         }
         pxo += dir * P.sxo[1], pyo += dir * P.syo[1];
       }
-      prefetch_if(pa, ok && !use_tab);
-      dec[i] = ldg_if(pa, ok && !use_tab);
-      px += dx, pa += da;
+      if constexpr (!kSplitA) {
+        prefetch_if(pa, ok && !use_tab);
+        dec[i] = ldg_if(pa, ok && !use_tab);
+        pa += da;
+      }
+      px += dx;
+    }
+    if (kSplitA && !use_tab) {
+#pragma unroll
+      for (int i = 0; i < NS; ++i) {
+        const bool ok = active && i < nst;
+        prefetch_if(pa, ok);
+        dec[i] = ldg_if(pa, ok);
+        pa += da;
+      }
     }
     if constexpr (!kAsyncStage<T, VEC>) {
 #pragma unroll
@@ -225,39 +226,55 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     }
   }
   staged_wait();  // each thread reads back only the rows it staged: no barrier needed
-  if (use_tab) {
-    __syncwarp();  // (the table rows were copied by other lanes of the warp)
-    a_prev_raw = a_tab[w][q_row][0];
-#pragma unroll
-    for (int i = 0; i < NS; ++i) dec[i] = a_tab[w][q_row][i + 1];
-  }
-  const float a_prev = a_before_use(ts, a_prev_raw);
+  // (but the table's entries were copied by other lanes of the warp: every lane has waited for
+  // its own copies once it reaches the warp barrier; v17 read a_tab before it, a race that
+  // racecheck reported)
+  if (use_tab) __syncwarp();
+  const float a_prev = a_before_use(ts, use_tab ? a_tab[w][q_row][0] : a_prev_raw);
   // (the packed kernels, with no table, take a before the block here, as v12 did: later, the
   // packed fp32 forward spilled)
   float a_blk_packed = 0.f;
   if constexpr (PACKED) a_blk_packed = a_before_use(t0, a_blk_raw);
+  // a(tau) in scan order at step i from its raw A value, and the step's decay (a_last: a before
+  // the step, updated); past the end (or an idle lane) a stays: decay 1, input 0, the state rides
+  // through unchanged. Phases 1 and 3 both use it: their decays are bit-identical.
+  auto step_decay = [&](int i, float raw, float& a_last) -> float {
+    const float ai = (active && i < nst) ? (reverse ? -raw : raw) : a_last;
+    const float d = expf(ai - a_last);
+    a_last = ai;
+    return d;
+  };
   float h[VEC];
 #pragma unroll
   for (int v = 0; v < VEC; ++v) h[v] = 0.f;
   bool reset = false;  // warp-uniform: a sequence starts in this thread's steps
   float a_last = a_prev;
+  if (use_tab) {
+    // (as step_decay gives them: every lane is active with the table)
+    fill_decay_table<NS, AT_ROWS>(a_tab[w], d_tab[w], reverse, nst,
+                                  [&](int q) { return a_before_use(ts, a_tab[w][q][0]); });
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < NS; ++i) dec[i] = d_tab[w][q_row][i];
+    if (nst > 0) a_last = (reverse ? -1.f : 1.f) * a_tab[w][q_row][nst];
+  } else {
+#pragma unroll
+    for (int i = 0; i < NS; ++i) dec[i] = step_decay(i, dec[i], a_last);
+  }
   {
 #pragma unroll
     for (int i = 0; i < NS; ++i) {
-      // a(tau) in scan order; past the end (or an idle lane) a stays: decay 1, input 0, the
-      // state rides through unchanged
-      const float ai = (active && ts + i < T_) ? (reverse ? -dec[i] : dec[i]) : a_last;
-      dec[i] = expf(ai - a_last);
-      a_last = ai;
       const Packet<T, VEC> p = xs[i * WARP];
+      float xf[VEC];
+      unpack(p, xf);
       if (PACKED && (smask >> i & 1)) {
         reset = true;
         start_state(sh_start[w][i], dec[i], h);
 #pragma unroll
-        for (int v = 0; v < VEC; ++v) h[v] += to_f(p.v[v]);
+        for (int v = 0; v < VEC; ++v) h[v] += xf[v];
       } else {
 #pragma unroll
-        for (int v = 0; v < VEC; ++v) h[v] = fmaf(dec[i], h[v], to_f(p.v[v]));
+        for (int v = 0; v < VEC; ++v) h[v] = fmaf(dec[i], h[v], xf[v]);
       }
     }
   }
@@ -291,6 +308,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 #pragma unroll
   for (int v = 0; v < VEC; ++v) carry[v] = (!PACKED && chunk == 0 && h0 && active) ? h0[st_b + v] : 0.f;
   if (P.n_chunks > 1) {
+    grid_dependency_wait();  // the workspace reset (launched before this kernel) is complete
     const int64_t n = P.n_chunks * P.n_tiles;
     float* aggs = reinterpret_cast<float*>(P.ws);
     float* incl = aggs + align256(n * WARP * VEC * 4) / 4;
@@ -339,18 +357,20 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     return active ? expf(Ab[t * P.sA[1]] - prev) : 0.f;
   };
   float dpart[NS];  // backward: this lane's share of dA at each step
-  T* po = ob + (reverse ? T_ - 1 - ts : ts) * P.so[1];  // (backward: by increments, as in phase 1)
+  // The output pointer walks by increments, as in phase 1, where registers allow: the backward
+  // and the 16-byte 16-bit forward (at 80 registers, the fp32 forward spilled 32 bytes with it,
+  // the 8-byte 16-bit one 40; they recompute ~12 instructions of 64-bit index per step).
+  constexpr bool kStepPtr = BWD || (sizeof(T) == 2 && VEC == 8);
+  T* po = ob + (reverse ? T_ - 1 - ts : ts) * P.so[1];
   const int64_t dout = reverse ? -P.so[1] : P.so[1];
 #pragma unroll
   for (int i = 0; i < NS; ++i) {
     dpart[i] = 0.f;
     const int64_t tau = ts + i;
-    if (tau >= T_) break;  // warp-uniform
-    const Packet<T, VEC> p = xs[i * WARP];
+    if (i >= nst) break;  // warp-uniform
     // gin: this step's input as dA sees it (g, plus the final state's gradient where it joins)
     float gin[VEC];
-#pragma unroll
-    for (int v = 0; v < VEC; ++v) gin[v] = to_f(p.v[v]);
+    unpack(xs[i * WARP], gin);
     if (PACKED && (smask >> i & 1)) {  // a sequence starts: its state restarts from its initial state
       float st[VEC];
       start_state(sh_start[w][i], dec[i], st);
@@ -367,7 +387,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
         for (int v = 0; v < VEC; ++v) gin[v] += h0[st_b + v];
       }
     }
-    if (active) store_packet<T, VEC>(BWD ? po : ob + (reverse ? T_ - 1 - tau : tau) * P.so[1], P.so[3], carry);
+    if (active) store_packet<T, VEC>(kStepPtr ? po : ob + (reverse ? T_ - 1 - tau : tau) * P.so[1], P.so[3], carry);
     po += dout;
     // the last step of a packed sequence writes its final state (unpacked: after the loop)
     if (PACKED && hT && (emask >> i & 1)) {
@@ -375,10 +395,12 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       write_state(k, state_off(k), carry, final_scale(tau));
     }
     if constexpr (BWD) {
-      const Packet<T, VEC> px = xos[i * WARP], py = yos[i * WARP];
+      float px[VEC], py[VEC];
+      unpack(xos[i * WARP], px);
+      unpack(yos[i * WARP], py);
       float part = 0.f;
 #pragma unroll
-      for (int v = 0; v < VEC; ++v) part += gin[v] * to_f(py.v[v]) - to_f(px.v[v]) * carry[v];
+      for (int v = 0; v < VEC; ++v) part += gin[v] * py[v] - px[v] * carry[v];
       dpart[i] = active ? part : 0.f;
     }
   }

@@ -44,6 +44,54 @@ __device__ __forceinline__ float a_scan(const float* Ab, int64_t sAt, int64_t T,
   return reverse ? -v : v;
 }
 
+// The A table of one warp (scan_kernel.cuh): row q (its rows are consecutive, q = row - the
+// first lane's row) holds A before the warp's first step ts (entry 0) and at its NS steps, copied
+// into shared memory by 4-byte asynchronous copies that the x copies' wait covers. Every lane must
+// be active (each row up to the warp's last then has a lane); row q's A pointer comes from the
+// first lane holding row q by a shuffle, not from a (b, r) division per entry (v18).
+template <int NS, int ROWS>
+__device__ __forceinline__ void issue_a_table(float (*tab)[NS + 1], int q_row, const float* Ab, int64_t sAt,
+                                              int64_t T, bool reverse, int64_t ts) {
+  constexpr int N = ROWS * (NS + 1);
+  const int lane = threadIdx.x;
+  int first[ROWS];
+#pragma unroll
+  for (int q = 0; q < ROWS; ++q) first[q] = __ffs(__ballot_sync(0xffffffffu, q_row == q)) - 1;
+#pragma unroll
+  for (int e0 = 0; e0 < N; e0 += WARP) {
+    const int e = e0 + lane, q = min(e / (NS + 1), ROWS - 1), s = e % (NS + 1);
+    int src_lane = first[0];
+#pragma unroll
+    for (int k = 1; k < ROWS; ++k) src_lane = q == k ? first[k] : src_lane;
+    const float* Aq = reinterpret_cast<const float*>(
+        __shfl_sync(0xffffffffu, reinterpret_cast<uintptr_t>(Ab), src_lane < 0 ? 0 : src_lane));
+    const int64_t tau = s == 0 ? (ts > 0 ? ts - 1 : 0) : ts + s - 1;
+    if (e >= N) continue;  // (after the shuffle: every lane takes part in it)
+    const bool ok = src_lane >= 0 && tau < T;
+    const float* src = Aq + (reverse ? T - 1 - tau : tau) * sAt;
+    const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(&tab[q][s]));
+    asm volatile("{ .reg .pred p; setp.eq.u32 p, %2, 0; cp.async.ca.shared.global [%0], [%1], 4, p; }" ::"r"(d),
+                 "l"(src), "r"(unsigned(ok))
+                 : "memory");
+  }
+}
+
+// The decays of a warp's table (v17): entry (q, s) is exp(a(s) - a(s-1)) into step s of row q,
+// with a in scan order (negated in reverse) and a(-1) = before(q); 1 past the thread's nst steps.
+// One expf per entry, computed by the warp's lanes together, where every lane of a row computed
+// the same NS of them before. The caller syncs the warp before reading it.
+template <int NS, int ROWS, typename Before>
+__device__ __forceinline__ void fill_decay_table(const float (*a)[NS + 1], float (*d)[NS], bool reverse, int nst,
+                                                 const Before& before) {
+  const float sgn = reverse ? -1.f : 1.f;
+#pragma unroll
+  for (int e = threadIdx.x; e < ROWS * NS; e += WARP) {
+    const int q = e / NS, s = e % NS;
+    const float prev = s == 0 ? before(q) : sgn * a[q][s];
+    d[q][s] = s < nst ? expf(sgn * a[q][s + 1] - prev) : 1.f;
+  }
+}
+
 // The carry into chunk `chunk` of tile `tile` (its state before its first step; a_blk: a there).
 // Find the nearest earlier chunk j whose inclusive prefix P(j) is out, looking past chunks whose
 // aggregate is out; then replay P(j+1) .. P(chunk-1) with the very recurrence each chunk uses for

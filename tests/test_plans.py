@@ -15,13 +15,14 @@ from nanossm import ssm_scan
 from nanossm.reference import rel_err
 
 # (name, (B,T,R,C), dtype, mode): one tile and 157 forward / 313 backward chunks; a row over 5
-# tiles (C = 640); bf16 packets; scalar lanes (C = 5: no 16-byte packets); packed sequences with
-# starts inside chunks and empty ones.
+# tiles (C = 640); bf16 packets of 4 channels (8 lanes) and of 8 (a full warp of them); scalar
+# lanes (C = 5: no 16-byte packets); packed sequences with starts inside chunks and empty ones.
 CASES = [("plain", (1, 20000, 2, 8), torch.float32, "plain"),
          ("states", (1, 20000, 2, 8), torch.float32, "states"),
          ("reverse", (1, 20000, 2, 8), torch.float32, "reverse"),
          ("wide", (1, 9000, 1, 640), torch.float32, "states"),
          ("bf16", (1, 20000, 1, 64), torch.bfloat16, "states"),
+         ("bf16-wide", (1, 20000, 4, 64), torch.bfloat16, "states"),
          ("bf16-reverse", (1, 20000, 1, 64), torch.bfloat16, "reverse"),
          ("scalar-lanes", (1, 20000, 1, 5), torch.float32, "states"),
          ("packed", (1, 20000, 2, 8), torch.float32, "packed"),

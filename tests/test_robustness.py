@@ -187,8 +187,9 @@ def test_no_goroutine_or_memory_growth(device):
 
 @requires_cuda
 def test_cuda_errors_become_exceptions_with_the_cuda_name():
-    """A workspace that is not device memory makes the driver refuse the memset: the call raises
-    NanossmError carrying CUDA_ERROR_..., and the next call works."""
+    """A workspace that is not device memory makes the driver refuse it (the memset, or, where the
+    workspace is reset by a kernel, the pointer query before it): the call raises NanossmError
+    carrying CUDA_ERROR_..., and the next call works."""
     A, x = make_inputs((1, 1000, 2, 8), torch.float32, "cuda", seed=25)
     out = torch.empty_like(x)
     host = torch.empty(1 << 20, dtype=torch.uint8)  # pageable host memory

@@ -7,8 +7,10 @@ from nanossm import ssm_scan
 from nanossm.reference import rel_err, ssm_scan_einsum, ssm_scan_sequential
 
 # T = 1, T = 3, T not a power of two, long T across many chunks; C = 1, C = 7, C multiple of 4/8.
+# 16-bit lanes on the GPU (core/plan.go): 8 channels where they fill a warp ((2,1000,4,64) over
+# 8 chunks, (2,8,64,64)), else 4 ((2,100,4,16), (1,517,3,64)), and 4 where C = 12 allows no 8.
 SHAPES = [(1, 1, 1, 1), (2, 3, 4, 7), (2, 1000, 3, 5), (3, 129, 2, 1), (2, 100, 4, 16),
-          (1, 517, 3, 64), (2, 8, 64, 64)]
+          (1, 517, 3, 64), (2, 8, 64, 64), (2, 1000, 4, 64), (2, 300, 16, 12)]
 LONG = (1, 65537, 2, 4)
 
 

@@ -3,13 +3,16 @@
 # test-c` here; carry python/nanossm/_lib and build/capi_test_cuda):
 #   the pytest suite (CUDA cases run), the C ABI test on the GPU, compute-sanitizer on odd shapes,
 #   the demo, the benchmarks (forward table + plots, backward, packed) and an ncu stall breakdown.
-#   Logs go to $OUT. NO_BENCH=1 stops after the sanitizers; ONLY_BENCH=1 runs the demo and benches.
+#   Logs go to $OUT. NO_BENCH=1 stops after the sanitizers; ONLY_BENCH=1 runs the demo and benches;
+#   SKIP_PYTEST=1 leaves out the suite (run before, on its own).
 set -u
 export PYTHONPATH=python PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/nanossm-out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
 if [ -z "${ONLY_BENCH:-}" ]; then
-echo "== pytest"; python3 -m pytest -q -rs -s tests 2>&1 | tee "$OUT/pytest.log" | grep -E "rows on|threads x|calls on|passed|failed|Error" | tail -12
+if [ -z "${SKIP_PYTEST:-}" ]; then
+  echo "== pytest"; python3 -m pytest -q -rs -s tests 2>&1 | tee "$OUT/pytest.log" | grep -E "rows on|threads x|calls on|passed|failed|Error" | tail -12
+fi
 echo "== soak: 16 threads, own streams, ${SOAK:-60} s"
 NANOSSM_SOAK_SECONDS=${SOAK:-60} python3 -m pytest -q -s tests/test_robustness.py -k "concurrent and cuda" 2>&1 | grep -E "threads|passed|failed"
 echo "== C ABI on the GPU"; build/capi_test_cuda

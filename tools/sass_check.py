@@ -5,7 +5,7 @@ its warp, and every instruction after it waits too. The staging loop of kernels/
 issues a thread's 16 (forward) or 8 x 3 (backward) asynchronous copies back to back; a consumer
 of a load placed between two copies turns them into a series of memory round trips (v10 had one
 per step: 41% of the forward's stall samples, see docs/performance.md v12). This script
-disassembles the sm_90 code of every 16-byte-packet scan kernel and reports any instruction
+disassembles the sm_90 code of every packet scan kernel (16-byte, and the 16-bit forward's 8-byte) and reports any instruction
 between the first and the last copy (LDGSTS) that reads a register written by a global load,
 and any spill to local memory (STL/LDL: the 16-bit forward's spilled decays were reloaded in
 its replay loop, 9.7% of its stall samples, before it moved to 2 blocks per SM).
@@ -53,7 +53,7 @@ def disassemble(module):
 
 
 def kernels(sass):
-    """{name: [instruction text, ...]} for the 16-byte-packet scan kernels (v4, v8)."""
+    """{name: [instruction text, ...]} for the packet scan kernels (v4, v8: 16-byte, or 8-byte for 16-bit v4)."""
     out = {}
     for m in re.finditer(r"\.text\.(nanossm_scan_\w+_v(?:4|8)):(.*?)(?=\n\s*\.section|\Z)", sass, re.S):
         out[m.group(1)] = [i.group(1).strip() for i in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(.*?);", m.group(2))]

@@ -47,7 +47,15 @@ func init() {
 	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_FWD_STEPS")); err == nil && v >= 1 && v <= core.ScanSteps {
 		core.ForwardSteps = int64(v)
 	}
+	noEarlyLaunch = os.Getenv("NANOSSM_TUNE_NO_EARLY_LAUNCH") == "1"
+	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_FWD16_BYTES")); err == nil && (v == 8 || v == 16) {
+		core.TuneForward16Bytes = int64(v)
+	}
 }
+
+// noEarlyLaunch (NANOSSM_TUNE_NO_EARLY_LAUNCH=1, a benchmarking knob) resets the workspace with
+// a memset and launches the scan after it, as on devices before compute capability 9.0.
+var noEarlyLaunch bool
 
 // maxDevices bounds the per-device state table.
 const maxDevices = 64
@@ -143,6 +151,11 @@ func (d *device) load(ordinal int) (err error) {
 		"MAX_SHARED_MEMORY_PER_BLOCK_OPTIN"); err != nil {
 		return err
 	}
+	major, err := attribute(ordinal, C.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, "COMPUTE_CAPABILITY_MAJOR")
+	if err != nil {
+		return err
+	}
+	d.info.EarlyLaunch = major >= 9 && !noEarlyLaunch
 	primary, err := dev.RetainPrimaryCtx()
 	if err != nil {
 		return cudaErr("cuDevicePrimaryCtxRetain", err)

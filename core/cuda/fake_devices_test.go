@@ -115,3 +115,70 @@ func TestConcurrentCalls(t *testing.T) {
 		t.Fatalf("%d calls that synchronise, allocate or copy", v)
 	}
 }
+
+// On a device of compute capability 9.0+ (cuda:1) the look-back workspace is reset by a kernel
+// of at most one block per SM, not a memset, and the scan after it (only that one) launches
+// early; forward, backward and the three passes. Calls without a workspace launch as before.
+func TestEarlyLaunchAfterTheReset(t *testing.T) {
+	onDev1 := func(a *core.ScanArgs) { a.Device = 1 }
+	single := forward(t, core.Float32, 2, 700, 3, 8, onDev1)
+	three := forward(t, core.Float32, 1, 9000, 1, 4, onDev1)
+	none := forward(t, core.Float32, 2, 40, 3, 8, onDev1)
+	b := &core.BackwardArgs{A: tensor(addrA, core.Float32, 2, 700, 3), X: tensor(addrX, core.Float32, 2, 700, 3, 8),
+		Out: tensor(addrOut, core.Float32, 2, 700, 3, 8), GradOut: tensor(0x80000000, core.Float32, 2, 700, 3, 8),
+		GradX: tensor(0x90000000, core.Float32, 2, 700, 3, 8), GradA: tensor(0xA0000000, core.Float32, 2, 700, 3),
+		Device: 1, Stream: stream}
+	n, err := core.BackwardWorkspaceSize(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Workspace, b.WorkspaceLen = addrWS, n
+	core.TunePasses = 3
+	ls3 := run(t, 0, func() error { return core.Scan(three) })
+	core.TunePasses = 0
+	dev := core.Device{SMs: 132, EarlyLaunch: true}
+	p1, _ := core.Validate(single)
+	p3, _ := core.Validate(three)
+	pb, _ := core.ValidateBackward(b)
+	core.TunePasses = 3
+	pl3 := core.PlanScan(three, p3, dev)
+	core.TunePasses = 0
+	for _, c := range []struct {
+		name     string
+		ls       []fakeRecord
+		lookback int64
+		launches int
+	}{
+		{"forward", run(t, 0, func() error { return core.Scan(single) }), core.PlanScan(single, p1, dev).Lookback, 1},
+		{"backward", run(t, 0, func() error { return core.ScanBackward(b) }), core.PlanBackward(b, pb, dev).Lookback, 1},
+		{"three passes", ls3, pl3.Lookback, 3},
+	} {
+		ls := c.ls
+		if c.lookback <= 0 || len(ls) < 1+c.launches || ls[0].Memset || ls[0].Kernel != core.KernelWSReset || ls[0].Early {
+			t.Fatalf("%s: want the reset kernel first, got %+v", c.name, ls)
+		}
+		r := ls[0]
+		if r.Params[0] != addrWS || r.Params[1]*16 != c.lookback || r.Grid[0] < 1 || r.Grid[0] > 132 ||
+			int64(r.Grid[0]-1)*256 >= r.Params[1] || r.Block != [3]uint32{32, 8, 1} || r.Stream != stream || r.Ctx != fakePrimary+1 {
+			t.Fatalf("%s: reset launch %+v for %d look-back bytes", c.name, r, c.lookback)
+		}
+		for i, l := range ls[1:] {
+			if l.Memset || l.Early != (i == 0) || l.Stream != stream {
+				t.Fatalf("%s: launch %d after the reset: %+v (only the first launches early)", c.name, i, l)
+			}
+		}
+	}
+	if ls := run(t, 0, func() error { return core.Scan(none) }); len(ls) != 1 || ls[0].Early || ls[0].Kernel == core.KernelWSReset {
+		t.Fatalf("one chunk, no workspace: %+v", ls)
+	}
+	// memory the device cannot reach (the fake: below 0x1000) is refused before anything is enqueued
+	single.Workspace = 0x800
+	fakeReset()
+	err = core.Scan(single)
+	if err == nil || core.StatusOf(err) != core.StatusCUDA || !strings.Contains(err.Error(), "cuPointerGetAttribute(workspace)") {
+		t.Fatalf("host workspace: got %v", err)
+	}
+	if ls := fakeRecords(); len(ls) != 0 {
+		t.Fatalf("host workspace: enqueued %+v", ls)
+	}
+}

@@ -18,6 +18,7 @@ import "unsafe"
 // fakeRecord is one call the fake driver recorded: a launch, or a memset when Memset is true.
 type fakeRecord struct {
 	Memset      bool
+	Early       bool // launched early (cuLaunchKernelEx, programmatic stream serialization)
 	Kernel      string
 	Grid, Block [3]uint32
 	Shared      uint32
@@ -39,6 +40,9 @@ func fakeSetDevices(n int) { C.fake_set_devices(C.int(n)) }
 
 // fakeSetOptinShared sets device dev's opt-in shared memory per block (before it is loaded).
 func fakeSetOptinShared(dev, bytes int) { C.fake_set_optin_shared(C.int(dev), C.int(bytes)) }
+
+// fakeSetCCMajor sets device dev's compute capability major (before it is loaded; default 8).
+func fakeSetCCMajor(dev, major int) { C.fake_set_cc_major(C.int(dev), C.int(major)) }
 
 // fakeSetRecording turns the recording of launches and memsets on or off.
 func fakeSetRecording(on bool) {
@@ -75,6 +79,7 @@ func fakeRecords() []fakeRecord {
 			continue
 		}
 		o.Kernel = C.GoString(C.fake_fn_name(r.fn))
+		o.Early = r.early != 0
 		for k := 0; k < 3; k++ {
 			o.Grid[k], o.Block[k] = uint32(r.grid[k]), uint32(r.block[k])
 		}

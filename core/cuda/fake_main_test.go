@@ -78,6 +78,7 @@ func kernelParamCounts() (map[string]int, error) {
 		{"nanossm_chunk_prefix", "#define NANOSSM_PREFIX(", "NAME(", true},
 		{core.KernelDAReduce, "void " + core.KernelDAReduce, "(", false},
 		{core.KernelDAH0Term, "void " + core.KernelDAH0Term, "(", false},
+		{core.KernelWSReset, "void " + core.KernelWSReset, "(", false},
 	} {
 		l, err := list(k.marker, k.open)
 		if err != nil {
@@ -102,6 +103,7 @@ func TestMain(m *testing.M) {
 	}
 	fakeSetDevices(3)
 	fakeSetOptinShared(2, 48*1024) // cuda:2: a small GPU
+	fakeSetCCMajor(1, 9)           // cuda:1: a Hopper (early launch); cuda:0 and cuda:2 before it
 	os.Exit(m.Run())
 }
 
@@ -109,7 +111,7 @@ func TestMain(m *testing.M) {
 func TestKernelParamCounts(t *testing.T) {
 	counts, _ := kernelParamCounts()
 	want := map[string]int{"nanossm_scan_fwd": nScanParams, "nanossm_scan_bwd": nScanParams + 16,
-		"nanossm_chunk_prefix": nScanParams + 3, core.KernelDAReduce: 9, core.KernelDAH0Term: 11}
+		"nanossm_chunk_prefix": nScanParams + 3, core.KernelDAReduce: 9, core.KernelDAH0Term: 11, core.KernelWSReset: 2}
 	for k, n := range want {
 		if counts[k] != n {
 			t.Errorf("%s: %d parameters in kernels/scan.cu, core/cuda passes %d", k, counts[k], n)

@@ -33,6 +33,8 @@ static int n_counts;
 static int n_devices = 1, recording = 1;
 static int optin[MAX_DEVICES]; /* shared memory a block may opt in to; 0: an H200's 227 KB */
 static int optin_of(int dev) { return optin[dev] ? optin[dev] : 232448; }
+static int cc_major[MAX_DEVICES]; /* compute capability major; 0: 8 (before early launch) */
+static int cc_major_of(int dev) { return cc_major[dev] ? cc_major[dev] : 8; }
 static __thread CUcontext current;
 
 /* device d's primary context is 0x1000 + d; its module 0x2000 + d */
@@ -60,6 +62,9 @@ void fake_set_devices(int n) { n_devices = n < 1 ? 1 : n > MAX_DEVICES ? MAX_DEV
 /* Device dev's opt-in shared memory per block (before the backend first loads dev). */
 void fake_set_optin_shared(int dev, int bytes) {
   if (dev >= 0 && dev < MAX_DEVICES) optin[dev] = bytes;
+}
+void fake_set_cc_major(int dev, int major) {
+  if (dev >= 0 && dev < MAX_DEVICES) cc_major[dev] = major;
 }
 /* Whether launches and memsets are recorded (they are still checked when not). */
 void fake_set_recording(int on) { recording = on; }
@@ -117,6 +122,7 @@ CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute attr, CUdevice dev) {
   switch (attr) {
     case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *v = FAKE_SMS; break;
     case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: *v = optin_of(dev); break;
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *v = cc_major_of(dev); break;
     default: *v = 0;
   }
   return CUDA_SUCCESS;
@@ -185,8 +191,8 @@ CUresult cuFuncSetAttribute(CUfunction fn, CUfunction_attribute attr, int value)
   return CUDA_SUCCESS;
 }
 
-CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
-                        unsigned bz, unsigned shared, CUstream stream, void **params, void **extra) {
+static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                       unsigned bz, unsigned shared, CUstream stream, void **params, void **extra, int early) {
   int d, i;
   if (!fn_of(f, &d, &i) || extra != NULL) return CUDA_ERROR_INVALID_HANDLE;
   if (device_of(current) != d) return CUDA_ERROR_INVALID_CONTEXT; /* its module's context only */
@@ -197,7 +203,7 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
   pthread_mutex_lock(&mu);
   fake_record *r = next_record();
   if (r) {
-    r->fn = i;
+    r->fn = i, r->early = early;
     r->grid[0] = gx, r->grid[1] = gy, r->grid[2] = gz;
     r->block[0] = bx, r->block[1] = by, r->block[2] = bz;
     r->shared = shared, r->stream = (uint64_t)(uintptr_t)stream, r->ctx = (uint64_t)(uintptr_t)current;
@@ -206,6 +212,30 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
   }
   pthread_mutex_unlock(&mu);
   return r ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                        unsigned bz, unsigned shared, CUstream stream, void **params, void **extra) {
+  return launch(f, gx, gy, gz, bx, by, bz, shared, stream, params, extra, 0);
+}
+
+/* Only the one attribute the backend sets, and only on a device that has it (compute 9.0+). */
+CUresult cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f, void **params, void **extra) {
+  int d, i;
+  if (!c || !fn_of(f, &d, &i)) return CUDA_ERROR_INVALID_HANDLE;
+  if (c->numAttrs != 1 || !c->attrs || c->attrs[0].id != CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION ||
+      c->attrs[0].value.programmaticStreamSerializationAllowed != 1 || cc_major_of(d) < 9)
+    return CUDA_ERROR_INVALID_VALUE;
+  return launch(f, c->gridDimX, c->gridDimY, c->gridDimZ, c->blockDimX, c->blockDimY, c->blockDimZ,
+                c->sharedMemBytes, c->hStream, params, extra, 1);
+}
+
+/* Every address is device memory to the fake, except 0 and those below 0x1000 (host memory). */
+CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attr, CUdeviceptr p) {
+  if (attr != CU_POINTER_ATTRIBUTE_MEMORY_TYPE || !data) return CUDA_ERROR_INVALID_VALUE;
+  if (p < 0x1000) return CUDA_ERROR_INVALID_VALUE;
+  *(unsigned *)data = CU_MEMORYTYPE_DEVICE;
+  return CUDA_SUCCESS;
 }
 
 CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned int value, size_t n, CUstream stream) {

@@ -6,8 +6,9 @@
 #define MAX_PARAMS 64
 
 typedef struct {
-  int kind; /* 0 launch, 1 memset */
-  int fn;   /* launch: the kernel, for fake_fn_name */
+  int kind;  /* 0 launch, 1 memset */
+  int fn;    /* launch: the kernel, for fake_fn_name */
+  int early; /* launch: by cuLaunchKernelEx with programmatic stream serialization */
   unsigned grid[3], block[3], shared;
   uint64_t stream, ctx; /* the stream given, the context current at the call */
   int nparams;
@@ -21,6 +22,7 @@ void fake_set_param_count(const char *prefix, int n);
 void fake_set_devices(int n);
 void fake_set_recording(int on);
 void fake_set_optin_shared(int dev, int bytes);
+void fake_set_cc_major(int dev, int major);
 void fake_reset(void);
 int fake_records(void);
 const fake_record *fake_record_at(int i);
