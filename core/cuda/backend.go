@@ -168,7 +168,10 @@ func (d *device) load(ordinal int) (err error) {
 	defer leave(d.ctx, prev)
 	module := kernels.Fatbin
 	if path := os.Getenv("NANOSSM_MODULE"); path != "" {
-		// a benchmarking knob: time a variant build of kernels/scan.cu without relinking
+		// a benchmarking knob: time a variant build of kernels/scan.cu without relinking. It must
+		// carry sm_90+ code of this source on a 9.0+ device (tools/variant_module.sh builds
+		// sm_90): the scan launched early relies on its griddepcontrol.wait, which code built
+		// for compute_80 lacks (then set NANOSSM_TUNE_NO_EARLY_LAUNCH=1)
 		if module, err = os.ReadFile(path); err != nil {
 			return core.Internal("NANOSSM_MODULE: %v", err)
 		}

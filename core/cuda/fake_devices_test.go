@@ -7,6 +7,7 @@ package cuda
 
 import (
 	"fmt"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -118,53 +119,50 @@ func TestConcurrentCalls(t *testing.T) {
 
 // On a device of compute capability 9.0+ (cuda:1) the look-back workspace is reset by a kernel
 // of at most one block per SM, not a memset, and the scan after it (only that one) launches
-// early; forward, backward and the three passes. Calls without a workspace launch as before.
+// early; forward, backward and the three passes. The launches after the reset are the very ones
+// (kernels, grids, blocks, shared memory, parameters) that cuda:0 enqueues after its memset.
+// Calls without a workspace launch as before.
 func TestEarlyLaunchAfterTheReset(t *testing.T) {
-	onDev1 := func(a *core.ScanArgs) { a.Device = 1 }
-	single := forward(t, core.Float32, 2, 700, 3, 8, onDev1)
-	three := forward(t, core.Float32, 1, 9000, 1, 4, onDev1)
-	none := forward(t, core.Float32, 2, 40, 3, 8, onDev1)
+	t.Cleanup(func() { core.TunePasses = 0 })
+	single := forward(t, core.Float32, 2, 700, 3, 8, nil)
+	three := forward(t, core.Float32, 1, 9000, 1, 4, nil)
+	none := forward(t, core.Float32, 2, 40, 3, 8, func(a *core.ScanArgs) { a.Device = 1 })
 	b := &core.BackwardArgs{A: tensor(addrA, core.Float32, 2, 700, 3), X: tensor(addrX, core.Float32, 2, 700, 3, 8),
 		Out: tensor(addrOut, core.Float32, 2, 700, 3, 8), GradOut: tensor(0x80000000, core.Float32, 2, 700, 3, 8),
 		GradX: tensor(0x90000000, core.Float32, 2, 700, 3, 8), GradA: tensor(0xA0000000, core.Float32, 2, 700, 3),
-		Device: 1, Stream: stream}
+		Stream: stream}
 	n, err := core.BackwardWorkspaceSize(b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.Workspace, b.WorkspaceLen = addrWS, n
-	core.TunePasses = 3
-	ls3 := run(t, 0, func() error { return core.Scan(three) })
-	core.TunePasses = 0
-	dev := core.Device{SMs: 132, EarlyLaunch: true}
-	p1, _ := core.Validate(single)
-	p3, _ := core.Validate(three)
-	pb, _ := core.ValidateBackward(b)
-	core.TunePasses = 3
-	pl3 := core.PlanScan(three, p3, dev)
-	core.TunePasses = 0
 	for _, c := range []struct {
-		name     string
-		ls       []fakeRecord
-		lookback int64
-		launches int
+		name   string
+		passes int64
+		call   func(dev int) error
 	}{
-		{"forward", run(t, 0, func() error { return core.Scan(single) }), core.PlanScan(single, p1, dev).Lookback, 1},
-		{"backward", run(t, 0, func() error { return core.ScanBackward(b) }), core.PlanBackward(b, pb, dev).Lookback, 1},
-		{"three passes", ls3, pl3.Lookback, 3},
+		{"forward", 0, func(dev int) error { single.Device = dev; return core.Scan(single) }},
+		{"backward", 0, func(dev int) error { b.Device = dev; return core.ScanBackward(b) }},
+		{"three passes", 3, func(dev int) error { three.Device = dev; return core.Scan(three) }},
 	} {
-		ls := c.ls
-		if c.lookback <= 0 || len(ls) < 1+c.launches || ls[0].Memset || ls[0].Kernel != core.KernelWSReset || ls[0].Early {
-			t.Fatalf("%s: want the reset kernel first, got %+v", c.name, ls)
+		core.TunePasses = c.passes
+		late := run(t, 0, func() error { return c.call(0) })
+		ls := run(t, 0, func() error { return c.call(1) })
+		core.TunePasses = 0
+		if len(late) < 2 || !late[0].Memset || len(ls) != len(late) || ls[0].Memset || ls[0].Kernel != core.KernelWSReset || ls[0].Early {
+			t.Fatalf("%s: want the reset kernel in place of cuda:0's memset %+v, got %+v", c.name, late, ls)
 		}
+		lookback := int64(late[0].Count) * 4
 		r := ls[0]
-		if r.Params[0] != addrWS || r.Params[1]*16 != c.lookback || r.Grid[0] < 1 || r.Grid[0] > 132 ||
+		if r.Params[0] != addrWS || r.Params[1]*16 != lookback || r.Grid[0] < 1 || r.Grid[0] > 132 ||
 			int64(r.Grid[0]-1)*256 >= r.Params[1] || r.Block != [3]uint32{32, 8, 1} || r.Stream != stream || r.Ctx != fakePrimary+1 {
-			t.Fatalf("%s: reset launch %+v for %d look-back bytes", c.name, r, c.lookback)
+			t.Fatalf("%s: reset launch %+v for %d look-back bytes", c.name, r, lookback)
 		}
 		for i, l := range ls[1:] {
-			if l.Memset || l.Early != (i == 0) || l.Stream != stream {
-				t.Fatalf("%s: launch %d after the reset: %+v (only the first launches early)", c.name, i, l)
+			want := late[i+1]
+			if l.Memset || l.Early != (i == 0) || l.Kernel != want.Kernel || l.Grid != want.Grid || l.Block != want.Block ||
+				l.Shared != want.Shared || l.Stream != stream || l.Ctx != fakePrimary+1 || !reflect.DeepEqual(l.Params, want.Params) {
+				t.Fatalf("%s: launch %d after the reset: %+v, want %+v launched early only if first", c.name, i, l, want)
 			}
 		}
 	}
@@ -172,7 +170,7 @@ func TestEarlyLaunchAfterTheReset(t *testing.T) {
 		t.Fatalf("one chunk, no workspace: %+v", ls)
 	}
 	// memory the device cannot reach (the fake: below 0x1000) is refused before anything is enqueued
-	single.Workspace = 0x800
+	single.Workspace, single.Device = 0x800, 1
 	fakeReset()
 	err = core.Scan(single)
 	if err == nil || core.StatusOf(err) != core.StatusCUDA || !strings.Contains(err.Error(), "cuPointerGetAttribute(workspace)") {

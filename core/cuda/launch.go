@@ -154,7 +154,11 @@ func (d *device) run(stream uintptr, ws uintptr, lookback int64, ls *launches) e
 	defer leave(d.ctx, prev)
 	cstream := C.CUstream(unsafe.Pointer(stream))
 	early := d.resetWorkspace(ws, lookback, ls)
-	if early { // a memset would refuse memory the device cannot reach; so does this, by name
+	// A memset refuses memory the driver does not know (pageable host memory, even where HMM lets
+	// kernels reach it); so does this query, by name, where a kernel resets the workspace. Device,
+	// pinned host and managed memory pass, as with the memset. (One driver call, on calls that
+	// have a workspace: those run for 10 us or more on the GPU.)
+	if early {
 		var mt C.uint
 		if r := C.cuPointerGetAttribute(unsafe.Pointer(&mt), C.CU_POINTER_ATTRIBUTE_MEMORY_TYPE, C.CUdeviceptr(ws)); r != C.CUDA_SUCCESS {
 			return core.CUDAError("cuPointerGetAttribute(workspace)", cErrName(r))
