@@ -181,8 +181,9 @@ func PlanScan(a *ScanArgs, p Problem, dev Device) ScanPlan {
 	if p.Seqs > 0 || a.CuSeqlens.Present() {
 		return plan(ForwardPacked, p, vectorWidth(p, 16, a.X, a.Out), dev)
 	}
-	vec := vectorWidth(p, forwardPacketBytes(p), a.X, a.Out)
-	if vec == 1 && p.DType.Size() == 2 { // (e.g. C = 12: 4-channel lanes beat single channels)
+	bytes := forwardPacketBytes(p)
+	vec := vectorWidth(p, bytes, a.X, a.Out)
+	if vec == 1 && bytes == 16 && p.DType.Size() == 2 { // (e.g. C = 12: 4-channel lanes beat single channels)
 		vec = vectorWidth(p, 8, a.X, a.Out)
 	}
 	return plan(Forward, p, vec, dev)

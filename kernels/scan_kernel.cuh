@@ -237,7 +237,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   if constexpr (PACKED) a_blk_packed = a_before_use(t0, a_blk_raw);
   // a(tau) in scan order at step i from its raw A value, and the step's decay (a_last: a before
   // the step, updated); past the end (or an idle lane) a stays: decay 1, input 0, the state rides
-  // through unchanged. Phases 1 and 3 both use it: their decays are bit-identical.
+  // through unchanged. (Warps without the table; the table's decays follow the same rule.)
   auto step_decay = [&](int i, float raw, float& a_last) -> float {
     const float ai = (active && i < nst) ? (reverse ? -raw : raw) : a_last;
     const float d = expf(ai - a_last);

@@ -48,6 +48,9 @@ func TestSharedMemoryLimitOfTheDevice(t *testing.T) {
 		!strings.Contains(err.Error(), "stages 65536 bytes of shared memory per block; this device allows 49152") {
 		t.Fatalf("got %v", err)
 	}
+	if ls := fakeRecords(); len(ls) != 0 { // (not even the workspace's memset)
+		t.Fatalf("the refused call enqueued %+v", ls)
+	}
 	small := forward(t, core.Float32, 2, 40, 3, 8, func(a *core.ScanArgs) { a.Device = 2 })
 	if ls := run(t, 0, func() error { return core.Scan(small) }); len(ls) != 1 || ls[0].Ctx != fakePrimary+2 {
 		t.Fatalf("small plan on cuda:2: %+v", ls)

@@ -60,10 +60,10 @@ type launch struct {
 	params        params
 }
 
-// launches are a call's launches, in order: the workspace reset (resetWorkspace), at most three
-// passes, a dA reduction and dA's initial-state term.
+// launches are a call's launches, in order: at most three passes, a dA reduction and dA's
+// initial-state term (run enqueues the workspace's reset before them).
 type launches struct {
-	l [6]launch
+	l [5]launch
 	n int
 }
 
@@ -124,76 +124,103 @@ func putArgBlock(b argBlock) {
 	}
 }
 
-// resetWorkspace adds the look-back workspace's reset (lookback bytes at ws, a multiple of 256)
-// in front of a call's launches when the device launches early (Device.EarlyLaunch), and says
-// whether it did: the reset kernel is then ls's first launch, and the scan after it launches
-// early. Its grid is at most one block per SM, so every block of it is running (and has let the
+// resetLaunch is the look-back workspace's reset (lookback bytes at ws, a multiple of 256) by
+// a kernel, for devices that launch early (Device.EarlyLaunch): the scan after it may begin while
+// it runs. Its grid is at most one block per SM, so every block of it is running (and has let the
 // scan launch) before the scan's blocks take the SMs. (Measured on the H200: a memset and the
 // launch gap after it cost 2.5-3 us per call, 11% of the copy time on 2,1024,64,64 fp32.)
-func (d *device) resetWorkspace(ws uintptr, lookback int64, ls *launches) bool {
-	if lookback <= 0 || !d.info.EarlyLaunch || ls.n == len(ls.l) {
-		return false
-	}
+func (d *device) resetLaunch(ws uintptr, lookback int64) launch {
 	n16 := lookback / 16
-	blocks := max(1, min((n16+255)/256, d.info.SMs))
-	copy(ls.l[1:ls.n+1], ls.l[:ls.n])
-	ls.n++
-	l := &ls.l[0]
-	l.name, l.blocks, l.warps, l.shared, l.params.n = core.KernelWSReset, blocks, 8, 0, 0
+	l := launch{name: core.KernelWSReset, blocks: max(1, min((n16+255)/256, d.info.SMs)), warps: 8}
 	l.params.add(int64(ws), n16)
-	return true
+	return l
+}
+
+// function is l's kernel, once l is known to fit the device.
+func (d *device) function(l *launch) (C.CUfunction, error) {
+	fn, ok := d.fns[l.name]
+	if !ok {
+		return nil, core.Internal("no kernel %q in the module", l.name)
+	}
+	if l.blocks > 1<<31-1 {
+		return nil, core.Unsupported("x: %d blocks exceed the grid limit", l.blocks)
+	}
+	if l.shared > d.info.MaxShared {
+		return nil, core.Unsupported("x: %s stages %d bytes of shared memory per block; this device allows %d",
+			l.name, l.shared, d.info.MaxShared)
+	}
+	return fn, nil
+}
+
+// enqueue launches l's kernel fn on cstream with its parameters copied into b; early: with
+// programmatic stream serialization (launch_early).
+func enqueue(fn C.CUfunction, l *launch, b argBlock, cstream C.CUstream, early bool) error {
+	for k := 0; k < l.params.n; k++ {
+		b.argv[k] = C.uint64_t(l.params.v[k])
+	}
+	if early {
+		if r := C.launch_early(fn, C.uint(l.blocks), C.uint(l.warps), C.uint(l.shared), cstream, &b.argp[0]); r != C.CUDA_SUCCESS {
+			return core.CUDAError("cuLaunchKernelEx("+l.name+")", cErrName(r))
+		}
+		return nil
+	}
+	if r := C.cuLaunchKernel(fn, C.uint(l.blocks), 1, 1, 32, C.uint(l.warps), 1, C.uint(l.shared), cstream,
+		&b.argp[0], nil); r != C.CUDA_SUCCESS {
+		return core.CUDAError("cuLaunchKernel("+l.name+")", cErrName(r))
+	}
+	return nil
 }
 
 // run enqueues the workspace reset (look-back bytes) and the launches, in order, on the
 // caller's stream, in the device's primary context (made current for the call if it is not).
+// Every launch is checked against the device first: a refused call enqueues nothing.
 func (d *device) run(stream uintptr, ws uintptr, lookback int64, ls *launches) error {
+	var fns [len(ls.l)]C.CUfunction
+	for i := 0; i < ls.n; i++ {
+		fn, err := d.function(&ls.l[i])
+		if err != nil {
+			return err
+		}
+		fns[i] = fn
+	}
+	early := lookback > 0 && d.info.EarlyLaunch
+	var reset launch
+	var resetFn C.CUfunction
+	if early {
+		reset = d.resetLaunch(ws, lookback)
+		var err error
+		if resetFn, err = d.function(&reset); err != nil {
+			return err
+		}
+	}
 	prev, err := enter(d.ctx)
 	if err != nil {
 		return err
 	}
 	defer leave(d.ctx, prev)
 	cstream := C.CUstream(unsafe.Pointer(stream))
-	early := d.resetWorkspace(ws, lookback, ls)
-	// A memset refuses memory the driver does not know (pageable host memory, even where HMM lets
-	// kernels reach it); so does this query, by name, where a kernel resets the workspace. Device,
-	// pinned host and managed memory pass, as with the memset. (One driver call, on calls that
-	// have a workspace: those run for 10 us or more on the GPU.)
+	b := getArgBlock()
+	defer putArgBlock(b)
 	if early {
+		// A memset refuses memory the driver does not know (pageable host memory, even where HMM
+		// lets kernels reach it); so does this query, by name. Device, pinned host and managed
+		// memory pass, as with the memset. (One driver call, on calls that have a workspace:
+		// those run for 10 us or more on the GPU.)
 		var mt C.uint
 		if r := C.cuPointerGetAttribute(unsafe.Pointer(&mt), C.CU_POINTER_ATTRIBUTE_MEMORY_TYPE, C.CUdeviceptr(ws)); r != C.CUDA_SUCCESS {
 			return core.CUDAError("cuPointerGetAttribute(workspace)", cErrName(r))
 		}
-	}
-	if lookback > 0 && !early { // the look-back's "unwritten" pattern (kernels/scan.cu)
+		if err := enqueue(resetFn, &reset, b, cstream, false); err != nil {
+			return err
+		}
+	} else if lookback > 0 { // the look-back's "unwritten" pattern (kernels/scan.cu)
 		if r := C.cuMemsetD32Async(C.CUdeviceptr(ws), 0xffffffff, C.size_t(lookback/4), cstream); r != C.CUDA_SUCCESS {
 			return core.CUDAError("cuMemsetD32Async(workspace)", cErrName(r))
 		}
 	}
-	b := getArgBlock()
-	defer putArgBlock(b)
-	for i := 0; i < ls.n; i++ {
-		l := &ls.l[i]
-		fn, ok := d.fns[l.name]
-		if !ok {
-			return core.Internal("no kernel %q in the module", l.name)
-		}
-		if l.blocks > 1<<31-1 {
-			return core.Unsupported("x: %d blocks exceed the grid limit", l.blocks)
-		}
-		if l.shared > d.info.MaxShared {
-			return core.Unsupported("x: %s stages %d bytes of shared memory per block; this device allows %d",
-				l.name, l.shared, d.info.MaxShared)
-		}
-		for k := 0; k < l.params.n; k++ {
-			b.argv[k] = C.uint64_t(l.params.v[k])
-		}
-		if early && i == 1 { // the scan right after the reset
-			if r := C.launch_early(fn, C.uint(l.blocks), C.uint(l.warps), C.uint(l.shared), cstream, &b.argp[0]); r != C.CUDA_SUCCESS {
-				return core.CUDAError("cuLaunchKernelEx("+l.name+")", cErrName(r))
-			}
-		} else if r := C.cuLaunchKernel(fn, C.uint(l.blocks), 1, 1, 32, C.uint(l.warps), 1, C.uint(l.shared), cstream,
-			&b.argp[0], nil); r != C.CUDA_SUCCESS {
-			return core.CUDAError("cuLaunchKernel("+l.name+")", cErrName(r))
+	for i := 0; i < ls.n; i++ { // (early: the first launch, the one right after the reset)
+		if err := enqueue(fns[i], &ls.l[i], b, cstream, early && i == 0); err != nil {
+			return err
 		}
 	}
 	return nil
