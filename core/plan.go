@@ -119,6 +119,9 @@ type ScanPlan struct {
 	Prefix      string
 	Groups      int64
 	PrefixWarps int64
+	// Group: single pass, carries by groups of Group chunks (> 1; see groupChunks and
+	// group_carry in kernels/scan_parts.cuh), or 1: each chunk's own look-back
+	Group int64
 }
 
 // Device is what a plan needs to know of the GPU it runs on.
@@ -131,6 +134,40 @@ type Device struct {
 }
 
 func align256(v int64) int64 { return (v + 255) / 256 * 256 }
+
+// MaxGroup is the largest carry group the kernels' flags hold (8 bits); TuneGroup, when in
+// 1..MaxGroup, replaces groupChunks' choice (NANOSSM_TUNE_GROUP, read by core/cuda): a
+// benchmarking knob, not an API.
+const MaxGroup = 255
+
+var TuneGroup int64
+
+// groupChunks is the carry group of a single-pass plan. Each chunk's carry waits on the prefix of
+// the chunk before it, one L2 round trip (~0.6 us on the H200) per hop of a tile's chain; when a
+// tile has many chunks and few tiles share the GPU, the chain, not the bandwidth, sets the time
+// (measured: bf16 1,65536,64,64, 16 tiles of 512 chunks: halving the chunk took 1.44x the copy to
+// 2.39x). Groups of G chunks make it one hop per G chunks, for ~G/2 more aggregates read per
+// chunk. Not for packed sequences (a sequence start inside a group would end it).
+// Measured on the H200 (ratio to the copy, G = 8 against 1, same run): forward 1,65536,64,64
+// bf16 1.43 -> 1.35, f32 1.22 -> 1.18; but the backward 1,65536,64,64 f32 2.54 -> 3.04, bf16
+// 3.20 -> 3.28 (its blocks hold 96 KB, two per SM: the longer wait for the group's aggregates
+// costs more than the hops it saves), so the forward only, from 256 chunks (shapes with fewer,
+// 4,8192 and 8,2048, timed the same either way).
+func groupChunks(v Variant, chunks int64) int64 {
+	if v != Forward {
+		if v == Backward && TuneGroup >= 1 && TuneGroup <= MaxGroup {
+			return TuneGroup // (tests force it on the backward too)
+		}
+		return 1
+	}
+	if TuneGroup >= 1 && TuneGroup <= MaxGroup {
+		return TuneGroup
+	}
+	if chunks < 256 {
+		return 1
+	}
+	return 8
+}
 
 // TuneForward16Bytes, when 8 or 16, replaces forwardPacketBytes' choice for the 16-bit plain
 // forward (NANOSSM_TUNE_FWD16_BYTES, read by core/cuda): a benchmarking knob, not an API.
@@ -247,7 +284,7 @@ func plan(v Variant, p Problem, vec int64, dev Device) ScanPlan {
 	if pl.Chunks > 1 { // aggregates and inclusive prefixes, 32 lanes x vec floats per block
 		pl.Lookback = 2 * align256(pl.Chunks*pl.Tiles*32*vec*4)
 	}
-	pl.Passes = 1
+	pl.Passes, pl.Group = 1, 1
 	groupBytes := int64(0)
 	if pl.Chunks > 2 && pl.Tiles <= maxPrefixTiles { // chunks 1 .. Chunks-2 need a prefix
 		m := pl.Chunks - 2
@@ -258,6 +295,9 @@ func plan(v Variant, p Problem, vec int64, dev Device) ScanPlan {
 			pl.Passes = 3
 			pl.Prefix = prefixKernels[vec]
 		}
+	}
+	if pl.Passes == 1 && pl.Chunks > 1 {
+		pl.Group = groupChunks(v, pl.Chunks)
 	}
 	// The workspace keeps the group region whenever a device could choose three passes (it is
 	// sized before a device is known); only three passes read it, so only they reset it.

@@ -318,6 +318,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 #pragma unroll
     for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
     const bool publisher = w == S - 1 && !last && !prefixed;  // (pass 3: all published)
+    const int64_t group = (flags >> F_GROUP_SHIFT) & 0xff;   // carries by groups (group_carry)
+    const bool grouped = !PACKED && group > 1;
     if (publisher) {
       // block aggregate over the S sub-chunks (all full: not the last chunk); publish it first,
       // so successors can look past this block while it looks back.  With a sequence start in
@@ -325,14 +327,29 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       for (int s = 0; s < S; ++s) fold(s, a_end, agg);
       if (block_reset) {
         publish<VEC>(&incl[(me * WARP + lane) * VEC], agg);
-      } else if (chunk > 0) {
+      } else if (chunk > 0 || grouped) {  // (grouped: the group's later chunks fold chunk 0's)
         publish<VEC>(&aggs[(me * WARP + lane) * VEC], agg);
       }
     }
     if (!writes) return;  // pass 1 of three: the aggregate is out
-    if (chunk > 0 && active && (need_carry || (publisher && !block_reset))) {
-      look_back<VEC>(aggs, incl, chunk, tile, P.n_tiles, a_blk,
-                     [&](int64_t i) { return a_at((i + 1) * chunk_len - 1); }, carry);
+    auto a_end_of = [&](int64_t i) { return a_at((i + 1) * chunk_len - 1); };
+    if (grouped) {
+      // grouped carries (block-uniform): the last warp finds the carry, the others take it
+      __shared__ float sh_carry[WARP][VEC];
+      if (chunk > 0) {
+        if (w == S - 1) {
+          group_carry<VEC>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk, a_end_of,
+                           [&] { return a_before_use(0, a_before_load(0, false)); },
+                           [&](int v) { return h0 && active ? h0[st_b + v] : 0.f; }, carry);
+#pragma unroll
+          for (int v = 0; v < VEC; ++v) sh_carry[lane][v] = carry[v];
+        }
+        __syncthreads();
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) carry[v] = sh_carry[lane][v];
+      }
+    } else if (chunk > 0 && active && (need_carry || (publisher && !block_reset))) {
+      look_back<VEC>(aggs, incl, chunk, tile, P.n_tiles, a_blk, a_end_of, carry);
     }
     if (publisher && !block_reset) {
       const float d = expf(a_end - a_blk);

@@ -113,3 +113,28 @@ def test_three_passes_match_the_single_pass(tmp_path):
                 continue
             err = rel_err(a.float(), b.float())
             assert err <= (tol_dA if what == "dA" else tol) / 2, f"{name} {what}: {err:.2e}"
+
+
+@requires_cuda
+@pytest.mark.parametrize("group", [5, 8])
+def test_grouped_carries_match_the_cpu_backend(tmp_path, group):
+    """The single pass with carries by groups of chunks (core/plan.go groupChunks; plain cases: the
+    packed ones keep per-chunk carries), forced on these shapes (157 forward / 313 backward chunks,
+    a group size that divides neither), against the CPU backend; bit-identical in two processes."""
+    runs = []
+    for k in range(2):
+        (tmp_path / str(k)).mkdir()
+        runs.append(_in_child(tmp_path / str(k), "CASES", PASSES=1, GROUP=group))
+    for name, shape, dtype, mode in CASES:
+        A, x, g, h0, gT, cu = _inputs(shape, dtype, mode)
+        cpu = _run("cpu", A.float(), x.float(), g.float(), h0, gT, mode, cu)
+        tol, tol_dA = TOLS[dtype]
+        for what, a, b, c in zip(NAMES, runs[0][name], runs[1][name], cpu):
+            if a is None:
+                continue
+            assert torch.equal(a, b), f"{name} {what}: results differ between runs"
+            if what == "dA":
+                err = dA_err(a, c, x, g, cpu[0], cpu[3])
+            else:
+                err = rel_err(a.float(), c.float())
+            assert err <= (tol_dA if what == "dA" else tol), f"{name} {what}: {err:.2e}"

@@ -2,15 +2,21 @@
 the call as `bench` times it (triton do_bench, median) and the copy of x, then torch.profiler's
 per-kernel GPU time over 50 calls each after a cache flush (the scan, the workspace reset or
 memset), and the median gap from a memset's end to the scan's start. Not a test.
-usage: PYTHONPATH=python python3 tools/call_profile.py"""
+usage: PYTHONPATH=python python3 tools/call_profile.py [B,T,R,C:dtype ...]  (dtype f32, f16 or bf16;
+default: six shapes of the bench)"""
+import sys
 import torch, triton.testing
 from torch.profiler import profile, ProfilerActivity
 from nanossm import ssm_scan
 from nanossm.bench import warm_gpu
 warm_gpu()
 flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
-for shape, dt in [((2,1024,64,64), torch.float32), ((8,2048,64,64), torch.float32), ((8,2048,64,64), torch.bfloat16),
-                  ((1,65536,64,64), torch.bfloat16), ((1,65536,64,64), torch.float32), ((16,1024,16,128), torch.float32)]:
+DT = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+cases = [((2,1024,64,64), torch.float32), ((8,2048,64,64), torch.float32), ((8,2048,64,64), torch.bfloat16),
+         ((1,65536,64,64), torch.bfloat16), ((1,65536,64,64), torch.float32), ((16,1024,16,128), torch.float32)]
+if len(sys.argv) > 1:
+    cases = [(tuple(int(v) for v in a.split(":")[0].split(",")), DT[a.split(":")[1]]) for a in sys.argv[1:]]
+for shape, dt in cases:
     B,T,R,C = shape
     A = (-torch.rand(B,T,R, device="cuda")*0.1).cumsum(1)
     x = torch.randn(shape, device="cuda").to(dt)

@@ -41,6 +41,9 @@ func init() {
 	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_PASSES")); err == nil {
 		core.TunePasses = int64(v)
 	}
+	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_GROUP")); err == nil && v >= 1 && v <= core.MaxGroup {
+		core.TuneGroup = int64(v)
+	}
 	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_BWD_STEPS")); err == nil && (v == 4 || v == 8 || v == 16) {
 		core.BackwardSteps = int64(v)
 	}
@@ -221,6 +224,8 @@ const (
 	flagSeqInt32   = 16
 	flagAggOnly    = 32 // pass 1 of three
 	flagPrefixed   = 64 // pass 3 of three
+	// bits 8-15: the plan's carry group (F_GROUP_SHIFT), single pass only
+	flagGroupShift = 8
 )
 
 // nScanParams is the number of parameters scanParams writes.
@@ -234,6 +239,9 @@ func scanParams(dst *params, a *core.ScanArgs, p core.Problem, pl core.ScanPlan,
 	}
 	if a.CuSeqlens.DType == core.Int32 {
 		flags |= flagSeqInt32
+	}
+	if pl.Passes == 1 && pl.Group > 1 {
+		flags |= pl.Group << flagGroupShift
 	}
 	x, o, A := a.X.Strides, a.Out.Strides, a.A.Strides
 	dst.add(int64(a.A.Data), int64(a.X.Data), int64(a.Out.Data),
