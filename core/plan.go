@@ -147,17 +147,15 @@ var TuneGroup int64
 // tile has many chunks and few tiles share the GPU, the chain, not the bandwidth, sets the time
 // (measured: bf16 1,65536,64,64, 16 tiles of 512 chunks: halving the chunk took 1.44x the copy to
 // 2.39x). Groups of G chunks make it one hop per G chunks, for ~G/2 more aggregates read per
-// chunk. Not for packed sequences (a sequence start inside a group would end it).
-// Measured on the H200 (ratio to the copy, G = 8 against 1, same run): forward 1,65536,64,64
-// bf16 1.43 -> 1.35, f32 1.22 -> 1.18; but the backward 1,65536,64,64 f32 2.54 -> 3.04, bf16
-// 3.20 -> 3.28 (its blocks hold 96 KB, two per SM: the longer wait for the group's aggregates
-// costs more than the hops it saves), so the forward only, from 256 chunks (shapes with fewer,
-// 4,8192 and 8,2048, timed the same either way).
-func groupChunks(v Variant, chunks int64) int64 {
-	if v != Forward {
-		if v == Backward && TuneGroup >= 1 && TuneGroup <= MaxGroup {
-			return TuneGroup // (tests force it on the backward too)
-		}
+// chunk. Measured on the H200 (ratio to the copy, G = 8 against 1, same run): forward
+// 1,65536,64,64 bf16 1.43 -> 1.35, f32 1.22 -> 1.18; backward f32 2.54 -> 3.04, bf16 3.20 -> 3.28
+// (its blocks hold 96 KB, two per SM: the wait for the group's aggregates costs more than the hops
+// it saves). And the fp32 and 4-channel forwards spilled with the grouped path compiled in (16-36
+// bytes at 80 registers; f32 8,2048 read 1.13 against v18's 1.08). So only the 16-bit forward
+// over 8-channel lanes has it (kGrouped in kernels/scan_kernel.cuh), from 256 chunks per tile.
+// Never for packed sequences (a sequence start inside a group would end it).
+func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
+	if v != Forward || dt.Size() != 2 || vec != 8 {
 		return 1
 	}
 	if TuneGroup >= 1 && TuneGroup <= MaxGroup {
@@ -297,7 +295,7 @@ func plan(v Variant, p Problem, vec int64, dev Device) ScanPlan {
 		}
 	}
 	if pl.Passes == 1 && pl.Chunks > 1 {
-		pl.Group = groupChunks(v, pl.Chunks)
+		pl.Group = groupChunks(v, p.DType, vec, pl.Chunks)
 	}
 	// The workspace keeps the group region whenever a device could choose three passes (it is
 	// sized before a device is known); only three passes read it, so only they reset it.

@@ -9,7 +9,7 @@ import (
 // exactly, the tiles cover every lane, the staging fits the shared memory the backend allows,
 // the workspace does not depend on the device or the pass knob (it is sized before a device is
 // loaded), a three-pass plan gives pass 2 at most one batch (8 chunks) per warp, and carries go
-// by groups only in a single-pass plain forward of 256+ chunks.
+// by groups only in a single-pass 16-bit forward over 8-channel lanes of 256+ chunks.
 func TestPlanInvariants(t *testing.T) {
 	rng := rand.New(rand.NewSource(3))
 	dtypes := []DType{Float32, Float16, BFloat16}
@@ -43,7 +43,8 @@ func TestPlanInvariants(t *testing.T) {
 				case pl.Passes == 3 && (pl.Chunks <= 2 || pl.Tiles > maxPrefixTiles || pl.Prefix == "" ||
 					pl.PrefixWarps < 1 || pl.PrefixWarps > PrefixMaxWarps || pl.Groups*pl.PrefixWarps*8 < pl.Chunks-2):
 					t.Fatalf("%+v %v vec %d: three passes %+v", p, v, vec, pl)
-				case pl.Group < 1 || pl.Group > 1 && (pl.Passes != 1 || v != Forward || pl.Chunks < 256):
+				case pl.Group < 1 || pl.Group > 1 && (pl.Passes != 1 || v != Forward || p.DType.Size() != 2 || vec != 8 ||
+					pl.Chunks < 256):
 					t.Fatalf("%+v %v vec %d: carry group %+v", p, v, vec, pl)
 				case pl.Passes == 3 && tune == 0 && pl.Tiles*32 > sms:
 					t.Fatalf("%+v %v vec %d on %d SMs: three passes with many tiles %+v", p, v, vec, sms, pl)

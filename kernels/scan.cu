@@ -52,10 +52,10 @@
 // its predecessor's prefix at once, run from the last chunk to the first so that it reads first
 // what pass 1 read last (still in L2). x is read twice instead of once.
 //
-// Many chunks per tile in a single-pass forward (core/plan.go groupChunks): carries by groups of
-// G chunks (flag bits 8-15, group_carry in scan_parts.cuh). A chunk's carry is the prefix of the
-// chunk before its group, decayed, plus its group's earlier aggregates folded from zero, so a
-// tile's chain of prefixes advances G chunks per hop.
+// Many chunks per tile in a single-pass 16-bit forward over 8-channel lanes (core/plan.go
+// groupChunks): carries by groups of G chunks (flag bits 8-15, group_carry in scan_parts.cuh). A
+// chunk's carry is the prefix of the chunk before its group, decayed, plus its group's earlier
+// aggregates folded from zero, so a tile's chain of prefixes advances G chunks per hop.
 //
 // Every parameter is 64 bits wide: gorgonia.org/cu copies kernel arguments as 8-byte words.
 // The parameter order is part of the contract with core/cuda/backend.go.

@@ -318,8 +318,12 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 #pragma unroll
     for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
     const bool publisher = w == S - 1 && !last && !prefixed;  // (pass 3: all published)
-    const int64_t group = (flags >> F_GROUP_SHIFT) & 0xff;   // carries by groups (group_carry)
-    const bool grouped = !PACKED && group > 1;
+    // Carries by groups (group_carry): compiled into the 16-bit forward over 8-channel lanes only
+    // (core/plan.go groupChunks). The fp32 and 4-channel forwards spilled with it (16-36 bytes at
+    // 80 registers) and the backward timed slower grouped.
+    constexpr bool kGrouped = !BWD && !PACKED && sizeof(T) == 2 && VEC == 8;
+    const int64_t group = (flags >> F_GROUP_SHIFT) & 0xff;
+    const bool grouped = kGrouped && group > 1;
     if (publisher) {
       // block aggregate over the S sub-chunks (all full: not the last chunk); publish it first,
       // so successors can look past this block while it looks back.  With a sequence start in
@@ -333,8 +337,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     }
     if (!writes) return;  // pass 1 of three: the aggregate is out
     auto a_end_of = [&](int64_t i) { return a_at((i + 1) * chunk_len - 1); };
-    if (grouped) {
-      // grouped carries (block-uniform): the last warp finds the carry, the others take it
+    if (grouped) {  // (block-uniform): the last warp finds the carry, the others take it
       __shared__ float sh_carry[WARP][VEC];
       if (chunk > 0) {
         if (w == S - 1) {

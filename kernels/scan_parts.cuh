@@ -155,7 +155,8 @@ __device__ __forceinline__ void look_back(const float* aggs, const float* incl, 
   }
 }
 
-// The carry into chunk `chunk` by groups of G chunks (v19; core/plan.go picks G for long chains):
+// The carry into chunk `chunk` by groups of G chunks (v19; core/plan.go picks G for long chains
+// of the 16-bit forward):
 // with g0 = chunk - chunk % G, the first chunk of its group,
 //     carry = exp(a_blk - a_end(g0-1)) * P(g0-1) + comp,
 //     comp  = the aggregates of chunks g0 .. chunk-1 folded from a zero state, in order,

@@ -118,9 +118,10 @@ def test_three_passes_match_the_single_pass(tmp_path):
 @requires_cuda
 @pytest.mark.parametrize("group", [5, 8])
 def test_grouped_carries_match_the_cpu_backend(tmp_path, group):
-    """The single pass with carries by groups of chunks (core/plan.go groupChunks; plain cases: the
-    packed ones keep per-chunk carries), forced on these shapes (157 forward / 313 backward chunks,
-    a group size that divides neither), against the CPU backend; bit-identical in two processes."""
+    """The single pass with carries by groups of chunks (core/plan.go groupChunks: the 16-bit
+    forward over 8-channel lanes, here bf16-wide; every other case runs its per-chunk look-back
+    under the same knobs), forced on 157 chunks (a group size that does not divide it) against
+    the CPU backend; bit-identical in two processes."""
     runs = []
     for k in range(2):
         (tmp_path / str(k)).mkdir()
