@@ -94,6 +94,23 @@ __device__ __forceinline__ void fill_decay_table(const float (*a)[NS + 1], float
   }
 }
 
+// Fold a batch of chunks i0 .. i0+BATCH-1 (those before `end`) into a state, in order: each
+// chunk's is exp(ae - a_prev) * state + its aggregate, a_prev then its ae (every prefix's
+// recurrence).
+template <int BATCH, int VEC>
+__device__ __forceinline__ void fold_batch(const float (&vals)[BATCH][VEC], const float (&ae)[BATCH], int64_t i0,
+                                           int64_t end, float& a_prev, float (&st)[VEC]) {
+#pragma unroll
+  for (int q = 0; q < BATCH; ++q) {
+    if (i0 + q < end) {
+      const float d = expf(ae[q] - a_prev);
+      a_prev = ae[q];
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) st[v] = fmaf(d, st[v], vals[q][v]);
+    }
+  }
+}
+
 // The carry into chunk `chunk` of tile `tile` (its state before its first step; a_blk: a there).
 // Find the nearest earlier chunk j whose inclusive prefix P(j) is out, looking past chunks whose
 // aggregate is out; then replay P(j+1) .. P(chunk-1) with the very recurrence each chunk uses for
@@ -143,15 +160,7 @@ __device__ __forceinline__ void look_back(const float* aggs, const float* incl, 
       load_cg<VEC>(&aggs[((i * n_tiles + tile) * WARP + lane) * VEC], vals[q]);
       ae[q] = i == chunk - 1 ? a_blk : a_end(i);
     }
-#pragma unroll
-    for (int q = 0; q < BATCH; ++q) {
-      if (i0 + q < chunk) {
-        const float d = expf(ae[q] - a_prev_end);
-        a_prev_end = ae[q];
-#pragma unroll
-        for (int v = 0; v < VEC; ++v) carry[v] = fmaf(d, carry[v], vals[q][v]);
-      }
-    }
+    fold_batch(vals, ae, i0, chunk, a_prev_end, carry);
   }
 }
 
@@ -191,15 +200,7 @@ __device__ __forceinline__ void group_carry(const float* aggs, const float* incl
       if (ok) break;
       if (spins > 1) __nanosleep(32);
     }
-#pragma unroll
-    for (int q = 0; q < BATCH; ++q) {
-      if (i0 + q < chunk) {
-        const float d = expf(aes[q] - a_prev);
-        a_prev = aes[q];
-#pragma unroll
-        for (int v = 0; v < VEC; ++v) comp[v] = fmaf(d, comp[v], vals[q][v]);
-      }
-    }
+    fold_batch(vals, aes, i0, chunk, a_prev, comp);
   }
   float pg[VEC];
   if (g0 > 0) {
