@@ -1,0 +1,55 @@
+"""Which kernels of two modules (fatbins) have the same machine code: each function's SASS,
+per architecture, with addresses, encodings and labels' numbering as cuobjdump prints them, the
+instruction text compared. A refactor that leaves every function equal needs no new GPU run (its
+code already ran); the functions it lists as different do. Not a test.
+usage: python3 tools/sass_same.py NEW.fatbin OLD.fatbin
+(e.g. OLD from `git show REV:kernels/scan.fatbin > /tmp/old.fatbin`)"""
+import hashlib
+import os
+import re
+import subprocess
+import sys
+
+CUOBJDUMP = os.path.join(os.path.dirname(__file__), "..", ".venv", "lib", "python3.11", "site-packages",
+                         "nvidia", "cu13", "bin", "cuobjdump")
+
+
+def functions(path):
+    """{(arch, function): digest of its instruction text}"""
+    out = subprocess.run([CUOBJDUMP, "-sass", path], capture_output=True, text=True, check=True).stdout
+    res, arch, name, body = {}, None, None, []
+
+    def close():
+        if name:
+            res[(arch, name)] = hashlib.sha256("\n".join(body).encode()).hexdigest()
+
+    for line in out.splitlines():
+        m = re.search(r"arch = (sm_\d+)", line)
+        if m:
+            arch = m.group(1)
+        m = re.search(r"Function : (\S+)", line)
+        if m:
+            close()
+            name, body = m.group(1), []
+            continue
+        m = re.search(r"/\*[0-9a-f]{4,}\*/\s+(.*?);", line)
+        if m and name:
+            body.append(m.group(1).strip())
+    close()
+    return res
+
+
+def main():
+    new, old = functions(sys.argv[1]), functions(sys.argv[2])
+    same = sorted(k for k in new if old.get(k) == new[k])
+    differ = sorted(k for k in new if k in old and old[k] != new[k])
+    print(f"{len(same)} functions the same, {len(differ)} differ, {len(set(new) - set(old))} only in the first, "
+          f"{len(set(old) - set(new))} only in the second")
+    for arch, name in differ:
+        print(f"  differs: {arch} {name}")
+    for arch, name in sorted(set(new) ^ set(old)):
+        print(f"  in one only: {arch} {name}")
+
+
+if __name__ == "__main__":
+    main()
