@@ -99,7 +99,8 @@ def _in_child(tmp_path, which, **knobs):
     path = tmp_path / ("_".join(f"{k}{v}" for k, v in knobs.items()) + ".pt")
     env = dict(os.environ, **{f"NANOSSM_TUNE_{k}": str(v) for k, v in knobs.items()})
     code = f"import sys; sys.path.insert(0, {here!r}); import test_plans; test_plans.compute_all({str(path)!r}, {which!r})"
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=here)
+    # (a timeout: a deadlocked kernel fails the test instead of hanging the suite)
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=here, timeout=300)
     return torch.load(path)
 
 
