@@ -94,6 +94,15 @@ __device__ __forceinline__ void fill_decay_table(const float (*a)[NS + 1], float
   }
 }
 
+// Poll until done() (which reads its words again and checks them) holds; a short sleep after two
+// tries. (The sleep is also a side effect: without one the loop could be assumed to end.)
+template <typename Done>
+__device__ __forceinline__ void spin_until(const Done& done) {
+  for (int spins = 0; !done(); ++spins) {
+    if (spins > 1) __nanosleep(32);
+  }
+}
+
 // Fold a batch of chunks i0 .. i0+BATCH-1 (those before `end`) into a state, in order: each
 // chunk's is exp(ae - a_prev) * state + its aggregate, a_prev then its ae (every prefix's
 // recurrence).
@@ -193,20 +202,17 @@ __device__ __forceinline__ void group_carry(const float* aggs, const float* incl
     float vals[BATCH][VEC], aes[BATCH];
 #pragma unroll
     for (int q = 0; q < BATCH; ++q) aes[q] = i0 + q >= chunk - 1 ? a_blk : a_end(i0 + q);
-    for (int spins = 0;; ++spins) {
+    spin_until([&] {
       bool ok = true;
 #pragma unroll
       for (int q = 0; q < BATCH; ++q) ok &= poll<VEC>(at(aggs, min(i0 + q, chunk - 1)), vals[q]);
-      if (ok) break;
-      if (spins > 1) __nanosleep(32);
-    }
+      return ok;
+    });
     fold_batch(vals, aes, i0, chunk, a_prev, comp);
   }
   float pg[VEC];
   if (g0 > 0) {
-    for (int spins = 0; !poll<VEC>(at(incl, g0 - 1), pg); ++spins) {
-      if (spins > 1) __nanosleep(32);
-    }
+    spin_until([&] { return poll<VEC>(at(incl, g0 - 1), pg); });
   } else {
 #pragma unroll
     for (int v = 0; v < VEC; ++v) pg[v] = h0_at(v);

@@ -41,8 +41,8 @@ func init() {
 	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_PASSES")); err == nil {
 		core.TunePasses = int64(v)
 	}
-	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_GROUP")); err == nil && v >= 1 && v <= core.MaxGroup {
-		core.TuneGroup = int64(v)
+	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_GROUP")); err == nil {
+		core.TuneGroup = int64(v) // (groupChunks takes it when in 1..core.MaxGroup)
 	}
 	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_BWD_STEPS")); err == nil && (v == 4 || v == 8 || v == 16) {
 		core.BackwardSteps = int64(v)
@@ -240,7 +240,7 @@ func scanParams(dst *params, a *core.ScanArgs, p core.Problem, pl core.ScanPlan,
 	if a.CuSeqlens.DType == core.Int32 {
 		flags |= flagSeqInt32
 	}
-	if pl.Passes == 1 && pl.Group > 1 {
+	if pl.Group > 1 { // (single-pass plans only: core/plan.go)
 		flags |= pl.Group << flagGroupShift
 	}
 	x, o, A := a.X.Strides, a.Out.Strides, a.A.Strides
