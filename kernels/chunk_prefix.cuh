@@ -29,6 +29,11 @@ __device__ __forceinline__ void chunk_prefix(const Params<float>& P, bool bwd, i
   __shared__ int sh_rst[PREFIX_MAX_WARPS][WARP];
   __shared__ float sh_carry[WARP][VEC];
 
+  // Launched early (core/cuda: programmatic stream serialization) behind pass 1: let pass 3 launch
+  // now, so its blocks stage x while this pass runs (they wait for its completion before they read
+  // a prefix), and wait here for pass 1's aggregates.
+  allow_dependents();
+  grid_dependency_wait();
   const int lane = threadIdx.x, w = threadIdx.y, nw = blockDim.y;
   int64_t grp, tile;
   divmod(blockIdx.x, P.n_tiles, grp, tile);
@@ -126,20 +131,28 @@ __device__ __forceinline__ void chunk_prefix(const Params<float>& P, bool bwd, i
     }
     float carry[VEC], a = a_end(0);
     load_cg<VEC>(at(incl, 0), carry);
-    for (int64_t g = 0; g < grp; ++g) {
-      float in[VEC + 2];
-      // written by an earlier block: wait until every word is. (The sleep is a side effect:
-      // without one the compiler may assume the loop ends at once and drop the check.)
+    // The earlier groups' aggregates, BATCH per round trip (loads issued together), folded in
+    // group order. Written by earlier blocks: wait until every word of a batch is. (The sleep is
+    // a side effect: without one the compiler may assume the loop ends at once.)
+    for (int64_t g0 = 0; g0 < grp; g0 += BATCH) {
+      float in[BATCH][VEC + 2];
       for (bool ok = false; !ok;) {
         ok = true;
 #pragma unroll
-        for (int v = 0; v < VEC + 2; ++v) {
-          in[v] = __ldcv(gat(g) + v);
-          ok &= __float_as_uint(in[v]) != UNWRITTEN;
+        for (int q = 0; q < BATCH; ++q) {
+          const int64_t g = min(g0 + q, grp - 1);
+#pragma unroll
+          for (int v = 0; v < VEC + 2; ++v) {
+            in[q][v] = __ldcv(gat(g) + v);
+            ok &= __float_as_uint(in[q][v]) != UNWRITTEN;
+          }
         }
         if (!ok) __nanosleep(32);
       }
-      fold(carry, a, in, in[VEC], in[VEC + 1] != 0.f);
+#pragma unroll
+      for (int q = 0; q < BATCH; ++q) {
+        if (g0 + q < grp) fold(carry, a, in[q], in[q][VEC], in[q][VEC + 1] != 0.f);
+      }
     }
 #pragma unroll
     for (int v = 0; v < VEC; ++v) sh_carry[lane][v] = carry[v];

@@ -278,7 +278,12 @@ func scanLaunches(ls *launches, s *core.ScanArgs, p core.Problem, pl core.ScanPl
 	prefix := ls.add(pl.Prefix, pl.Tiles*pl.Groups, pl.PrefixWarps, 0)
 	scanParams(prefix, s, p, pl, flags)
 	prefix.add(bwd, pl.K, pl.Warps*pl.Steps)
+	// Passes 2 and 3 launch early (where the device can): pass 2 without pass 1's launch gap, and
+	// pass 3's blocks stage x while pass 2, a few latency-bound blocks, runs (pass 2 lets them
+	// launch at its start: kernels/chunk_prefix.cuh; they wait for it before their look-back).
+	ls.l[ls.n-1].early = true
 	scan(flagPrefixed)
+	ls.l[ls.n-1].early = true
 }
 
 func (backend) Scan(a *core.ScanArgs, p core.Problem) error {

@@ -121,8 +121,8 @@ func TestConcurrentCalls(t *testing.T) {
 }
 
 // On a device of compute capability 9.0+ (cuda:1) the look-back workspace is reset by a kernel
-// of at most one block per SM, not a memset, and the scan after it (only that one) launches
-// early; forward, backward and the three passes. The launches after the reset are the very ones
+// of at most one block per SM, not a memset, and the scan after it launches early, and so do
+// passes 2 and 3 of three (each behind the pass before it); forward, backward and the three passes. The launches after the reset are the very ones
 // (kernels, grids, blocks, shared memory, parameters) that cuda:0 enqueues after its memset.
 // Calls without a workspace launch as before.
 func TestEarlyLaunchAfterTheReset(t *testing.T) {
@@ -163,9 +163,9 @@ func TestEarlyLaunchAfterTheReset(t *testing.T) {
 		}
 		for i, l := range ls[1:] {
 			want := late[i+1]
-			if l.Memset || l.Early != (i == 0) || l.Kernel != want.Kernel || l.Grid != want.Grid || l.Block != want.Block ||
+			if l.Memset || l.Early != (i == 0 || c.passes == 3 && i < 3) || l.Kernel != want.Kernel || l.Grid != want.Grid || l.Block != want.Block ||
 				l.Shared != want.Shared || l.Stream != stream || l.Ctx != fakePrimary+1 || !reflect.DeepEqual(l.Params, want.Params) {
-				t.Fatalf("%s: launch %d after the reset: %+v, want %+v launched early only if first", c.name, i, l, want)
+				t.Fatalf("%s: launch %d after the reset: %+v, want %+v launched early only if first (or a pass of three)", c.name, i, l, want)
 			}
 		}
 	}

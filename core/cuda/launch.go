@@ -52,12 +52,16 @@ func (p *params) add(vs ...int64) *params {
 	return p
 }
 
-// launch is one kernel launch on the caller's stream.
+// launch is one kernel launch on the caller's stream. early: with programmatic stream
+// serialization behind the launch before it, where the device has it (Device.EarlyLaunch); the
+// kernel waits for that one with griddepcontrol.wait. (The first launch after the workspace's
+// reset is always early there.)
 type launch struct {
 	name          string
 	blocks, warps int64
 	shared        int64
 	params        params
+	early         bool
 }
 
 // launches are a call's launches, in order: at most three passes, a dA reduction and dA's
@@ -71,7 +75,7 @@ type launches struct {
 func (ls *launches) add(name string, blocks, warps, shared int64) *params {
 	l := &ls.l[ls.n]
 	ls.n++
-	l.name, l.blocks, l.warps, l.shared, l.params.n = name, blocks, warps, shared, 0
+	l.name, l.blocks, l.warps, l.shared, l.params.n, l.early = name, blocks, warps, shared, 0, false
 	return &l.params
 }
 
@@ -218,8 +222,8 @@ func (d *device) run(stream uintptr, ws uintptr, lookback int64, ls *launches) e
 			return core.CUDAError("cuMemsetD32Async(workspace)", cErrName(r))
 		}
 	}
-	for i := 0; i < ls.n; i++ { // (early: the first launch, the one right after the reset)
-		if err := enqueue(fns[i], &ls.l[i], b, cstream, early && i == 0); err != nil {
+	for i := 0; i < ls.n; i++ { // (early: the first launch, the one right after the reset, and those asking)
+		if err := enqueue(fns[i], &ls.l[i], b, cstream, early && (i == 0 || ls.l[i].early)); err != nil {
 			return err
 		}
 	}
