@@ -154,6 +154,13 @@ var TuneGroup int64
 // bytes at 80 registers; f32 8,2048 read 1.13 against v18's 1.08). So only the 16-bit forward
 // over 8-channel lanes has it (kGrouped in kernels/scan_kernel.cuh), from 256 chunks per tile.
 // Never for packed sequences (a sequence start inside a group would end it).
+// G = 3: a chunk waits on up to G - 1 aggregates, read 2 per round trip (group_carry's batch for
+// 8-float lanes), so G = 3 takes one round trip for them and a third of the hops; a larger G
+// lengthens every block's wait more than it shortens the chain. Measured on the H200 (ratio to
+// the copy, same run): bf16 1,65536,64,64 (512 chunks) G = 1 1.41, 2 1.225, 3 1.233, 4 1.247,
+// 6 1.287 (another run: 8 1.34, 16 1.59, 32 1.74); bf16 2,65536,64,64 1.286, 1.220, 1.220,
+// 1.267, 1.262; f16 alike. With 64 chunks (bf16 4,8192,64,64) G = 4 read 1.30 against 1.24
+// ungrouped, hence only from 256 chunks.
 func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 	if v != Forward || dt.Size() != 2 || vec != 8 {
 		return 1
@@ -164,7 +171,7 @@ func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 	if chunks < 256 {
 		return 1
 	}
-	return 8
+	return 3
 }
 
 // TuneForward16Bytes, when 8 or 16, replaces forwardPacketBytes' choice for the 16-bit plain

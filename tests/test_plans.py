@@ -117,7 +117,7 @@ def test_three_passes_match_the_single_pass(tmp_path):
 
 
 @requires_cuda
-@pytest.mark.parametrize("group", [5, 8])
+@pytest.mark.parametrize("group", [3, 4, 5, 8])
 def test_grouped_carries_match_the_cpu_backend(tmp_path, group):
     """The single pass with carries by groups of chunks (core/plan.go groupChunks: the 16-bit
     forward over 8-channel lanes, here bf16-wide; every other case runs its per-chunk look-back
