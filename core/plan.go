@@ -162,13 +162,15 @@ var TuneGroup int64
 // 1.267, 1.262; f16 alike. With 64 chunks (bf16 4,8192,64,64) G = 4 read 1.30 against 1.24
 // ungrouped, hence only from 256 chunks.
 func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
-	if v != Forward || dt.Size() != 2 || vec != 8 {
+	if v != Forward {
 		return 1
 	}
+	// (the knob applies to every plain forward, to time variant modules that compile the grouped
+	// path into other kernels; a kernel without it ignores the flag bits)
 	if TuneGroup >= 1 && TuneGroup <= MaxGroup {
 		return TuneGroup
 	}
-	if chunks < 256 {
+	if dt.Size() != 2 || vec != 8 || chunks < 256 {
 		return 1
 	}
 	return 3

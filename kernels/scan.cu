@@ -50,7 +50,10 @@
 // (nanossm_chunk_prefix_v*, kernels/chunk_prefix.cuh) turns the aggregates into every chunk's
 // prefix in parallel; pass 3 (F_PREFIXED) is the single pass above, whose look-back now finds
 // its predecessor's prefix at once, run from the last chunk to the first so that it reads first
-// what pass 1 read last (still in L2). x is read twice instead of once.
+// what pass 1 read last (still in L2). x is read twice instead of once. Where the device has
+// programmatic dependent launch, passes 2 and 3 launch early: pass 2 without a launch gap behind
+// pass 1, pass 3's blocks staging x and scanning their chunk while pass 2 runs (pass 2 lets them
+// launch at its start; each waits for pass 2 before its look-back).
 //
 // Many chunks per tile in a single-pass 16-bit forward over 8-channel lanes (core/plan.go
 // groupChunks): carries by groups of G chunks (flag bits 8-15, group_carry in scan_parts.cuh). A
