@@ -53,3 +53,30 @@ func TestPlanInvariants(t *testing.T) {
 		}
 	}
 }
+
+// Plans of named shapes on an H200 (132 SMs): the shapes the GPU tests and the benchmark rely
+// on to reach a given path (tests/test_torch_op.py captures the first two in a CUDA graph).
+func TestNamedPlans(t *testing.T) {
+	h200 := Device{SMs: 132, MaxShared: 227 << 10, EarlyLaunch: true}
+	for _, c := range []struct {
+		name                  string
+		v                     Variant
+		p                     Problem
+		vec                   int64
+		chunks, passes, group int64
+	}{
+		{"single pass behind the reset", Forward, Problem{B: 2, T: 300, R: 3, C: 8, DType: Float32}, 4, 3, 1, 1},
+		{"three passes, forward", Forward, Problem{B: 1, T: 8300, R: 1, C: 8, DType: Float32}, 4, 65, 3, 1},
+		{"three passes, backward", Backward, Problem{B: 1, T: 8300, R: 1, C: 8, DType: Float32}, 4, 130, 3, 1},
+		{"carry groups of 3", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 3},
+		{"fp32 never grouped", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 512, 1, 1},
+		{"few chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 1},
+		{"bench: one tile, three passes", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 2048, 3, 1},
+	} {
+		pl := plan(c.v, c.p, c.vec, h200)
+		if pl.Chunks != c.chunks || pl.Passes != c.passes || pl.Group != c.group {
+			t.Errorf("%s: chunks %d, passes %d, group %d; want %d, %d, %d", c.name, pl.Chunks, pl.Passes, pl.Group,
+				c.chunks, c.passes, c.group)
+		}
+	}
+}

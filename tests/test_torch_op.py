@@ -78,8 +78,12 @@ def test_compile_fullgraph_with_backward(device):
 
 
 @requires_cuda
-def test_cuda_graph_capture_and_replay():
-    A, x = make_inputs((2, 300, 3, 8), torch.float32, "cuda", seed=31)
+@pytest.mark.parametrize("shape", [(2, 300, 3, 8), (1, 8300, 1, 8)])
+def test_cuda_graph_capture_and_replay(shape):
+    """(2,300,3,8): the single pass behind the workspace reset, launched early; (1,8300,1,8):
+    one tile of 65 forward / 130 backward chunks, three passes on any device of 32+ SMs
+    (core/plan.go), passes 2 and 3 launched early too."""
+    A, x = make_inputs(shape, torch.float32, "cuda", seed=31)
     sA, sx = A.clone().requires_grad_(), x.clone().requires_grad_()
     g = torch.randn_like(x)
     s = torch.cuda.Stream()
@@ -94,7 +98,7 @@ def test_cuda_graph_capture_and_replay():
         out = ssm_scan(sA, sx)
         out.backward(g)
     for seed in (32, 33):  # new inputs copied into the static ones, then replay
-        A2, x2 = make_inputs((2, 300, 3, 8), torch.float32, "cuda", seed=seed)
+        A2, x2 = make_inputs(shape, torch.float32, "cuda", seed=seed)
         with torch.no_grad():
             sA.copy_(A2)
             sx.copy_(x2)
