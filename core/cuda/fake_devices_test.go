@@ -122,9 +122,9 @@ func TestConcurrentCalls(t *testing.T) {
 
 // On a device of compute capability 9.0+ (cuda:1) the look-back workspace is reset by a kernel
 // of at most one block per SM, not a memset, and the scan after it launches early, and so do
-// passes 2 and 3 of three (each behind the pass before it); forward, backward and the three passes. The launches after the reset are the very ones
-// (kernels, grids, blocks, shared memory, parameters) that cuda:0 enqueues after its memset.
-// Calls without a workspace launch as before.
+// passes 2 and 3 of three (each behind the pass before it); forward, backward and the three
+// passes. The launches after the reset are the very ones (kernels, grids, blocks, shared memory,
+// parameters) that cuda:0 enqueues after its memset. Calls without a workspace launch as before.
 func TestEarlyLaunchAfterTheReset(t *testing.T) {
 	t.Cleanup(func() { core.TunePasses = 0 })
 	single := forward(t, core.Float32, 2, 700, 3, 8, nil)

@@ -222,7 +222,7 @@ func (d *device) run(stream uintptr, ws uintptr, lookback int64, ls *launches) e
 			return core.CUDAError("cuMemsetD32Async(workspace)", cErrName(r))
 		}
 	}
-	for i := 0; i < ls.n; i++ { // (early: the first launch, the one right after the reset, and those asking)
+	for i := 0; i < ls.n; i++ { // (early: the launch right after the reset, and those marked early)
 		if err := enqueue(fns[i], &ls.l[i], b, cstream, early && (i == 0 || ls.l[i].early)); err != nil {
 			return err
 		}
