@@ -96,3 +96,21 @@ def test_long_few_tiles_match_the_cpu_backend(mode):
         assert torch.equal(a, b), f"{name}: results differ between runs"
         err = rel_err(a, c.to(a.device))
         assert err <= (1e-4 if name == "dA" else 1e-5), f"{name} {mode}: {err:.2e}"
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 3, 4), (2, 77, 3, 5), (1, 130, 2, 1)])
+def test_backward64_reference_matches_autograd(shape):
+    """nanossm.reference.ssm_scan_backward64 (the benchmark's check of long backward calls: chunks
+    of 16 steps here, so T = 77 and 130 cross several with a partial last one) against float64
+    autograd through the einsum baseline, on fresh random inputs."""
+    from nanossm.reference import ssm_scan_backward64, ssm_scan_einsum
+    A, x = make_inputs(shape, torch.float64, "cpu", seed=40)
+    A = A.double().requires_grad_()  # (make_inputs gives A in float32, the op's dtype)
+    x.requires_grad_()
+    g = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(41))
+    out = ssm_scan_einsum(A, x)
+    (out * g).sum().backward()
+    dx, dA, out64 = ssm_scan_backward64(A.detach(), x.detach(), g, chunk=16)
+    assert rel_err(out64, out.detach()) <= 1e-13
+    assert rel_err(dx, x.grad) <= 1e-13
+    assert (dA - A.grad).norm() <= 1e-12 * max(1.0, A.grad.norm().item())

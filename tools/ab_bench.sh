@@ -39,4 +39,9 @@ print(f"{mode}: ratio to the copy of x " + "".join(f"{m:>10}" for m in runs))
 for i, r in enumerate(rows):
     label = f"{r['dtype']} {','.join(map(str, r['shape']))}"
     print(f"{label:>28} " + "".join(f"{runs[m][i][key] / runs[m][i]['copy']:10.3f}" for m in runs))
+# each entry's largest error against float64 over its rows (forward: out; backward: dx and dA),
+# so that a variant or a knob that computes wrong numbers shows here, not only in the tests
+errs = ("err",) if mode == "forward" else ("err_dx", "err_dA")
+for e in errs:
+    print(f"{'max ' + e:>28} " + "".join(f"{max(r.get(e, float('nan')) for r in runs[m]):10.1e}" for m in runs))
 PY

@@ -12,7 +12,7 @@ import torch
 from . import ssm_scan
 from .bench import DTYPES, bench_ms
 from ._call import _launch_backward
-from .reference import rel_err, ssm_scan_einsum
+from .reference import rel_err, ssm_scan_backward64, ssm_scan_einsum
 
 
 def _inputs(shape, dtype, seed=0):
@@ -36,6 +36,7 @@ def bench_backward(shapes, dtypes):
             row = {"shape": shape, "dtype": dname}
             row["copy"] = bench_ms(lambda: dst.copy_(x))
             row["backward"] = bench_ms(lambda: _launch_backward(A, x, out, grad, dx, dA, None, None, None, None, False))
+            row["err_dx"], row["err_dA"] = _backward_errors(A, x, grad, dx, dA)
             # the same traffic in PyTorch's own elementwise kernel (read three tensors, write one)
             row["elementwise_3r1w"] = bench_ms(lambda: torch.addcmul(x, out, grad, out=dst))
             xs, As = x.clone().requires_grad_(), A.clone().requires_grad_()
@@ -52,8 +53,16 @@ def bench_backward(shapes, dtypes):
             print(f"{dname:>4} {str(shape):>20}  copy {row['copy']:.4f}  backward {row['backward']:.4f} ms "
                   f"(/copy {row['backward'] / row['copy']:.2f})  addcmul 3r1w {row['elementwise_3r1w']:.4f} "
                   f"(/copy {row['elementwise_3r1w'] / row['copy']:.2f})  forward {row['forward']:.4f}  "
-                  f"train step fwd+bwd {row['fwd+bwd']:.4f} ms{extra}")
+                  f"train step fwd+bwd {row['fwd+bwd']:.4f} ms  err dx {row['err_dx']:.1e} dA {row['err_dA']:.1e}{extra}")
     return rows
+
+
+def _backward_errors(A, x, g, dx, dA):
+    """The timed call's dx and dA against float64 (reference.ssm_scan_backward64): dx relative to
+    its norm, dA relative to the size of the terms it sums (g * out and x * dx cancel in it)."""
+    dxr, dAr, outr = ssm_scan_backward64(A, x, g)
+    scale = ((g.double() * outr).abs() + (x.double() * dxr).abs()).sum(-1).norm()
+    return rel_err(dx, dxr), ((dA.double() - dAr).norm() / torch.maximum(dAr.norm(), scale)).item()
 
 
 def bench_packed(shapes, dtypes):

@@ -73,3 +73,13 @@ def ssm_scan_chunked64(cumsum_A, x, chunk=64):
         out[:, s:s + n] = o
         h, prev = o[:, -1], a[:, -1]
     return out
+
+
+def ssm_scan_backward64(cumsum_A, x, grad_out, chunk=64):
+    """The plain op's gradients in float64 from SPEC's backward, for long T (ssm_scan_chunked64 at
+    its core): dx is the reverse scan of grad_out, dx[t] = sum_{j>=t} exp(A[j] - A[t]) g[j], and
+    dA[t] = sum_c (g[t] * out[t] - x[t] * dx[t]). Returns (dx, dA, out), float64 on x's device."""
+    out = ssm_scan_chunked64(cumsum_A, x, chunk)
+    dx = ssm_scan_chunked64(-cumsum_A.flip(1), grad_out.flip(1), chunk).flip(1)
+    dA = (grad_out.double() * out - x.double() * dx).sum(-1)
+    return dx, dA, out
