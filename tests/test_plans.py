@@ -73,24 +73,29 @@ NAMES = ["out", "final", "dA", "dx", "dh0"]
 TOLS = {torch.float32: (1e-5, 1e-4), torch.bfloat16: (2e-2, 6e-2)}
 
 
+def _assert_runs_match_cpu(name, shape, dtype, mode, run1, run2):
+    """Two GPU runs of a case (_run's lists) are bit-identical and within TOLS of the CPU backend."""
+    A, x, g, h0, gT, cu = _inputs(shape, dtype, mode)
+    cpu = _run("cpu", A.float(), x.float(), g.float(), h0, gT, mode, cu)
+    tol, tol_dA = TOLS[dtype]
+    for what, a, b, c in zip(NAMES, run1, run2, cpu):
+        if a is None:  # no initial state, no dh0
+            continue
+        assert torch.equal(a, b), f"{name} {what}: results differ between runs"
+        dev = lambda t: t.to(a.device)  # noqa: E731
+        if what == "dA":  # relative to the terms it sums (conftest.dA_err)
+            err = dA_err(a, dev(c), dev(x), dev(g), dev(cpu[0]), dev(cpu[3]))
+        else:
+            err = rel_err(a.float(), dev(c).float())
+        assert err <= (tol_dA if what == "dA" else tol), f"{name} {what}: {err:.2e}"
+
+
 @requires_cuda
 @pytest.mark.parametrize("name,shape,dtype,mode", CASES, ids=[c[0] for c in CASES])
 def test_three_passes_match_the_cpu_backend(name, shape, dtype, mode):
     A, x, g, h0, gT, cu = _inputs(shape, dtype, mode)
-    gpu, gpu2 = _run("cuda", A, x, g, h0, gT, mode, cu), _run("cuda", A, x, g, h0, gT, mode, cu)
-    cpu = _run("cpu", A.float(), x.float(), g.float(), h0, gT, mode, cu)
-    tol, tol_dA = TOLS[dtype]
-    for what, a, b, c in zip(NAMES, gpu, gpu2, cpu):
-        if a is None:  # no initial state, no dh0
-            continue
-        assert torch.equal(a, b), f"{name} {what}: results differ between runs"
-        c = c.to(a.device)
-        if what == "dA":  # relative to the terms it sums (conftest.dA_err)
-            dev = lambda t: t.to(a.device)  # noqa: E731
-            err = dA_err(a, c, dev(x), dev(g), cpu[0].to(a.device), cpu[3].to(a.device))
-        else:
-            err = rel_err(a.float(), c.float())
-        assert err <= (tol_dA if what == "dA" else tol), f"{name} {what}: {err:.2e}"
+    _assert_runs_match_cpu(name, shape, dtype, mode, _run("cuda", A, x, g, h0, gT, mode, cu),
+                           _run("cuda", A, x, g, h0, gT, mode, cu))
 
 
 def _in_child(tmp_path, which, **knobs):
@@ -128,15 +133,4 @@ def test_grouped_carries_match_the_cpu_backend(tmp_path, group):
         (tmp_path / str(k)).mkdir()
         runs.append(_in_child(tmp_path / str(k), "CASES", PASSES=1, GROUP=group))
     for name, shape, dtype, mode in CASES:
-        A, x, g, h0, gT, cu = _inputs(shape, dtype, mode)
-        cpu = _run("cpu", A.float(), x.float(), g.float(), h0, gT, mode, cu)
-        tol, tol_dA = TOLS[dtype]
-        for what, a, b, c in zip(NAMES, runs[0][name], runs[1][name], cpu):
-            if a is None:
-                continue
-            assert torch.equal(a, b), f"{name} {what}: results differ between runs"
-            if what == "dA":
-                err = dA_err(a, c, x, g, cpu[0], cpu[3])
-            else:
-                err = rel_err(a.float(), c.float())
-            assert err <= (tol_dA if what == "dA" else tol), f"{name} {what}: {err:.2e}"
+        _assert_runs_match_cpu(name, shape, dtype, mode, runs[0][name], runs[1][name])

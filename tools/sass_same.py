@@ -2,21 +2,19 @@
 per architecture, with addresses, encodings and labels' numbering as cuobjdump prints them, the
 instruction text compared. A refactor that leaves every function equal needs no new GPU run (its
 code already ran); the functions it lists as different do. Not a test.
-usage: python3 tools/sass_same.py NEW.fatbin OLD.fatbin
+usage: .venv/bin/python tools/sass_same.py NEW.fatbin OLD.fatbin
 (e.g. OLD from `git show REV:kernels/scan.fatbin > /tmp/old.fatbin`)"""
 import hashlib
-import os
 import re
 import subprocess
 import sys
 
-CUOBJDUMP = os.path.join(os.path.dirname(__file__), "..", ".venv", "lib", "python3.11", "site-packages",
-                         "nvidia", "cu13", "bin", "cuobjdump")
+from sass_check import tool  # (cuobjdump from PATH or the pip wheels, as test_sass finds it)
 
 
 def functions(path):
     """{(arch, function): digest of its instruction text}"""
-    out = subprocess.run([CUOBJDUMP, "-sass", path], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([tool("cuobjdump"), "-sass", path], capture_output=True, text=True, check=True).stdout
     res, arch, name, body = {}, None, None, []
 
     def close():
@@ -40,6 +38,8 @@ def functions(path):
 
 
 def main():
+    if not tool("cuobjdump"):
+        sys.exit("sass_same: no cuobjdump on PATH or in the nvidia wheels (make setup; run with .venv/bin/python)")
     new, old = functions(sys.argv[1]), functions(sys.argv[2])
     same = sorted(k for k in new if old.get(k) == new[k])
     differ = sorted(k for k in new if k in old and old[k] != new[k])

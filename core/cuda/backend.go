@@ -259,8 +259,13 @@ func scanParams(dst *params, a *core.ScanArgs, p core.Problem, pl core.ScanPlan,
 // parameters are scanParams with flags and the pass's flag, then extra (the backward's; nil for
 // the forward); the prefix kernel shares scanParams.
 func scanLaunches(ls *launches, s *core.ScanArgs, p core.Problem, pl core.ScanPlan, flags int64, extra *params) {
+	// Every pass launches early where the call resets its workspace by a kernel: the first behind
+	// the reset, passes 2 and 3 behind the pass before them (pass 2 without a launch gap; pass 3's
+	// blocks stage x while pass 2, a few latency-bound blocks, runs: pass 2 lets them launch at its
+	// start, kernels/chunk_prefix.cuh). Each scan kernel waits before its look-back.
 	scan := func(pass int64) {
 		dst := ls.add(pl.Kernel, pl.Tiles*pl.Chunks, pl.Warps, pl.Shared)
+		ls.mayLaunchEarly()
 		scanParams(dst, s, p, pl, flags|pass)
 		if extra != nil {
 			dst.add(extra.v[:extra.n]...)
@@ -278,12 +283,8 @@ func scanLaunches(ls *launches, s *core.ScanArgs, p core.Problem, pl core.ScanPl
 	prefix := ls.add(pl.Prefix, pl.Tiles*pl.Groups, pl.PrefixWarps, 0)
 	scanParams(prefix, s, p, pl, flags)
 	prefix.add(bwd, pl.K, pl.Warps*pl.Steps)
-	// Passes 2 and 3 launch early (where the device can): pass 2 without pass 1's launch gap, and
-	// pass 3's blocks stage x while pass 2, a few latency-bound blocks, runs (pass 2 lets them
-	// launch at its start: kernels/chunk_prefix.cuh; they wait for it before their look-back).
-	ls.l[ls.n-1].early = true
+	ls.mayLaunchEarly()
 	scan(flagPrefixed)
-	ls.l[ls.n-1].early = true
 }
 
 func (backend) Scan(a *core.ScanArgs, p core.Problem) error {

@@ -52,10 +52,10 @@ func (p *params) add(vs ...int64) *params {
 	return p
 }
 
-// launch is one kernel launch on the caller's stream. early: with programmatic stream
-// serialization behind the launch before it, where the device has it (Device.EarlyLaunch); the
-// kernel waits for that one with griddepcontrol.wait. (The first launch after the workspace's
-// reset is always early there.)
+// launch is one kernel launch on the caller's stream. early: it may begin before the launch ahead
+// of it completes (programmatic stream serialization), because its kernel waits for that one
+// (griddepcontrol.wait) before it touches anything that one writes; run launches it so on devices
+// that have it (Device.EarlyLaunch), in calls whose workspace is reset by a kernel.
 type launch struct {
 	name          string
 	blocks, warps int64
@@ -78,6 +78,9 @@ func (ls *launches) add(name string, blocks, warps, shared int64) *params {
 	l.name, l.blocks, l.warps, l.shared, l.params.n, l.early = name, blocks, warps, shared, 0, false
 	return &l.params
 }
+
+// mayLaunchEarly marks the launch added last as early (see launch).
+func (ls *launches) mayLaunchEarly() { ls.l[ls.n-1].early = true }
 
 // argBlock is C memory for one launch's parameters: argv holds the values and argp[i] =
 // &argv[i] is the array cuLaunchKernel reads. It cannot be Go memory (cgo forbids passing C a
@@ -222,8 +225,8 @@ func (d *device) run(stream uintptr, ws uintptr, lookback int64, ls *launches) e
 			return core.CUDAError("cuMemsetD32Async(workspace)", cErrName(r))
 		}
 	}
-	for i := 0; i < ls.n; i++ { // (early: the launch right after the reset, and those marked early)
-		if err := enqueue(fns[i], &ls.l[i], b, cstream, early && (i == 0 || ls.l[i].early)); err != nil {
+	for i := 0; i < ls.n; i++ {
+		if err := enqueue(fns[i], &ls.l[i], b, cstream, early && ls.l[i].early); err != nil {
 			return err
 		}
 	}
