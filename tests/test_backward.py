@@ -114,3 +114,25 @@ def test_backward64_reference_matches_autograd(shape):
     assert rel_err(out64, out.detach()) <= 1e-13
     assert rel_err(dx, x.grad) <= 1e-13
     assert (dA - A.grad).norm() <= 1e-12 * max(1.0, A.grad.norm().item())
+
+
+def test_backward64_reference_over_a_long_decay():
+    """ssm_scan_backward64 where A falls below -709 (exp(-A) overflows float64): the reversed scan
+    starts at a = -A[T-1] > 709, and a carry term exp(a - 0) * 0 was inf * 0 = NaN before its
+    first chunk. Against the step-by-step float64 recurrence (ssm_scan_sequential), forward and
+    reverse, on fresh random inputs."""
+    from nanossm.reference import ssm_scan_backward64, ssm_scan_sequential
+    gen = torch.Generator().manual_seed(44)
+    B, T, R, C = 1, 300, 2, 3
+    A = torch.cumsum(-5.0 * torch.rand(B, T, R, generator=gen, dtype=torch.float64), dim=1)
+    assert A.min() < -709
+    x = torch.randn(B, T, R, C, generator=gen, dtype=torch.float64)
+    g = torch.randn(B, T, R, C, generator=gen, dtype=torch.float64)
+    dx, dA, out = ssm_scan_backward64(A, x, g, chunk=16)
+    out_ref = ssm_scan_sequential(A, x)[0]
+    dx_ref = ssm_scan_sequential(A, g, reverse=True)[0]
+    assert torch.isfinite(dx).all() and torch.isfinite(dA).all()
+    assert rel_err(out, out_ref) <= 1e-13
+    assert rel_err(dx, dx_ref) <= 1e-13
+    dA_ref = (g * out_ref - x * dx_ref).sum(-1)
+    assert (dA - dA_ref).norm() <= 1e-12 * dA_ref.norm()

@@ -69,7 +69,8 @@ def ssm_scan_chunked64(cumsum_A, x, chunk=64):
         diff = a[:, :, None, :] - a[:, None, :, :]
         L = torch.exp(diff.masked_fill(~causal[:n, :n, None], float("-inf")))
         o = torch.einsum("btjr,bjrc->btrc", L, xc)
-        o += torch.exp(a - prev[:, None]).unsqueeze(-1) * h[:, None]
+        if s > 0:  # (before the first chunk h is 0; exp(a - 0) may overflow there: inf * 0)
+            o += torch.exp(a - prev[:, None]).unsqueeze(-1) * h[:, None]
         out[:, s:s + n] = o
         h, prev = o[:, -1], a[:, -1]
     return out
