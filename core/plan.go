@@ -77,6 +77,11 @@ var scanKernels = func() map[kernelKey]string {
 	return t
 }()
 
+// groupedKernels: where carries by groups are a kernel of their own (the fp32 forward: compiled
+// into its plain kernel, the grouped path cost the plans that do not group 1-3%), the kernel a
+// grouped plan takes. The 16-bit forward over 8-channel lanes has it in its plain kernel.
+var groupedKernels = map[kernelKey]string{{Float32, Forward, 4}: "nanossm_scan_fwd_grouped_f32_v4"}
+
 // Helper kernels of the backward (kernels/scan.cu).
 const (
 	KernelDAReduce = "nanossm_dA_reduce"  // sums dA's partial sums when K > 1 tiles share a row
@@ -95,6 +100,9 @@ func ScanKernelNames() []string {
 		names = append(names, n)
 	}
 	for _, n := range scanKernels {
+		names = append(names, n)
+	}
+	for _, n := range groupedKernels {
 		names = append(names, n)
 	}
 	return names
@@ -150,10 +158,10 @@ var TuneGroup int64
 // chunk. Measured on the H200 (ratio to the copy, G = 8 against 1, same run): forward
 // 1,65536,64,64 bf16 1.43 -> 1.35, f32 1.22 -> 1.18; backward f32 2.54 -> 3.04, bf16 3.20 -> 3.28
 // (its blocks hold 96 KB, two per SM: the wait for the group's aggregates costs more than the hops
-// it saves). And the fp32 and 4-channel forwards spilled with the grouped path compiled in (16-36
-// bytes at 80 registers; f32 8,2048 read 1.13 against v18's 1.08). So only the 16-bit forward
-// over 8-channel lanes has it (kGrouped in kernels/scan_kernel.cuh), from 256 chunks per tile.
-// Never for packed sequences (a sequence start inside a group would end it).
+// it saves). The 4-channel 16-bit forward spilled with the grouped path compiled in, so the
+// 16-bit forward over 8-channel lanes and the fp32 forward (its own kernel, groupedKernels) have
+// it (kGrouped in kernels/scan_kernel.cuh). Never for packed sequences (a sequence start inside a
+// group would end it).
 // G = 3: a chunk waits on up to G - 1 aggregates, read 2 per round trip (group_carry's batch for
 // 8-float lanes), so G = 3 takes one round trip for them and a third of the hops; a larger G
 // lengthens every block's wait more than it shortens the chain. Measured on the H200 (ratio to
@@ -161,6 +169,11 @@ var TuneGroup int64
 // 6 1.287 (another run: 8 1.34, 16 1.59, 32 1.74); bf16 2,65536,64,64 1.286, 1.220, 1.220,
 // 1.267, 1.262; f16 alike. With 64 chunks (bf16 4,8192,64,64) G = 4 read 1.30 against 1.24
 // ungrouped, hence only from 256 chunks.
+// fp32 (4-float lanes, the same batch of 2): G = 2 (v24). Measured on the H200 (ratio to the
+// copy, same run; ungrouped / G = 2 / 3 / 4): 1,65536,64,64 (512 chunks) 1.139 / 1.084 / 1.097 /
+// 1.117; 2,65536,64,64 1.102 / 1.085 / 1.100 / 1.106; 1,32768,64,64 (256) 1.147 / 1.095 /
+// 1.107 / 1.124; 2,16384,64,64 (128) 1.103 / 1.091 / 1.102 / 1.112; 4,8192,64,64 (64) 1.057 /
+// 1.067 / 1.099 / 1.088; hence from 128 chunks.
 func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 	if v != Forward {
 		return 1
@@ -170,10 +183,13 @@ func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 	if TuneGroup >= 1 && TuneGroup <= MaxGroup {
 		return TuneGroup
 	}
-	if dt.Size() != 2 || vec != 8 || chunks < 256 {
-		return 1
+	switch {
+	case dt.Size() == 2 && vec == 8 && chunks >= 256:
+		return 3
+	case dt == Float32 && vec == 4 && chunks >= 128:
+		return 2
 	}
-	return 3
+	return 1
 }
 
 // TuneForward16Bytes, when 8 or 16, replaces forwardPacketBytes' choice for the 16-bit plain
@@ -260,12 +276,47 @@ func PlanBackward(a *BackwardArgs, p Problem, dev Device) ScanPlan {
 // 8 tiles: 2.0x single, 2.7x three): at most one tile per 32 SMs, and 64+ chunks. The
 // workspace holds pass 2's group aggregates whenever a device could choose three passes.
 func plan(v Variant, p Problem, vec int64, dev Device) ScanPlan {
-	maxWarps, staged, steps := int64(ScanMaxWarps), int64(1), ForwardSteps
-	if v.backward() {
-		maxWarps, staged, steps = 64/BackwardSteps, 3, BackwardSteps
+	pl := layout(v, p, vec, dev, 0)
+	if v != Backward || p.DType != Float32 || pl.Tiles > fewTiles || TuneWarps != 0 {
+		return pl
 	}
-	if TuneWarps >= 1 && TuneWarps <= maxWarps {
-		maxWarps = TuneWarps
+	// The fp32 backward over three passes takes 4 warps (chunks of 32 steps): measured on the
+	// H200 against 8 (ratio to the copy, same run): 1,262144,4,32 3.467 -> 3.283, 2,262144,8,32
+	// 3.189 -> 3.078 (bf16 lost: 6.23 -> 6.82, so fp32 only; single-pass plans keep 8 warps,
+	// whose chains 4 warps would lengthen). The workspace is sized before a device is known, so
+	// it covers both layouts wherever a device could choose three passes (up to fewTiles tiles).
+	alt := layout(v, p, vec, dev, 4)
+	if alt.Groups == 0 { // (no device takes three passes with it)
+		return pl
+	}
+	if pl.Passes == 3 && alt.Passes == 3 {
+		pl, alt = alt, pl
+	}
+	part := pl.Workspace - pl.Partials // dA's partial sums after the scan's scratch
+	pl.Partials = max(pl.Partials, alt.Partials)
+	pl.Workspace = pl.Partials + part
+	return pl
+}
+
+// fewTiles bounds the tiles of a plan that may take the 4-warp fp32 backward (plan): three
+// passes need tiles * 32 <= SMs, so this covers devices of up to 256 SMs.
+const fewTiles = 8
+
+// layout is plan's launch shape with at most maxWarps warps per block (0: the kernel's most, or
+// NANOSSM_TUNE_WARPS's).
+func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPlan {
+	staged, steps := int64(1), ForwardSteps
+	if maxWarps == 0 {
+		maxWarps = ScanMaxWarps
+		if v.backward() {
+			maxWarps = 64 / BackwardSteps
+		}
+		if TuneWarps >= 1 && TuneWarps <= maxWarps {
+			maxWarps = TuneWarps
+		}
+	}
+	if v.backward() {
+		staged, steps = 3, BackwardSteps
 	}
 	warps := min(maxWarps, (p.T+steps-1)/steps)
 	chunkLen := warps * steps
@@ -305,6 +356,9 @@ func plan(v Variant, p Problem, vec int64, dev Device) ScanPlan {
 	}
 	if pl.Passes == 1 && pl.Chunks > 1 {
 		pl.Group = groupChunks(v, p.DType, vec, pl.Chunks)
+		if k, ok := groupedKernels[kernelKey{p.DType, v, vec}]; ok && pl.Group > 1 {
+			pl.Kernel = k
+		}
 	}
 	// The workspace keeps the group region whenever a device could choose three passes (it is
 	// sized before a device is known); only three passes read it, so only they reset it.

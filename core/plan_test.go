@@ -43,9 +43,11 @@ func TestPlanInvariants(t *testing.T) {
 				case pl.Passes == 3 && (pl.Chunks <= 2 || pl.Tiles > maxPrefixTiles || pl.Prefix == "" ||
 					pl.PrefixWarps < 1 || pl.PrefixWarps > PrefixMaxWarps || pl.Groups*pl.PrefixWarps*8 < pl.Chunks-2):
 					t.Fatalf("%+v %v vec %d: three passes %+v", p, v, vec, pl)
-				case pl.Group < 1 || pl.Group > 1 && (pl.Passes != 1 || v != Forward || p.DType.Size() != 2 || vec != 8 ||
-					pl.Chunks < 256):
+				case pl.Group < 1 || pl.Group > 1 && (pl.Passes != 1 || v != Forward ||
+					!(p.DType.Size() == 2 && vec == 8 && pl.Chunks >= 256 || p.DType == Float32 && vec == 4 && pl.Chunks >= 128)):
 					t.Fatalf("%+v %v vec %d: carry group %+v", p, v, vec, pl)
+				case (pl.Kernel == groupedKernels[kernelKey{p.DType, v, vec}]) != (pl.Group > 1 && p.DType == Float32):
+					t.Fatalf("%+v %v vec %d: kernel %s for carry group %d", p, v, vec, pl.Kernel, pl.Group)
 				case pl.Passes == 3 && tune == 0 && pl.Tiles*32 > sms:
 					t.Fatalf("%+v %v vec %d on %d SMs: three passes with many tiles %+v", p, v, vec, sms, pl)
 				}
@@ -67,9 +69,10 @@ func TestNamedPlans(t *testing.T) {
 	}{
 		{"single pass behind the reset", Forward, Problem{B: 2, T: 300, R: 3, C: 8, DType: Float32}, 4, 3, 1, 1},
 		{"three passes, forward", Forward, Problem{B: 1, T: 8300, R: 1, C: 8, DType: Float32}, 4, 65, 3, 1},
-		{"three passes, backward", Backward, Problem{B: 1, T: 8300, R: 1, C: 8, DType: Float32}, 4, 130, 3, 1},
+		{"three passes, backward (4 warps)", Backward, Problem{B: 1, T: 8300, R: 1, C: 8, DType: Float32}, 4, 260, 3, 1},
 		{"carry groups of 3", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 3},
-		{"fp32 never grouped", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 512, 1, 1},
+		{"fp32 grouped by 2", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 512, 1, 2},
+		{"fp32, 64 chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: Float32}, 4, 64, 1, 1},
 		{"few chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 1},
 		{"bench: one tile, three passes", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 2048, 3, 1},
 	} {

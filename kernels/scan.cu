@@ -55,8 +55,8 @@
 // pass 1, pass 3's blocks staging x and scanning their chunk while pass 2 runs (pass 2 lets them
 // launch at its start; each waits for pass 2 before its look-back).
 //
-// Many chunks per tile in a single-pass 16-bit forward over 8-channel lanes (core/plan.go
-// groupChunks): carries by groups of G chunks (flag bits 8-15, group_carry in scan_parts.cuh). A
+// Many chunks per tile in a single-pass forward, 16-bit over 8-channel lanes or fp32 (its own
+// kernel, nanossm_scan_fwd_grouped_f32_v4; core/plan.go groupChunks): carries by groups of G chunks (flag bits 8-15, group_carry in scan_parts.cuh). A
 // chunk's carry is the prefix of the chunk before its group, decayed, plus its group's earlier
 // aggregates folded from zero, so a tile's chain of prefixes advances G chunks per hop.
 //
@@ -129,6 +129,13 @@ NANOSSM_ALL(fwd, NANOSSM_FWD, true, _packed)
   MACRO(nanossm_scan_fwd##SUFFIX##_f16_v4, __half, 4, PACKED)                  \
   MACRO(nanossm_scan_fwd##SUFFIX##_bf16_v4, __nv_bfloat16, 4, PACKED)
 NANOSSM_FWD16_V4(NANOSSM_FWD, false, )
+// The fp32 forward with carries by groups of chunks (core/plan.go groupChunks picks it for long
+// chains): a kernel of its own, so that the plain fp32 forward keeps its machine code.
+extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS, MIN_BLOCKS)
+    nanossm_scan_fwd_grouped_f32_v4(NANOSSM_COMMON_PARAMS(float)) {
+  const Params<float> p NANOSSM_COMMON_INIT;
+  scan_kernel<float, 4, false, false, true>(p);
+}
 NANOSSM_ALL(bwd, NANOSSM_BWD, false, )
 NANOSSM_ALL(bwd, NANOSSM_BWD, true, _packed)
 

@@ -6,7 +6,8 @@
 
 namespace nanossm {
 
-template <typename T, int VEC, bool BWD, bool PACKED>
+// GROUPED: the fp32 forward's kernel with carries by groups (group_carry), a kernel of its own
+template <typename T, int VEC, bool BWD, bool PACKED, bool GROUPED = false>
 __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   constexpr int NW = BWD ? BWD_MAX_WARPS : MAX_WARPS;  // most warps a block has
   constexpr int NS = BWD ? BWD_STEPS : STEPS;          // steps per thread
@@ -318,10 +319,14 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 #pragma unroll
     for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
     const bool publisher = w == S - 1 && !last && !prefixed;  // (pass 3: all published)
-    // Carries by groups (group_carry): compiled into the 16-bit forward over 8-channel lanes only
-    // (core/plan.go groupChunks). The fp32 and 4-channel forwards spilled with it (16-36 bytes at
-    // 80 registers) and the backward timed slower grouped.
-    constexpr bool kGrouped = !BWD && !PACKED && sizeof(T) == 2 && VEC == 8;
+    // Carries by groups (group_carry): compiled into the 16-bit forward over 8-channel lanes and
+    // into the fp32 forward's GROUPED kernel (core/plan.go groupChunks). Compiled into the plain
+    // fp32 kernel it cost the plans that do not group 1-3% (v24); the 4-channel 16-bit forward
+    // spilled with it, and the backward timed slower grouped.
+    constexpr bool kGrouped = !BWD && !PACKED && (GROUPED || (sizeof(T) == 2 && VEC == 8));
+    // GROUPED: the publisher folds its aggregate again after the carry (same folds, same bits)
+    // instead of holding it in registers across group_carry: at 80 registers it spilled 32 bytes.
+    constexpr bool kRefold = GROUPED;
     const int64_t group = (flags >> F_GROUP_SHIFT) & 0xff;
     const bool grouped = kGrouped && group > 1;
     if (publisher) {
@@ -355,6 +360,12 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       look_back<VEC>(aggs, incl, chunk, tile, P.n_tiles, a_blk, a_end_of, carry);
     }
     if (publisher && !block_reset) {
+      if constexpr (kRefold) {
+        a_end = a_blk;
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
+        for (int s = 0; s < S; ++s) fold(s, a_end, agg);
+      }
       const float d = expf(a_end - a_blk);
       float inc[VEC];
 #pragma unroll

@@ -122,12 +122,13 @@ def test_three_passes_match_the_single_pass(tmp_path):
 
 
 @requires_cuda
-@pytest.mark.parametrize("group", [3, 4, 5, 8])
+@pytest.mark.parametrize("group", [2, 3, 4, 5, 8])
 def test_grouped_carries_match_the_cpu_backend(tmp_path, group):
     """The single pass with carries by groups of chunks (core/plan.go groupChunks: the 16-bit
-    forward over 8-channel lanes, here bf16-wide; every other case runs its per-chunk look-back
-    under the same knobs), forced on 157 chunks (a group size that does not divide it) against
-    the CPU backend; bit-identical in two processes."""
+    forward over 8-channel lanes, here bf16-wide, and the fp32 forward's grouped kernel over
+    4-float lanes; every other case runs its per-chunk look-back under the same knobs), forced on
+    157 chunks (a group size that does not divide it) against the CPU backend; bit-identical in
+    two processes. (2 and 3: the fp32 and 16-bit defaults.)"""
     runs = []
     for k in range(2):
         (tmp_path / str(k)).mkdir()

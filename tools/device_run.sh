@@ -35,11 +35,15 @@ for tool in memcheck racecheck initcheck synccheck; do
     echo "$tool $case: rc=$? $(grep -E 'ERROR SUMMARY|hazard' "$OUT/sanitizer.log" | tail -1)"
   done
 done
-# carries by groups (the 16-bit forward over 8-channel lanes; forced on: 71 chunks, single pass)
+# carries by groups (the 16-bit forward over 8-channel lanes, the fp32 forward's grouped kernel;
+# forced on: 71 chunks, single pass)
 for tool in memcheck racecheck; do
-  NANOSSM_TUNE_PASSES=1 NANOSSM_TUNE_GROUP=3 timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 \
-    python3 tools/profile_one.py 1,9000,4,64 bf16 1 > "$OUT/sanitizer.log" 2>&1
-  echo "$tool 1,9000,4,64 bf16 1 (grouped by 3): rc=$? $(grep -E 'ERROR SUMMARY|hazard' "$OUT/sanitizer.log" | tail -1)"
+  for dt in "bf16 3" "f32 2"; do
+    set -- $dt
+    NANOSSM_TUNE_PASSES=1 NANOSSM_TUNE_GROUP=$2 timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 \
+      python3 tools/profile_one.py 1,9000,4,64 $1 1 > "$OUT/sanitizer.log" 2>&1
+    echo "$tool 1,9000,4,64 $1 1 (grouped by $2): rc=$? $(grep -E 'ERROR SUMMARY|hazard' "$OUT/sanitizer.log" | tail -1)"
+  done
 done
 [ -n "${NO_BENCH:-}" ] && exit 0
 fi

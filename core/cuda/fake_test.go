@@ -66,9 +66,10 @@ func TestForwardSinglePass(t *testing.T) {
 			a.CuSeqlens = tensor(addrSeq, core.Int32, 4)
 		}, 16, 4},
 		// 256 chunks of 128 steps, 5 tiles of 8-channel lanes: carries by groups of 3 (flag bits
-		// 8-15); the fp32 forward never groups
+		// 8-15); the fp32 forward groups by 2 from 128 chunks, in its grouped kernel
 		{"bf16 grouped carries", core.BFloat16, 1, 256 * 128, 20, 64, nil, 3 << 8, 8},
-		{"f32 long, not grouped", core.Float32, 1, 256 * 128, 20, 64, nil, 0, 4},
+		{"f32 grouped carries", core.Float32, 1, 128 * 128, 20, 64, nil, 2 << 8, 4},
+		{"f32 64 chunks, not grouped", core.Float32, 1, 64 * 128, 20, 64, nil, 0, 4},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -91,6 +92,10 @@ func TestForwardSinglePass(t *testing.T) {
 			}
 			if len(ls) != 1 {
 				t.Fatalf("want one launch, got %+v", ls)
+			}
+			// (the fp32 forward's carries by groups are a kernel of their own)
+			if grouped := c.dt == core.Float32 && c.flags>>8 > 1; grouped != (pl.Kernel == "nanossm_scan_fwd_grouped_f32_v4") {
+				t.Fatalf("kernel %s for flags %#x", pl.Kernel, c.flags)
 			}
 			checkLaunch(t, ls[0], pl.Kernel, pl.Tiles*pl.Chunks, pl.Warps, pl.Shared)
 			checkCommon(t, ls[0], a, c.flags, pl.Chunks, pl.Tiles)
