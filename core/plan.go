@@ -47,11 +47,13 @@ const (
 
 func (v Variant) backward() bool { return v == Backward || v == BackwardPacked }
 
-// kernelKey is one row of the dispatch table: element type x variant x vector width.
+// kernelKey is one row of the dispatch table: element type x variant x vector width, and
+// whether carries go by groups in a kernel of their own (grouped: the fp32 forward's).
 type kernelKey struct {
 	dtype   DType
 	variant Variant
 	vec     int64
+	grouped bool
 }
 
 // scanKernels is the one dispatch table of the scan kernels: (dtype, variant, width) -> kernel,
@@ -70,17 +72,16 @@ var scanKernels = func() map[kernelKey]string {
 				widths = append(widths, 8/d.Size())
 			}
 			for _, w := range widths {
-				t[kernelKey{d, v, w}] = fmt.Sprintf("nanossm_scan_%s_%s_v%d", vn, dn, w)
+				t[kernelKey{d, v, w, false}] = fmt.Sprintf("nanossm_scan_%s_%s_v%d", vn, dn, w)
 			}
 		}
 	}
+	// The fp32 forward with carries by groups has a kernel of its own: compiled into the plain
+	// one, the grouped path cost the plans that do not group 1-3%. (The 16-bit forward over
+	// 8-channel lanes has it in its plain kernel; see groupChunks.)
+	t[kernelKey{Float32, Forward, 4, true}] = "nanossm_scan_fwd_grouped_f32_v4"
 	return t
 }()
-
-// groupedKernels: where carries by groups are a kernel of their own (the fp32 forward: compiled
-// into its plain kernel, the grouped path cost the plans that do not group 1-3%), the kernel a
-// grouped plan takes. The 16-bit forward over 8-channel lanes has it in its plain kernel.
-var groupedKernels = map[kernelKey]string{{Float32, Forward, 4}: "nanossm_scan_fwd_grouped_f32_v4"}
 
 // Helper kernels of the backward (kernels/scan.cu).
 const (
@@ -102,9 +103,6 @@ func ScanKernelNames() []string {
 	for _, n := range scanKernels {
 		names = append(names, n)
 	}
-	for _, n := range groupedKernels {
-		names = append(names, n)
-	}
 	return names
 }
 
@@ -115,7 +113,7 @@ type ScanPlan struct {
 	Warps     int64 // S: warps per block, stacked along T
 	Steps     int64 // steps per thread (a chunk is Warps * Steps steps)
 	Tiles     int64 // 32-lane tiles over (b, r, c/Vec)
-	Chunks    int64 // blocks along T (each Warps*ScanSteps steps); > 1 needs the look-back
+	Chunks    int64 // blocks along T (each Warps*Steps steps); > 1 needs the look-back
 	K         int64 // backward: tiles per (b, r) row (> 1: dA is summed from partials)
 	Shared    int64 // bytes of dynamic shared memory: the staged rows
 	Lookback  int64 // bytes of workspace set to 0xff bytes before the launch (look-back)
@@ -179,7 +177,8 @@ func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 		return 1
 	}
 	// (the knob applies to every plain forward, to time variant modules that compile the grouped
-	// path into other kernels; a kernel without it ignores the flag bits)
+	// path into other kernels; a kernel without it ignores the flag bits. For the fp32 forward
+	// over 4-float lanes a group above 1 also selects its grouped kernel, in plan.)
 	if TuneGroup >= 1 && TuneGroup <= MaxGroup {
 		return TuneGroup
 	}
@@ -264,7 +263,8 @@ func PlanBackward(a *BackwardArgs, p Problem, dev Device) ScanPlan {
 // steps, 64 KB of x staged in shared memory for 16-byte packets, so three resident blocks per SM
 // keep ~190 KB in flight (4.2 TB/s x ~1 us latency needs ~32 KB per SM) and the block's fixed
 // latency chain (look-back, barrier) is paid once per 128 KB moved. The backward stages three
-// tensors, so S <= 4 keeps a block at 96 KB and two fit an SM. Short sequences use fewer warps
+// tensors at 8 steps per thread, so S = 8 keeps a block at 96 KB and two fit an SM (the fp32
+// backward in three passes takes S = 4: see below). Short sequences use fewer warps
 // so no warp is idle. T longer than one block is split into chunks that pass carries through
 // the workspace (decoupled look-back), so every shape exposes tiles*chunks blocks of parallelism.
 //
@@ -322,7 +322,7 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	chunkLen := warps * steps
 	cv := p.C / vec
 	pl := ScanPlan{
-		Kernel: scanKernels[kernelKey{p.DType, v, vec}],
+		Kernel: scanKernels[kernelKey{p.DType, v, vec, false}],
 		Vec:    vec,
 		Warps:  warps,
 		Steps:  steps,
@@ -356,7 +356,7 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	}
 	if pl.Passes == 1 && pl.Chunks > 1 {
 		pl.Group = groupChunks(v, p.DType, vec, pl.Chunks)
-		if k, ok := groupedKernels[kernelKey{p.DType, v, vec}]; ok && pl.Group > 1 {
+		if k, ok := scanKernels[kernelKey{p.DType, v, vec, true}]; ok && pl.Group > 1 {
 			pl.Kernel = k
 		}
 	}

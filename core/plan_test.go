@@ -9,7 +9,8 @@ import (
 // exactly, the tiles cover every lane, the staging fits the shared memory the backend allows,
 // the workspace does not depend on the device or the pass knob (it is sized before a device is
 // loaded), a three-pass plan gives pass 2 at most one batch (8 chunks) per warp, and carries go
-// by groups only in a single-pass 16-bit forward over 8-channel lanes of 256+ chunks.
+// by groups only in a single-pass 16-bit forward over 8-channel lanes of 256+ chunks or an fp32
+// forward over 4-float lanes of 128+ chunks (the fp32 one in its grouped kernel).
 func TestPlanInvariants(t *testing.T) {
 	rng := rand.New(rand.NewSource(3))
 	dtypes := []DType{Float32, Float16, BFloat16}
@@ -46,7 +47,7 @@ func TestPlanInvariants(t *testing.T) {
 				case pl.Group < 1 || pl.Group > 1 && (pl.Passes != 1 || v != Forward ||
 					!(p.DType.Size() == 2 && vec == 8 && pl.Chunks >= 256 || p.DType == Float32 && vec == 4 && pl.Chunks >= 128)):
 					t.Fatalf("%+v %v vec %d: carry group %+v", p, v, vec, pl)
-				case (pl.Kernel == groupedKernels[kernelKey{p.DType, v, vec}]) != (pl.Group > 1 && p.DType == Float32):
+				case (pl.Kernel == scanKernels[kernelKey{p.DType, v, vec, true}]) != (pl.Group > 1 && p.DType == Float32):
 					t.Fatalf("%+v %v vec %d: kernel %s for carry group %d", p, v, vec, pl.Kernel, pl.Group)
 				case pl.Passes == 3 && tune == 0 && pl.Tiles*32 > sms:
 					t.Fatalf("%+v %v vec %d on %d SMs: three passes with many tiles %+v", p, v, vec, sms, pl)

@@ -56,9 +56,10 @@
 // launch at its start; each waits for pass 2 before its look-back).
 //
 // Many chunks per tile in a single-pass forward, 16-bit over 8-channel lanes or fp32 (its own
-// kernel, nanossm_scan_fwd_grouped_f32_v4; core/plan.go groupChunks): carries by groups of G chunks (flag bits 8-15, group_carry in scan_parts.cuh). A
-// chunk's carry is the prefix of the chunk before its group, decayed, plus its group's earlier
-// aggregates folded from zero, so a tile's chain of prefixes advances G chunks per hop.
+// kernel, nanossm_scan_fwd_grouped_f32_v4; core/plan.go groupChunks): carries by groups of G
+// chunks (flag bits 8-15, group_carry in scan_parts.cuh). A chunk's carry is the prefix of the
+// chunk before its group, decayed, plus its group's earlier aggregates folded from zero, so a
+// tile's chain of prefixes advances G chunks per hop.
 //
 // Every parameter is 64 bits wide: gorgonia.org/cu copies kernel arguments as 8-byte words.
 // The parameter order is part of the contract with core/cuda/backend.go.

@@ -14,7 +14,8 @@ from conftest import dA_err, make_inputs, requires_cuda
 from nanossm import ssm_scan
 from nanossm.reference import rel_err
 
-# (name, (B,T,R,C), dtype, mode): one tile and 157 forward / 313 backward chunks; a row over 5
+# (name, (B,T,R,C), dtype, mode): one tile and 157 forward / 313 backward chunks (625 in the
+# fp32 backward over three passes, which takes 4 warps); a row over 5
 # tiles (C = 640); bf16 packets of 4 channels (8 lanes) and of 8 (a full warp of them); scalar
 # lanes (C = 5: no 16-byte packets); packed sequences with starts inside chunks and empty ones.
 CASES = [("plain", (1, 20000, 2, 8), torch.float32, "plain"),

@@ -81,7 +81,7 @@ def test_compile_fullgraph_with_backward(device):
 @pytest.mark.parametrize("shape", [(2, 300, 3, 8), (1, 8300, 1, 8)])
 def test_cuda_graph_capture_and_replay(shape):
     """(2,300,3,8): the single pass behind the workspace reset, launched early; (1,8300,1,8):
-    one tile of 65 forward / 130 backward chunks, three passes on any device of 32+ SMs
+    one tile of 65 forward / 260 backward chunks (4 warps), three passes on any device of 32+ SMs
     (core/plan.go), passes 2 and 3 launched early too."""
     A, x = make_inputs(shape, torch.float32, "cuda", seed=31)
     sA, sx = A.clone().requires_grad_(), x.clone().requires_grad_()

@@ -20,8 +20,8 @@ echo "== C ABI on the GPU"; build/capi_test_cuda
 echo "== compute-sanitizer"
 # memcheck on every case; racecheck on the multi-block, backward and packed ones; initcheck and
 # synccheck on three (each case is a separate process: the sanitizers are slow)
-# (1,9000,2,8 takes three passes: one tile, 71 forward / 141 backward chunks; passes 2 and 3
-# launched early behind the pass before them)
+# (1,9000,2,8 takes three passes: one tile, 71 forward / 282 backward chunks (4 warps); passes 2
+# and 3 launched early behind the pass before them)
 all=("2,301,3,5 f32 1" "2,1000,4,16 f32 1" "1,517,3,64 f16 1" "3,129,2,8 bf16 1" "2,301,3,5 f32 1 bwd"
      "1,517,3,64 bf16 1 bwd" "1,600,1,640 f32 1 bwd" "5,300,2,8 f32 1 packed" "4,700,3,64 bf16 1 packed"
      "1,9000,2,8 f32 1 bwd" "1,9000,1,5 f32 1 bwd")
