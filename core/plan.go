@@ -47,13 +47,16 @@ const (
 
 func (v Variant) backward() bool { return v == Backward || v == BackwardPacked }
 
-// kernelKey is one row of the dispatch table: element type x variant x vector width, and
-// whether carries go by groups in a kernel of their own (grouped: the fp32 forward's).
+// kernelKey is one row of the dispatch table: element type x variant x vector width, whether
+// carries go by groups in a kernel of their own (grouped: the fp32 forward's), and whether the
+// call has no initial and no final state (nostate: the packed forward's and backward's lean
+// kernels).
 type kernelKey struct {
 	dtype   DType
 	variant Variant
 	vec     int64
 	grouped bool
+	nostate bool
 }
 
 // scanKernels is the one dispatch table of the scan kernels: (dtype, variant, width) -> kernel,
@@ -72,14 +75,17 @@ var scanKernels = func() map[kernelKey]string {
 				widths = append(widths, 8/d.Size())
 			}
 			for _, w := range widths {
-				t[kernelKey{d, v, w, false}] = fmt.Sprintf("nanossm_scan_%s_%s_v%d", vn, dn, w)
+				t[kernelKey{d, v, w, false, false}] = fmt.Sprintf("nanossm_scan_%s_%s_v%d", vn, dn, w)
+				if v == ForwardPacked || v == BackwardPacked {
+					t[kernelKey{d, v, w, false, true}] = fmt.Sprintf("nanossm_scan_%s_nostate_%s_v%d", vn, dn, w)
+				}
 			}
 		}
 	}
 	// The fp32 forward with carries by groups has a kernel of its own: compiled into the plain
 	// one, the grouped path cost the plans that do not group 1-3%. (The 16-bit forward over
 	// 8-channel lanes has it in its plain kernel; see groupChunks.)
-	t[kernelKey{Float32, Forward, 4, true}] = "nanossm_scan_fwd_grouped_f32_v4"
+	t[kernelKey{Float32, Forward, 4, true, false}] = "nanossm_scan_fwd_grouped_f32_v4"
 	return t
 }()
 
@@ -158,15 +164,18 @@ var TuneGroup int64
 // (its blocks hold 96 KB, two per SM: the wait for the group's aggregates costs more than the hops
 // it saves). The 4-channel 16-bit forward spilled with the grouped path compiled in, so the
 // 16-bit forward over 8-channel lanes and the fp32 forward (its own kernel, groupedKernels) have
-// it (kGrouped in kernels/scan_kernel.cuh). Never for packed sequences (a sequence start inside a
-// group would end it).
+// it (kGrouped in kernels/scan_kernel.cuh). Never for packed sequences: a sequence start inside a
+// group would end it. (v25 tried: the packed 16-bit forward without states, its carry restarted
+// at the last start inside the group; bf16 8,2048,64,64 packed 0.1086 -> 0.1207 ms compiled in,
+// 0.1209 at G = 1 and 0.1207 at G = 3: the chains it shortens are not what packed calls wait on.)
 // G = 3: a chunk waits on up to G - 1 aggregates, read 2 per round trip (group_carry's batch for
 // 8-float lanes), so G = 3 takes one round trip for them and a third of the hops; a larger G
 // lengthens every block's wait more than it shortens the chain. Measured on the H200 (ratio to
 // the copy, same run): bf16 1,65536,64,64 (512 chunks) G = 1 1.41, 2 1.225, 3 1.233, 4 1.247,
 // 6 1.287 (another run: 8 1.34, 16 1.59, 32 1.74); bf16 2,65536,64,64 1.286, 1.220, 1.220,
 // 1.267, 1.262; f16 alike. With 64 chunks (bf16 4,8192,64,64) G = 4 read 1.30 against 1.24
-// ungrouped, hence only from 256 chunks.
+// ungrouped (v25: G = 2 1.262, 3 1.247 against 1.234), hence not there; with 128 chunks (bf16
+// 1,16384,64,64, 16 tiles; v25) G = 1 1.539, 2 1.344, 3 1.339: from 128 chunks.
 // fp32 (4-float lanes, the same batch of 2): G = 2 (v24). Measured on the H200 (ratio to the
 // copy, same run; ungrouped / G = 2 / 3 / 4): 1,65536,64,64 (512 chunks) 1.139 / 1.084 / 1.097 /
 // 1.117; 2,65536,64,64 1.102 / 1.085 / 1.100 / 1.106; 1,32768,64,64 (256) 1.147 / 1.095 /
@@ -183,7 +192,7 @@ func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 		return TuneGroup
 	}
 	switch {
-	case dt.Size() == 2 && vec == 8 && chunks >= 256:
+	case dt.Size() == 2 && vec == 8 && chunks >= 128:
 		return 3
 	case dt == Float32 && vec == 4 && chunks >= 128:
 		return 2
@@ -238,7 +247,13 @@ func vectorWidth(p Problem, bytes int64, ts ...Tensor) int64 {
 // PlanScan plans a forward scan on dev.
 func PlanScan(a *ScanArgs, p Problem, dev Device) ScanPlan {
 	if p.Seqs > 0 || a.CuSeqlens.Present() {
-		return plan(ForwardPacked, p, vectorWidth(p, 16, a.X, a.Out), dev)
+		pl := plan(ForwardPacked, p, vectorWidth(p, 16, a.X, a.Out), dev)
+		// No initial or final states: the packed kernel without their code in its step loops
+		// (STATES in kernels/scan.cu; measured on the H200: docs/performance.md, v25).
+		if !a.InitialState.Present() && !a.FinalState.Present() {
+			pl.Kernel = scanKernels[kernelKey{p.DType, ForwardPacked, pl.Vec, false, true}]
+		}
+		return pl
 	}
 	bytes := forwardPacketBytes(p)
 	vec := vectorWidth(p, bytes, a.X, a.Out)
@@ -254,7 +269,12 @@ func PlanBackward(a *BackwardArgs, p Problem, dev Device) ScanPlan {
 	if a.CuSeqlens.Present() {
 		v = BackwardPacked
 	}
-	return plan(v, p, vectorWidth(p, 16, a.GradOut, a.GradX, a.X, a.Out), dev)
+	pl := plan(v, p, vectorWidth(p, 16, a.GradOut, a.GradX, a.X, a.Out), dev)
+	// (packed with an initial state always asks for its gradient: ValidateBackward)
+	if v == BackwardPacked && !a.GradFinalState.Present() && !a.GradInitialState.Present() {
+		pl.Kernel = scanKernels[kernelKey{p.DType, v, pl.Vec, false, true}]
+	}
+	return pl
 }
 
 // plan picks the kernel and its launch shape.
@@ -322,7 +342,7 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	chunkLen := warps * steps
 	cv := p.C / vec
 	pl := ScanPlan{
-		Kernel: scanKernels[kernelKey{p.DType, v, vec, false}],
+		Kernel: scanKernels[kernelKey{p.DType, v, vec, false, false}],
 		Vec:    vec,
 		Warps:  warps,
 		Steps:  steps,
@@ -356,7 +376,7 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	}
 	if pl.Passes == 1 && pl.Chunks > 1 {
 		pl.Group = groupChunks(v, p.DType, vec, pl.Chunks)
-		if k, ok := scanKernels[kernelKey{p.DType, v, vec, true}]; ok && pl.Group > 1 {
+		if k, ok := scanKernels[kernelKey{p.DType, v, vec, true, false}]; ok && pl.Group > 1 {
 			pl.Kernel = k
 		}
 	}

@@ -42,7 +42,9 @@
 // inclusive prefix, so look-back never passes a sequence start, and a warp whose steps begin
 // after a start in its own block skips the look-back.  Each warp finds its first sequence with
 // a 32-way search of cu_seqlens before it issues its staging copies (behind them, the search's
-// few dependent loads would wait for all 64 KB).
+// few dependent loads would wait for all 64 KB). A packed call with no initial and no final
+// state takes kernels of their own (STATES = false, *_packed_nostate_*), whose step loops carry
+// no code for either.
 //
 // Few tiles, many chunks: the look-back's chain (one link per L2 round trip, ~0.4 us) would set
 // the time, so the host plans three launches instead (core/plan.go): pass 1 (F_AGG_ONLY) stages
@@ -92,16 +94,22 @@ using nanossm::WARP;
 // registers: the packed walk runs in a rolled loop), 2 over 16-bit packets (fwd_min_blocks in
 // kernels/scan_common.cuh); the backward stages three tensors (3 x 32 KB
 // per block of 8 warps x 8 steps), so 2 blocks per SM fill shared memory (128 registers).
-#define NANOSSM_FWD(NAME, TYPE, VEC, PACKED)                                                     \
+// STATES = false: the packed kernels for a call with no initial and no final state (the common
+// packed call; core/plan.go picks them): the code that restarts a sequence from its initial
+// state and writes its final state, compiled into the unrolled step loops, cost every warp
+// instruction fetches (ncu, packed fp32 forward 8,2048,64,64: "no instruction" 2.4 cycles per
+// issued instruction; without it the packed forward went from 1.31x to 1.14x the plain scan's
+// time, the backward from 1.30x to 1.18x).
+#define NANOSSM_FWD(NAME, TYPE, VEC, PACKED, STATES)                                             \
   extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS,                                \
                                                nanossm::fwd_min_blocks(sizeof(TYPE), VEC))        \
       NAME(NANOSSM_COMMON_PARAMS(TYPE)) {                                                        \
     const Params<TYPE> p NANOSSM_COMMON_INIT;                                                    \
-    scan_kernel<TYPE, VEC, false, PACKED>(p);                                                    \
+    scan_kernel<TYPE, VEC, false, PACKED, false, STATES>(p);                                     \
   }
 
 // The backward adds the forward's x and out, dA, dA's partial sums and K (tiles per row).
-#define NANOSSM_BWD(NAME, TYPE, VEC, PACKED)                                                      \
+#define NANOSSM_BWD(NAME, TYPE, VEC, PACKED, STATES)                                              \
   extern "C" __global__ void __launch_bounds__(WARP * BWD_MAX_WARPS, 2)                           \
       NAME(NANOSSM_COMMON_PARAMS(TYPE), const TYPE *xo, int64_t sxob, int64_t sxot, int64_t sxor, \
            int64_t sxoc, const TYPE *yo, int64_t syob, int64_t syot, int64_t syor, int64_t syoc,  \
@@ -111,24 +119,25 @@ using nanossm::WARP;
     p.sxo[0] = sxob, p.sxo[1] = sxot, p.sxo[2] = sxor, p.sxo[3] = sxoc;                           \
     p.syo[0] = syob, p.syo[1] = syot, p.syo[2] = syor, p.syo[3] = syoc;                           \
     p.sdA[0] = sdAb, p.sdA[1] = sdAt, p.sdA[2] = sdAr;                                            \
-    scan_kernel<TYPE, VEC, true, PACKED>(p);                                                      \
+    scan_kernel<TYPE, VEC, true, PACKED, false, STATES>(p);                                       \
   }
 
-#define NANOSSM_ALL(KIND, MACRO, PACKED, SUFFIX)                              \
-  MACRO(nanossm_scan_##KIND##SUFFIX##_f32_v4, float, 4, PACKED)               \
-  MACRO(nanossm_scan_##KIND##SUFFIX##_f32_v1, float, 1, PACKED)               \
-  MACRO(nanossm_scan_##KIND##SUFFIX##_f16_v8, __half, 8, PACKED)              \
-  MACRO(nanossm_scan_##KIND##SUFFIX##_f16_v1, __half, 1, PACKED)              \
-  MACRO(nanossm_scan_##KIND##SUFFIX##_bf16_v8, __nv_bfloat16, 8, PACKED)      \
-  MACRO(nanossm_scan_##KIND##SUFFIX##_bf16_v1, __nv_bfloat16, 1, PACKED)
+#define NANOSSM_ALL(KIND, MACRO, PACKED, STATES, SUFFIX)                              \
+  MACRO(nanossm_scan_##KIND##SUFFIX##_f32_v4, float, 4, PACKED, STATES)               \
+  MACRO(nanossm_scan_##KIND##SUFFIX##_f32_v1, float, 1, PACKED, STATES)               \
+  MACRO(nanossm_scan_##KIND##SUFFIX##_f16_v8, __half, 8, PACKED, STATES)              \
+  MACRO(nanossm_scan_##KIND##SUFFIX##_f16_v1, __half, 1, PACKED, STATES)              \
+  MACRO(nanossm_scan_##KIND##SUFFIX##_bf16_v8, __nv_bfloat16, 8, PACKED, STATES)      \
+  MACRO(nanossm_scan_##KIND##SUFFIX##_bf16_v1, __nv_bfloat16, 1, PACKED, STATES)
 
-NANOSSM_ALL(fwd, NANOSSM_FWD, false, )
-NANOSSM_ALL(fwd, NANOSSM_FWD, true, _packed)
+NANOSSM_ALL(fwd, NANOSSM_FWD, false, true, )
+NANOSSM_ALL(fwd, NANOSSM_FWD, true, true, _packed)
+NANOSSM_ALL(fwd, NANOSSM_FWD, true, false, _packed_nostate)
 // The forward also takes 16-bit lanes of 4 channels (8-byte packets): fp32's registers per lane,
 // so 3 blocks per SM where the 8-channel lanes fit 2 (core/plan.go picks the width).
 #define NANOSSM_FWD16_V4(MACRO, PACKED, SUFFIX)                                \
-  MACRO(nanossm_scan_fwd##SUFFIX##_f16_v4, __half, 4, PACKED)                  \
-  MACRO(nanossm_scan_fwd##SUFFIX##_bf16_v4, __nv_bfloat16, 4, PACKED)
+  MACRO(nanossm_scan_fwd##SUFFIX##_f16_v4, __half, 4, PACKED, true)            \
+  MACRO(nanossm_scan_fwd##SUFFIX##_bf16_v4, __nv_bfloat16, 4, PACKED, true)
 NANOSSM_FWD16_V4(NANOSSM_FWD, false, )
 // The fp32 forward with carries by groups of chunks (core/plan.go groupChunks picks it for long
 // chains): a kernel of its own, so that the plain fp32 forward keeps its machine code.
@@ -137,8 +146,9 @@ extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS, MIN_BLOCKS)
   const Params<float> p NANOSSM_COMMON_INIT;
   scan_kernel<float, 4, false, false, true>(p);
 }
-NANOSSM_ALL(bwd, NANOSSM_BWD, false, )
-NANOSSM_ALL(bwd, NANOSSM_BWD, true, _packed)
+NANOSSM_ALL(bwd, NANOSSM_BWD, false, true, )
+NANOSSM_ALL(bwd, NANOSSM_BWD, true, true, _packed)
+NANOSSM_ALL(bwd, NANOSSM_BWD, true, false, _packed_nostate)
 
 // Pass 2 of three (kernels/chunk_prefix.cuh): one block of up to 32 warps per tile; VEC is the
 // floats per lane of an aggregate (the scan's packet width). bwd: the tile holds the backward's

@@ -6,8 +6,10 @@
 
 namespace nanossm {
 
-// GROUPED: the fp32 forward's kernel with carries by groups (group_carry), a kernel of its own
-template <typename T, int VEC, bool BWD, bool PACKED, bool GROUPED = false>
+// GROUPED: the fp32 forward's kernel with carries by groups (group_carry), a kernel of its own.
+// STATES = false: a packed call with no initial and no final state (the host passes none; in the
+// backward: no final state's gradient in, no initial state's gradient out).
+template <typename T, int VEC, bool BWD, bool PACKED, bool GROUPED = false, bool STATES = true>
 __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   constexpr int NW = BWD ? BWD_MAX_WARPS : MAX_WARPS;  // most warps a block has
   constexpr int NS = BWD ? BWD_STEPS : STEPS;          // steps per thread
@@ -19,7 +21,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   const int64_t T_ = P.T, R = P.R, C = P.C, flags = P.flags;
   const bool reverse = flags & F_REVERSE, undecayed = flags & F_UNDECAYED;
   const bool agg_only = flags & F_AGG_ONLY, prefixed = flags & F_PREFIXED;
-  const float* h0 = P.h0;
+  const float* h0 = STATES ? P.h0 : nullptr;
 
   // (tile, chunk) in chunk-major order: chunk j of every tile has a lower block index than chunk
   // j + 1, and blocks are dispatched in index order, so a block only waits on running blocks.
@@ -96,7 +98,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       for (int v = 0; v < VEC; ++v) h[v] = s * h0[state_off(seq_row(k)) + v];
     }
   };
-  float* const hT = P.hT;
+  float* const hT = STATES ? P.hT : nullptr;
   // (offset: state_off of the state's row; k: that row, checked when packed)
   auto write_state = [&](int64_t k, int64_t offset, const float (&st)[VEC], float scale) {
     // (k outside [0, N) only from malformed device offsets: skipped, never out of bounds)
@@ -113,40 +115,20 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       write_state(seq_row(k), state_off(seq_row(k)), st, 1.f);
     }
   };
-  // Packed sequences: one rolled walk over this warp's steps (warp-uniform) records which steps
-  // start a sequence (smask) or end one (emask) and which sequence that is, so the unrolled loops
-  // below only test bits (a walk inside them made the code too large for the instruction cache).
-  // It runs before the staging copies are issued: behind 64 KB of copies its few dependent loads
-  // of cu_seqlens would wait for all of them. Empty sequences get their final state here.
+  // The A values a thread needs beyond its own steps: a just before its first step, and just
+  // before the block's first step (phase 2). The packed kernels load them before their walk of
+  // cu_seqlens, whose round trips they then ride (ptxas places their first uses among the
+  // staging copies); the others with the A table's decision, below.
+  float a_prev_raw = 0.f, a_blk_raw = 0.f;
+  if constexpr (PACKED) {
+    a_prev_raw = a_before_load(ts, false);
+    a_blk_raw = a_before_load(t0, false);
+  }
+  // Packed sequences: which of this warp's steps start or end a sequence, before the staging
+  // copies are issued (packed_walk in scan_parts.cuh). Empty sequences get their final state here.
   __shared__ int64_t sh_start[NW][NS], sh_end[NW][NS];
   uint32_t smask = 0, emask = 0;
-  if constexpr (PACKED) {
-    if (ts < T_) {
-      int64_t nb = warp_lower_bound(bound, N, ts), nbv = bound(nb);  // the next boundary
-#pragma unroll 1
-      for (int i = 0; i < NS && ts + i < T_; ++i) {
-        const int64_t tau = ts + i;
-        for (; nb < N && nbv == tau; ++nb) {
-          const int64_t next = bound(nb + 1);
-          if (next > tau) {
-            smask |= 1u << i;
-            sh_start[w][i] = nb;
-          } else {
-            empty_state(nb);
-          }
-          nbv = next;
-        }
-        if (nbv == tau + 1 && nb > 0) {
-          emask |= 1u << i;
-          sh_end[w][i] = nb - 1;
-        }
-        if (tau == T_ - 1) {
-          for (int64_t e = nb; e < N; ++e) empty_state(e);  // empty sequences at the very end
-        }
-      }
-    }
-    __syncwarp();
-  }
+  if constexpr (PACKED) packed_walk<NS>(bound, N, ts, T_, empty_state, sh_start[w], sh_end[w], smask, emask);
   // The A table (v14, issue_a_table): when a warp's lanes cover at most AT_ROWS (b, r) rows
   // (C / VEC >= 8) and all are active, the warp's A values go to shared memory by asynchronous
   // copies issued with the x copies (no register holds them in flight, no second round trip),
@@ -163,10 +145,12 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   const bool use_tab = !PACKED && __reduce_max_sync(0xffffffffu, static_cast<unsigned>(q_row)) < AT_ROWS &&
                        __all_sync(0xffffffffu, active);
   if (use_tab) issue_a_table<NS, AT_ROWS>(a_tab[w], q_row, Ab, P.sA[1], T_, reverse, ts);
-  // Without the table, the A values a thread needs beyond its own steps are loaded with them:
-  // a just before its first step, and just before the block's first step (phase 2).
-  const float a_prev_raw = a_before_load(ts, use_tab);
-  const float a_blk_raw = a_before_load(t0, use_tab);
+  // Without the table, the A values a thread needs beyond its own steps are loaded with them
+  // (the packed kernels': above).
+  if constexpr (!PACKED) {
+    a_prev_raw = a_before_load(ts, use_tab);
+    a_blk_raw = a_before_load(t0, use_tab);
+  }
   float dec[NS];  // A at each step as loaded, then the step's decay
   {
     // Step pointers, walked by increments (dir = +1, or -1 in reverse) instead of a 64-bit

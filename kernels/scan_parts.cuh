@@ -173,6 +173,44 @@ __device__ __forceinline__ void look_back(const float* aggs, const float* incl, 
   }
 }
 
+// Packed sequences (scan_kernel.cuh): one rolled walk over a warp's NS steps from ts
+// (warp-uniform) records which steps start a sequence (bit i of smask, the sequence in start[i])
+// or end one (emask, end[i]), so that the kernel's unrolled loops only test bits (a walk inside
+// them made the code too large for the instruction cache). bound(i) is boundary i (0..N) in scan
+// order; empty(k) writes empty sequence k's final state. The kernel runs it before it issues its
+// staging copies: behind 64 KB of copies the walk's few dependent loads of cu_seqlens would wait
+// for all of them.
+template <int NS, typename Bound, typename Empty>
+__device__ __forceinline__ void packed_walk(const Bound& bound, int64_t N, int64_t ts, int64_t T,
+                                            const Empty& empty, int64_t* start, int64_t* end,
+                                            uint32_t& smask, uint32_t& emask) {
+  if (ts < T) {
+    int64_t nb = warp_lower_bound(bound, N, ts), nbv = bound(nb);  // the next boundary
+#pragma unroll 1
+    for (int i = 0; i < NS && ts + i < T; ++i) {
+      const int64_t tau = ts + i;
+      for (; nb < N && nbv == tau; ++nb) {
+        const int64_t next = bound(nb + 1);
+        if (next > tau) {
+          smask |= 1u << i;
+          start[i] = nb;
+        } else {
+          empty(nb);
+        }
+        nbv = next;
+      }
+      if (nbv == tau + 1 && nb > 0) {
+        emask |= 1u << i;
+        end[i] = nb - 1;
+      }
+      if (tau == T - 1) {
+        for (int64_t e = nb; e < N; ++e) empty(e);  // empty sequences at the very end
+      }
+    }
+  }
+  __syncwarp();
+}
+
 // The carry into chunk `chunk` by groups of G chunks (v19; core/plan.go picks G for long chains
 // of the 16-bit forward):
 // with g0 = chunk - chunk % G, the first chunk of its group,

@@ -32,23 +32,68 @@ def test_packed_forward_and_final_states(device, reverse):
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("device", DEVICES)
-def test_packed_gradients(device, reverse):
-    T, N = CU[-1], len(CU) - 1
+def test_packed_forward_without_states(device, reverse):
+    """No initial and no final state: on the GPU the lean packed kernels (nostate, core/plan.go),
+    over 16-byte packets (C = 64) and single channels (C = 5), longer sequences than one block,
+    against float64; the output poisoned first, so an unwritten element fails."""
+    cu_list = CU[:-1] + [431, 1500, 1500, 2900]
+    T = cu_list[-1]
+    for dtype in DTYPES[device]:
+        for C in (64, 5):
+            A, x = make_inputs((1, T, 3, C), dtype, device, seed=52 + C)
+            cu = torch.tensor(cu_list, dtype=torch.int32 if C == 5 else torch.int64, device=device)
+            out = torch.full_like(x, float("nan"))
+            ssm_scan(A, x, cu_seqlens=cu, reverse=reverse, out=out)
+            ref, _ = ref64(A, x, None, reverse, cu=cu_list)
+            assert rel_err(out, ref) <= TOL[dtype], f"{dtype} C={C}: {rel_err(out, ref):.2e}"
+            # the same call with a final state (the general packed kernel) agrees with it
+            y, _ = ssm_scan(A, x, cu_seqlens=cu, reverse=reverse, return_final_state=True)
+            assert torch.equal(y, out), f"{dtype} C={C}: the two packed kernels differ"
+
+
+def _grad_cases(device, T, Cs, seed):
+    """(dtype, C, A, x, g, leaves [A, x] ready for gradients) over the device's kernel dtypes
+    (float64 has gradcheck below) and the channel counts Cs."""
     for dtype in DTYPES[device]:
         if dtype == torch.float64:
-            continue  # gradcheck below
-        for C in (8, 5):
-            A, x = make_inputs((1, T, 2, C), dtype, device, seed=7 + C)
+            continue
+        for C in Cs:
+            A, x = make_inputs((1, T, 2, C), dtype, device, seed=seed + C)
             g = torch.randn(x.shape, generator=torch.Generator().manual_seed(C)).to(device, dtype)
-            gT = torch.randn(N, 2, C, device=device)
-            leaves = [A.clone().requires_grad_(), x.clone().requires_grad_()]
-            if not reverse:
-                leaves.append(torch.randn(N, 2, C, device=device, requires_grad=True))
-            h0 = leaves[2] if not reverse else None
-            cu = torch.tensor(CU, device=device)
-            out, fin = ssm_scan(leaves[0], leaves[1], cu_seqlens=cu, initial_state=h0, return_final_state=True, reverse=reverse)
-            ((out.float() * g.float()).sum() + (fin * gT).sum()).backward()
-            assert_grads_match_ref64(leaves, x, g, gT, dtype, f"{dtype} C={C}", reverse, cu=CU)
+            yield dtype, C, A, x, g, [A.clone().requires_grad_(), x.clone().requires_grad_()]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("device", DEVICES)
+def test_packed_gradients(device, reverse):
+    T, N = CU[-1], len(CU) - 1
+    for dtype, C, A, x, g, leaves in _grad_cases(device, T, (8, 5), seed=7):
+        gT = torch.randn(N, 2, C, device=device)
+        if not reverse:
+            leaves.append(torch.randn(N, 2, C, device=device, requires_grad=True))
+        h0 = leaves[2] if not reverse else None
+        cu = torch.tensor(CU, device=device)
+        out, fin = ssm_scan(leaves[0], leaves[1], cu_seqlens=cu, initial_state=h0, return_final_state=True, reverse=reverse)
+        ((out.float() * g.float()).sum() + (fin * gT).sum()).backward()
+        assert_grads_match_ref64(leaves, x, g, gT, dtype, f"{dtype} C={C}", reverse, cu=CU)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("device", DEVICES)
+def test_packed_gradients_without_states(device, reverse):
+    """No initial state and no final state: on the GPU the lean packed backward kernels
+    (nostate), over 16-byte packets (C = 64) and single channels (C = 5), sequences longer than
+    one block, against float64 autograd; dx bit-identical to the general kernel's (the same call
+    with a zero final-state gradient)."""
+    cu_list = CU[:-1] + [431, 1500, 1500, 2900]
+    cu = torch.tensor(cu_list, device=device)
+    for dtype, C, A, x, g, leaves in _grad_cases(device, cu_list[-1], (64, 5), seed=17):
+        (ssm_scan(leaves[0], leaves[1], cu_seqlens=cu, reverse=reverse).float() * g.float()).sum().backward()
+        assert_grads_match_ref64(leaves, x, g, None, dtype, f"{dtype} C={C}", reverse, cu=cu_list)
+        xg = x.clone().requires_grad_()
+        out, fin = ssm_scan(A, xg, cu_seqlens=cu, reverse=reverse, return_final_state=True)
+        ((out.float() * g.float()).sum() + (fin * 0).sum()).backward()
+        assert torch.equal(xg.grad, leaves[1].grad), f"{dtype} C={C}: the two packed backward kernels differ"
 
 
 def test_packed_gradcheck_cpu_float64():

@@ -1,6 +1,7 @@
 """The GPU plan other than the single pass (core/plan.go): three passes (few tiles, many chunks:
 aggregates, every chunk's prefix, then the scan) against the CPU backend (float64 state), forward
-and gradients, plain, with states, reverse and packed, fp32 and bf16, a row over several tiles;
+and gradients, plain, with states, reverse and packed (with and without states), fp32 and bf16, a
+row over several tiles;
 bit-identical run to run; and against the single pass on the same inputs. The other plan runs in
 a child process with a knob set (NANOSSM_TUNE_PASSES): knobs are read when the library loads."""
 import os
@@ -27,7 +28,11 @@ CASES = [("plain", (1, 20000, 2, 8), torch.float32, "plain"),
          ("bf16-reverse", (1, 20000, 1, 64), torch.bfloat16, "reverse"),
          ("scalar-lanes", (1, 20000, 1, 5), torch.float32, "states"),
          ("packed", (1, 20000, 2, 8), torch.float32, "packed"),
-         ("packed-reverse", (1, 20000, 2, 8), torch.float32, "packed-reverse")]
+         ("packed-reverse", (1, 20000, 2, 8), torch.float32, "packed-reverse"),
+         # packed without states: the lean kernels (*_packed_nostate_*)
+         ("bf16-packed0", (1, 20000, 4, 64), torch.bfloat16, "packed0"),
+         ("bf16-packed0-reverse", (1, 20000, 1, 64), torch.bfloat16, "packed0-reverse"),
+         ("packed0", (1, 20000, 2, 8), torch.float32, "packed0")]
 SEQLENS = [0, 3000, 1, 0, 7777, 129, 5000, 4093, 0]  # sums to 20000
 
 
@@ -39,8 +44,12 @@ def _inputs(shape, dtype, mode, seed=21):
     states = cu.numel() - 1 if cu is not None else shape[0]
     # reverse scans take no initial state; they do return a final state
     h0 = torch.randn(states, shape[2], shape[3], generator=gen) if mode in ("states", "packed") else None
-    gT = torch.randn(states, shape[2], shape[3], generator=gen) if mode != "plain" else None
+    gT = torch.randn(states, shape[2], shape[3], generator=gen) if mode != "plain" and not _stateless(mode) else None
     return A, x, g, h0, gT, cu
+
+
+def _stateless(mode):
+    return mode.startswith("packed0")
 
 
 def _run(dev, A, x, g, h0, gT, mode, cu):
@@ -48,14 +57,15 @@ def _run(dev, A, x, g, h0, gT, mode, cu):
     leaves = [t.to(dev).clone().requires_grad_() for t in (A, x)]
     if h0 is not None:
         leaves.append(h0.to(dev).clone().requires_grad_())
-    out, fin = ssm_scan(leaves[0], leaves[1], initial_state=leaves[2] if h0 is not None else None,
-                        return_final_state=True, reverse=mode.endswith("reverse"),
-                        cu_seqlens=None if cu is None else cu.to(dev))
+    res = ssm_scan(leaves[0], leaves[1], initial_state=leaves[2] if h0 is not None else None,
+                   return_final_state=not _stateless(mode), reverse=mode.endswith("reverse"),
+                   cu_seqlens=None if cu is None else cu.to(dev))
+    out, fin = (res, None) if _stateless(mode) else res
     outs, grads = [out], [g.to(dev)]
     if gT is not None:
         outs, grads = outs + [fin], grads + [gT.to(dev)]
     torch.autograd.backward(outs, grads)
-    return [out.detach(), fin.detach()] + [t.grad for t in leaves] + [None] * (3 - len(leaves))
+    return [out.detach(), None if fin is None else fin.detach()] + [t.grad for t in leaves] + [None] * (3 - len(leaves))
 
 
 def compute_all(path, which="CASES"):

@@ -4,7 +4,8 @@ Backward: the fused library call alone (dx, dA from x, out, g: reads three tenso
 against the copy of x (its floor is two copies) and against torch.addcmul (PyTorch's elementwise
 kernel moving the same bytes: three reads, one write); and a training step (forward + backward through
 autograd) against the einsum baseline's forward alone. Packed: B sequences of T steps packed as
-(1, B*T, R, C) with cu_seqlens, equal and uneven lengths, against the plain (B,T,R,C) scan.
+(1, B*T, R, C) with cu_seqlens, equal and uneven lengths, against the plain (B,T,R,C) scan; and
+the fused backward of the equal pack against the plain one's (no states: the lean kernels).
 Median times with a cold L2, like bench.py. Not a test: no pass/fail.
 """
 import torch
@@ -87,8 +88,17 @@ def bench_packed(shapes, dtypes):
                 row[name] = bench_ms(lambda: ssm_scan(Ap, xp, cu_seqlens=cu))
             ref = ssm_scan(A, x).reshape(1, B * T, R, C)
             row["err_equal"] = rel_err(ssm_scan(Ap, xp, cu_seqlens=equal), ref)  # no h0: offsets of A cancel
+            # the fused backward (no states), plain against packed in equal lengths
+            out, grad = ssm_scan(A, x), torch.randn_like(x)
+            dx, dA = torch.empty_like(x), torch.empty_like(A)
+            row["bwd_plain"] = bench_ms(lambda: _launch_backward(A, x, out, grad, dx, dA, None, None, None, None, False))
+            outp, gp, dxp, dAp = (t.reshape(1, B * T, *t.shape[2:]) for t in (out, grad, dx, dA))
+            row["bwd_packed_equal"] = bench_ms(
+                lambda: _launch_backward(Ap, xp, outp, gp, dxp, dAp, None, None, None, equal, False))
             rows.append(row)
             print(f"{dname:>4} {str(shape):>20}  plain {plain:.4f} ms  packed equal {row['packed_equal']:.4f} "
                   f"({row['packed_equal'] / plain:.3f}x)  packed uneven {row['packed_uneven']:.4f} "
-                  f"({row['packed_uneven'] / plain:.3f}x)  err {row['err_equal']:.1e}")
+                  f"({row['packed_uneven'] / plain:.3f}x)  err {row['err_equal']:.1e}  backward plain "
+                  f"{row['bwd_plain']:.4f} packed equal {row['bwd_packed_equal']:.4f} "
+                  f"({row['bwd_packed_equal'] / row['bwd_plain']:.3f}x)")
     return rows
