@@ -179,18 +179,36 @@ __device__ __forceinline__ void look_back(const float* aggs, const float* incl, 
 // them made the code too large for the instruction cache). bound(i) is boundary i (0..N) in scan
 // order; empty(k) writes empty sequence k's final state. The kernel runs it before it issues its
 // staging copies: behind 64 KB of copies the walk's few dependent loads of cu_seqlens would wait
-// for all of them.
+// for all of them. So the walk reads 32 boundaries at once, one per lane, and takes them by
+// shuffles: with N < 32 sequences every boundary in one round trip, the search included (there
+// were two, plus one per boundary met); with more, the search's round trips and one for the 32
+// boundaries from the first one at or after ts (a boundary past them is loaded on its own).
 template <int NS, typename Bound, typename Empty>
 __device__ __forceinline__ void packed_walk(const Bound& bound, int64_t N, int64_t ts, int64_t T,
                                             const Empty& empty, int64_t* start, int64_t* end,
                                             uint32_t& smask, uint32_t& emask) {
   if (ts < T) {
-    int64_t nb = warp_lower_bound(bound, N, ts), nbv = bound(nb);  // the next boundary
+    const int lane = threadIdx.x;
+    int64_t nb, base, win;  // lane l holds boundary base + l (those up to N)
+    if (N < WARP) {
+      base = 0;
+      win = lane <= N ? bound(lane) : 0;
+      // the first boundary >= ts, or N (as warp_lower_bound: the last is taken as the end)
+      nb = __ffs(__ballot_sync(0xffffffffu, lane == N || (lane < N && win >= ts))) - 1;
+    } else {
+      nb = warp_lower_bound(bound, N, ts);
+      base = nb;
+      win = nb + lane <= N ? bound(nb + lane) : 0;
+    }
+    auto bnd = [&](int64_t i) {  // boundary i (warp-uniform i, base <= i <= N)
+      return i - base < WARP ? __shfl_sync(0xffffffffu, win, static_cast<int>(i - base)) : bound(i);
+    };
+    int64_t nbv = bnd(nb);  // the next boundary
 #pragma unroll 1
     for (int i = 0; i < NS && ts + i < T; ++i) {
       const int64_t tau = ts + i;
       for (; nb < N && nbv == tau; ++nb) {
-        const int64_t next = bound(nb + 1);
+        const int64_t next = bnd(nb + 1);
         if (next > tau) {
           smask |= 1u << i;
           start[i] = nb;

@@ -96,6 +96,36 @@ def test_packed_gradients_without_states(device, reverse):
         assert torch.equal(xg.grad, leaves[1].grad), f"{dtype} C={C}: the two packed backward kernels differ"
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_packed_many_short_sequences(device):
+    """More than 32 sequences (the GPU walk of cu_seqlens then searches, and reads 32 boundaries
+    at once), lengths 0 to 40, and a run of 40 empty sequences (more boundaries at one step than
+    a warp holds): forward with and without states, and gradients, against float64."""
+    g = torch.Generator().manual_seed(5)
+    lengths = torch.randint(0, 41, (300,), generator=g).tolist()
+    lengths[100:100] = [0] * 40
+    cu_list = [0]
+    for n in lengths:
+        cu_list.append(cu_list[-1] + n)
+    T, N = cu_list[-1], len(lengths)
+    cu = torch.tensor(cu_list, device=device)
+    for dtype in (torch.float32, torch.bfloat16 if device == "cuda" else torch.float64):
+        A, x = make_inputs((1, T, 2, 8), dtype, device, seed=61)
+        out = torch.full_like(x, float("nan"))
+        ssm_scan(A, x, cu_seqlens=cu, out=out)
+        ref, _ = ref64(A, x, None, False, cu=cu_list)
+        assert rel_err(out, ref) <= TOL[dtype], f"{dtype}: {rel_err(out, ref):.2e}"
+        h0 = torch.randn(N, 2, 8, device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+        y, fin = ssm_scan(A, x, cu_seqlens=cu, initial_state=h0, return_final_state=True)
+        ref, ref_fin = ref64(A, x, h0, False, cu=cu_list)
+        assert rel_err(y, ref) <= TOL[dtype] and rel_err(fin, ref_fin) <= TOL[dtype], f"{dtype} with states"
+        if dtype != torch.float64:
+            gr = torch.randn(x.shape, generator=g).to(device, dtype)
+            leaves = [A.clone().requires_grad_(), x.clone().requires_grad_()]
+            (ssm_scan(leaves[0], leaves[1], cu_seqlens=cu).float() * gr.float()).sum().backward()
+            assert_grads_match_ref64(leaves, x, gr, None, dtype, f"{dtype} gradients", cu=cu_list)
+
+
 def test_packed_gradcheck_cpu_float64():
     cu = torch.tensor([0, 3, 3, 7, 8], dtype=torch.int64)
     A, x = make_inputs((1, 8, 2, 3), torch.float64, "cpu", seed=43)
