@@ -165,7 +165,7 @@ var TuneGroup int64
 // it saves). The 4-channel 16-bit forward spilled with the grouped path compiled in, so the
 // 16-bit forward over 8-channel lanes and the fp32 forward (its own kernel, groupedKernels) have
 // it (kGrouped in kernels/scan_kernel.cuh). Never for packed sequences: a sequence start inside a
-// group would end it. (v25 tried: the packed 16-bit forward without states, its carry restarted
+// group would end it. (v26 tried: the packed 16-bit forward without states, its carry restarted
 // at the last start inside the group; bf16 8,2048,64,64 packed 0.1086 -> 0.1207 ms compiled in,
 // 0.1209 at G = 1 and 0.1207 at G = 3: the chains it shortens are not what packed calls wait on.)
 // G = 3: a chunk waits on up to G - 1 aggregates, read 2 per round trip (group_carry's batch for

@@ -40,9 +40,10 @@
 // h0[k] (decayed by exp(A[s] - A[s-1]), as SPEC defines) or 0. A sub-chunk or chunk holding a
 // start has an aggregate that no earlier carry reaches: it is published straight away as an
 // inclusive prefix, so look-back never passes a sequence start, and a warp whose steps begin
-// after a start in its own block skips the look-back.  Each warp finds its first sequence with
-// a 32-way search of cu_seqlens before it issues its staging copies (behind them, the search's
-// few dependent loads would wait for all 64 KB). A packed call with no initial and no final
+// after a start in its own block skips the look-back.  Each warp finds its first sequence in
+// cu_seqlens before it issues its staging copies (behind them, the few dependent loads would
+// wait for all 64 KB): one boundary per lane, all of them with fewer than 32 sequences, else a
+// 32-way search then the 32 boundaries from there (packed_walk). A packed call with no initial and no final
 // state takes kernels of their own (STATES = false, *_packed_nostate_*), whose step loops carry
 // no code for either.
 //

@@ -83,17 +83,18 @@ def test_packed_gradients(device, reverse):
 def test_packed_gradients_without_states(device, reverse):
     """No initial state and no final state: on the GPU the lean packed backward kernels
     (nostate), over 16-byte packets (C = 64) and single channels (C = 5), sequences longer than
-    one block, against float64 autograd; dx bit-identical to the general kernel's (the same call
-    with a zero final-state gradient)."""
+    one block, against float64 autograd; dx and dA bit-identical to the general kernel's (the
+    same call with a zero final-state gradient; on the CPU both take the same path)."""
     cu_list = CU[:-1] + [431, 1500, 1500, 2900]
     cu = torch.tensor(cu_list, device=device)
     for dtype, C, A, x, g, leaves in _grad_cases(device, cu_list[-1], (64, 5), seed=17):
         (ssm_scan(leaves[0], leaves[1], cu_seqlens=cu, reverse=reverse).float() * g.float()).sum().backward()
         assert_grads_match_ref64(leaves, x, g, None, dtype, f"{dtype} C={C}", reverse, cu=cu_list)
-        xg = x.clone().requires_grad_()
-        out, fin = ssm_scan(A, xg, cu_seqlens=cu, reverse=reverse, return_final_state=True)
+        Ag, xg = A.clone().requires_grad_(), x.clone().requires_grad_()
+        out, fin = ssm_scan(Ag, xg, cu_seqlens=cu, reverse=reverse, return_final_state=True)
         ((out.float() * g.float()).sum() + (fin * 0).sum()).backward()
-        assert torch.equal(xg.grad, leaves[1].grad), f"{dtype} C={C}: the two packed backward kernels differ"
+        assert torch.equal(xg.grad, leaves[1].grad), f"{dtype} C={C}: the two packed backward kernels differ in dx"
+        assert torch.equal(Ag.grad, leaves[0].grad), f"{dtype} C={C}: the two packed backward kernels differ in dA"
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -84,8 +84,9 @@ def early_consumers(rows):
             continue
         stores = op.startswith(("ST", "LDGSTS", "RED", "ATOM"))
         # the destination is the first operand when it is a register (ISETP and the like write
-        # a predicate: every register they name is a source)
-        first = body.split(None, 1)[1].split(",")[0].strip() if len(body.split()) > 1 else ""
+        # a predicate: every register they name is a source), or SHFL's after its predicate
+        operands = [o.strip() for o in body.split(None, 1)[1].split(",")] if len(body.split()) > 1 else [""]
+        first = operands[1] if op.startswith("SHFL") and len(operands) > 1 else operands[0]
         dest = not stores and re.match(r"R\d+", first) is not None
         srcs = regs[1:] if dest else regs
         if i > copies[0]:
