@@ -8,7 +8,10 @@ const char* nanossm_last_error(void);
 */
 import "C"
 
-import "unsafe"
+import (
+	"runtime"
+	"unsafe"
+)
 
 // abiBytes is the size of the raw argument block callABIBytes reads: the three tensor
 // descriptors, then the options struct.
@@ -31,7 +34,12 @@ func cBlock(raw []byte, size int) unsafe.Pointer {
 // given raw, as a foreign caller could lay them out (the fuzz test's entry): the block is copied
 // into C memory, so no Go pointer reaches the library. withOptions false passes options = NULL.
 // It returns both statuses and the last error message.
+// (The message is kept per OS thread, as a C caller's thread stays its own; a goroutine can move
+// to another thread between two cgo calls, and then read another thread's message, or none: the
+// goroutine stays on its thread for the call and the read.)
 func callABIBytes(raw []byte, withOptions bool, device int32) (wsStatus, status int32, msg string) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	block := cBlock(raw, abiBytes)
 	defer C.free(block)
 	t := (*[3]C.nanossm_tensor)(block)
@@ -52,6 +60,8 @@ const backwardBytes = 6*C.sizeof_nanossm_tensor + C.sizeof_nanossm_backward_opti
 
 // callBackwardABIBytes is callABIBytes for nanossm_scan_backward(_workspace_size).
 func callBackwardABIBytes(raw []byte, withOptions bool, device int32) (wsStatus, status int32, msg string) {
+	runtime.LockOSThread() // (see callABIBytes)
+	defer runtime.UnlockOSThread()
 	block := cBlock(raw, backwardBytes)
 	defer C.free(block)
 	t := (*[6]C.nanossm_tensor)(block)

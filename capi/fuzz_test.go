@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -109,4 +110,34 @@ func FuzzBackwardABI(f *testing.F) {
 			t.Fatalf("message %q does not name an argument", msg)
 		}
 	})
+}
+
+// The message read after a refused call is that call's, with goroutines moving between OS
+// threads (the message is kept per thread): the fuzz targets read it through callABIBytes and
+// callBackwardABIBytes, which keep their goroutine on one thread for the call and the read.
+func TestLastErrorStaysWithItsCall(t *testing.T) {
+	bad := goodCall()
+	binary.LittleEndian.PutUint64(bad[80+16:], 1<<62) // huge B
+	badBackward := goodBackward()[:200]
+	failed := make(chan string, 8)
+	for g := 0; g < 8; g++ {
+		go func(g int) {
+			for i := 0; i < 3000; i++ {
+				_, _, msg := callABIBytes(bad, true, 0)
+				if g%2 == 1 {
+					_, _, msg = callBackwardABIBytes(badBackward, true, 0)
+				}
+				if !strings.Contains(msg, ": ") {
+					failed <- fmt.Sprintf("%q", msg)
+					return
+				}
+			}
+			failed <- ""
+		}(g)
+	}
+	for g := 0; g < 8; g++ {
+		if msg := <-failed; msg != "" {
+			t.Fatalf("a refused call read the message %s", msg)
+		}
+	}
 }
