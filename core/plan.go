@@ -134,6 +134,10 @@ type ScanPlan struct {
 	// Group: single pass, carries by groups of Group chunks (> 1; see groupChunks and
 	// group_carry in kernels/scan_parts.cuh), or 1: each chunk's own look-back
 	Group int64
+	// Segments: packed, single pass: the pack is cut into this many segments at sequence starts,
+	// each chunked from its own start (> 1; see packedSegments), or 1: one row of chunks. Chunks
+	// then counts the blocks per tile the segments' chunks may need.
+	Segments int64
 }
 
 // Device is what a plan needs to know of the GPU it runs on.
@@ -199,6 +203,32 @@ func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 	}
 	return 1
 }
+
+// MaxSegments bounds packedSegments (a lane of one warp holds each cut, and one more the end:
+// segment_chunk in kernels/scan_parts.cuh); TuneSegments, when in 1..MaxSegments, replaces its
+// choice (NANOSSM_TUNE_SEGMENTS, read by core/cuda): a benchmarking knob, not an API.
+const MaxSegments = 31
+
+var TuneSegments int64
+
+// packedSegments is the segments a packed single pass cuts its one row of chunks into (n: the
+// sequences, chunks: the row's). The chain of a packed call: one row of B*T steps per (r, c), so
+// few tiles, each with a long chain of chunks, and a chunk's predecessor dispatched only `tiles`
+// blocks before it, still loading when the chunk looks back (v28, v26 and v23 made the hops
+// cheaper and did not help). Cut at sequence starts, V segments are V independent chains,
+// dispatched level by level (kernels/scan_parts.cuh segment_chunk), so V * tiles blocks apart:
+// V = 256 / tiles, the spread of the plain forward's (8,2048,64,64) fp32 (256 tiles;
+// 4,8192's 128 reads as well). At most one per sequence, and segments of 4+ chunks on average
+// (each ends in a part chunk).
+func packedSegments(n, tiles, chunks int64) int64 {
+	if TuneSegments >= 1 && TuneSegments <= MaxSegments {
+		return min(TuneSegments, max(n, 1))
+	}
+	return max(1, min((segmentSpread+tiles-1)/tiles, n, MaxSegments, chunks/4))
+}
+
+// segmentSpread is the blocks packedSegments puts between a chunk and its predecessor.
+const segmentSpread = 256
 
 // TuneForward16Bytes, when 8 or 16, replaces forwardPacketBytes' choice for the 16-bit plain
 // forward (NANOSSM_TUNE_FWD16_BYTES, read by core/cuda): a benchmarking knob, not an API.
@@ -359,10 +389,19 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 			pl.Tiles = p.B * p.R * pl.K
 		}
 	}
-	if pl.Chunks > 1 { // aggregates and inclusive prefixes, 32 lanes x vec floats per block
-		pl.Lookback = 2 * align256(pl.Chunks*pl.Tiles*32*vec*4)
+	lookback := func(chunks int64) int64 { // aggregates and inclusive prefixes, 32 lanes x vec floats per block
+		if chunks <= 1 {
+			return 0
+		}
+		return 2 * align256(chunks*pl.Tiles*32*vec*4)
 	}
-	pl.Passes, pl.Group = 1, 1
+	pl.Passes, pl.Group, pl.Segments = 1, 1, 1
+	slots := pl.Chunks // look-back slots per tile of a single pass
+	if v == ForwardPacked || v == BackwardPacked {
+		pl.Segments = packedSegments(p.Seqs, pl.Tiles, pl.Chunks)
+		slots += pl.Segments - 1
+	}
+	pl.Lookback = lookback(slots)
 	groupBytes := int64(0)
 	if pl.Chunks > 2 && pl.Tiles <= maxPrefixTiles { // chunks 1 .. Chunks-2 need a prefix
 		m := pl.Chunks - 2
@@ -374,18 +413,24 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 			pl.Prefix = prefixKernels[vec]
 		}
 	}
+	if pl.Passes == 3 {
+		pl.Segments = 1
+	} else {
+		pl.Chunks = slots
+	}
 	if pl.Passes == 1 && pl.Chunks > 1 {
 		pl.Group = groupChunks(v, p.DType, vec, pl.Chunks)
 		if k, ok := scanKernels[kernelKey{p.DType, v, vec, true, false}]; ok && pl.Group > 1 {
 			pl.Kernel = k
 		}
 	}
-	// The workspace keeps the group region whenever a device could choose three passes (it is
-	// sized before a device is known); only three passes read it, so only they reset it.
+	// The workspace keeps the group region whenever a device could choose three passes, and the
+	// look-back slots of a single pass's segments (it is sized before a device is known); only
+	// three passes read the group region (after their chunks' slots), so only they reset it.
 	pl.Workspace = pl.Lookback + groupBytes
 	pl.Partials = pl.Workspace
 	if pl.Passes == 3 {
-		pl.Lookback += groupBytes
+		pl.Lookback = lookback(pl.Chunks) + groupBytes
 	}
 	if pl.K > 1 {
 		pl.Workspace += align256(pl.K * p.B * p.T * p.R * 4)

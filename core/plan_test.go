@@ -12,7 +12,9 @@ import (
 // the workspace does not depend on the device or the pass knob (it is sized before a device is
 // loaded), a three-pass plan gives pass 2 at most one batch (8 chunks) per warp, and carries go
 // by groups only in a single-pass 16-bit forward over 8-channel lanes of 128+ chunks or an fp32
-// forward over 4-float lanes of 128+ chunks (the fp32 one in its grouped kernel).
+// forward over 4-float lanes of 128+ chunks (the fp32 one in its grouped kernel), and packed
+// calls are cut into segments only in a single pass, at most one per sequence and MaxSegments,
+// with a look-back slot for every chunk the segments may need (one more per segment).
 func TestPlanInvariants(t *testing.T) {
 	rng := rand.New(rand.NewSource(3))
 	dtypes := []DType{Float32, Float16, BFloat16}
@@ -20,6 +22,9 @@ func TestPlanInvariants(t *testing.T) {
 		p := Problem{B: 1 + rng.Int63n(8), T: 1 + rng.Int63n(1<<uint(rng.Intn(19))), R: 1 + rng.Int63n(70),
 			C: 1 + rng.Int63n(700), DType: dtypes[rng.Intn(3)]}
 		v := Variant(rng.Intn(4))
+		if v == ForwardPacked || v == BackwardPacked {
+			p.Seqs = rng.Int63n(3 + p.T/(1+rng.Int63n(64)))
+		}
 		vec := int64(1)
 		if rng.Intn(2) == 0 && p.C%(16/p.DType.Size()) == 0 {
 			vec = 16 / p.DType.Size()
@@ -31,18 +36,20 @@ func TestPlanInvariants(t *testing.T) {
 				pl := plan(v, p, vec, Device{SMs: sms})
 				TunePasses = 0
 				chunk := pl.Warps * pl.Steps
+				base := pl.Chunks - (pl.Segments - 1) // the chunks of one row
 				lanes := p.B * p.R * (p.C / vec)
 				if v.backward() && p.C/vec <= 32 {
 					lanes = p.B * p.R * 32 / (32 / (p.C / vec))
 				}
 				switch {
-				case pl.Kernel == "" || pl.Chunks*chunk < p.T || (pl.Chunks-1)*chunk >= p.T:
+				case pl.Kernel == "" || base*chunk < p.T || (base-1)*chunk >= p.T:
 					t.Fatalf("%+v %v vec %d: chunks %+v", p, v, vec, pl)
 				case pl.Tiles*32 < lanes && pl.K == 1 || pl.Shared > ScanMaxSharedBytes:
 					t.Fatalf("%+v %v vec %d: tiles or shared %+v", p, v, vec, pl)
-				case pl.Workspace != ref.Workspace || pl.Partials != ref.Partials ||
-					(pl.Passes == 3) != (pl.Lookback > ref.Lookback) || pl.Passes == 1 && pl.Lookback != ref.Lookback:
-					t.Fatalf("%+v %v vec %d on %d SMs (passes knob %d): workspace %d, %d without a device", p, v, vec, sms, tune, pl.Workspace, ref.Workspace)
+				case pl.Workspace != ref.Workspace || pl.Partials != ref.Partials || pl.Lookback > pl.Workspace ||
+					pl.Passes == 1 && pl.Lookback != ref.Lookback ||
+					pl.Passes == 3 && (pl.Lookback > pl.Partials || pl.Lookback <= 2*align256(pl.Chunks*pl.Tiles*32*vec*4)):
+					t.Fatalf("%+v %v vec %d on %d SMs (passes knob %d): workspace %+v, %+v without a device", p, v, vec, sms, tune, pl, ref)
 				case pl.Passes == 3 && (pl.Chunks <= 2 || pl.Tiles > maxPrefixTiles || pl.Prefix == "" ||
 					pl.PrefixWarps < 1 || pl.PrefixWarps > PrefixMaxWarps || pl.Groups*pl.PrefixWarps*8 < pl.Chunks-2):
 					t.Fatalf("%+v %v vec %d: three passes %+v", p, v, vec, pl)
@@ -51,6 +58,10 @@ func TestPlanInvariants(t *testing.T) {
 					t.Fatalf("%+v %v vec %d: carry group %+v", p, v, vec, pl)
 				case (pl.Kernel == scanKernels[kernelKey{p.DType, v, vec, true, false}]) != (pl.Group > 1 && p.DType == Float32):
 					t.Fatalf("%+v %v vec %d: kernel %s for carry group %d", p, v, vec, pl.Kernel, pl.Group)
+				case pl.Segments < 1 || pl.Segments > 1 && (pl.Passes != 1 || v != ForwardPacked && v != BackwardPacked ||
+					pl.Segments > min(p.Seqs, MaxSegments) || base < 4*pl.Segments) ||
+					pl.Passes == 1 && pl.Chunks > 1 && pl.Lookback != 2*align256(pl.Chunks*pl.Tiles*32*vec*4):
+					t.Fatalf("%+v %v vec %d: segments %+v", p, v, vec, pl)
 				case pl.Passes == 3 && tune == 0 && pl.Tiles*32 > sms:
 					t.Fatalf("%+v %v vec %d on %d SMs: three passes with many tiles %+v", p, v, vec, sms, pl)
 				}
@@ -83,6 +94,27 @@ func TestNamedPlans(t *testing.T) {
 		if pl.Chunks != c.chunks || pl.Passes != c.passes || pl.Group != c.group {
 			t.Errorf("%s: chunks %d, passes %d, group %d; want %d, %d, %d", c.name, pl.Chunks, pl.Passes, pl.Group,
 				c.chunks, c.passes, c.group)
+		}
+	}
+	// The benchmark's packs (`bench --packed`): segments spread a chunk and its predecessor 256
+	// blocks apart (packedSegments), at most one per sequence; a one-tile pack takes three passes
+	// and no segments.
+	for _, c := range []struct {
+		v                     Variant
+		p                     Problem
+		vec, segments, chunks int64
+	}{
+		{ForwardPacked, Problem{B: 1, T: 8 * 2048, R: 64, C: 64, DType: Float32, Seqs: 8}, 4, 8, 128 + 7},
+		{ForwardPacked, Problem{B: 1, T: 8 * 2048, R: 64, C: 64, DType: BFloat16, Seqs: 8}, 8, 8, 128 + 7},
+		{ForwardPacked, Problem{B: 1, T: 4 * 8192, R: 64, C: 64, DType: Float32, Seqs: 4}, 4, 4, 256 + 3},
+		{ForwardPacked, Problem{B: 1, T: 16 * 1024, R: 16, C: 128, DType: BFloat16, Seqs: 16}, 8, 16, 128 + 15},
+		{ForwardPacked, Problem{B: 1, T: 2 * 1024, R: 64, C: 64, DType: Float32, Seqs: 2}, 4, 2, 16 + 1},
+		{BackwardPacked, Problem{B: 1, T: 8 * 2048, R: 64, C: 64, DType: Float32, Seqs: 8}, 4, 8, 256 + 7},
+		{ForwardPacked, Problem{B: 1, T: 100000, R: 1, C: 8, DType: Float32, Seqs: 40}, 4, 1, 782},
+	} {
+		pl := plan(c.v, c.p, c.vec, h200)
+		if pl.Segments != c.segments || pl.Chunks != c.chunks {
+			t.Errorf("%v %+v: segments %d, chunks %d; want %d, %d", c.v, c.p, pl.Segments, pl.Chunks, c.segments, c.chunks)
 		}
 	}
 }

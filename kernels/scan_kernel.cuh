@@ -71,6 +71,17 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     return reverse ? T_ - v : v;
   };
   auto seq_row = [&](int64_t i) { return reverse ? N - 1 - i : i; };
+  // The block's first step and the end of its steps. A packed call cut into segments
+  // (segment_chunk in scan_parts.cuh) maps the block's place in the order to a chunk of one
+  // segment and `chunk` to its look-back slot; seg_j: the chunk's place in its segment (none enters
+  // the first: it begins with a sequence), seg_last: the segment's last chunk.
+  const int64_t chunk_len = (int64_t)S * NS;
+  int64_t t0 = chunk * chunk_len, seg_end = T_, seg_j = chunk;
+  if constexpr (PACKED) {
+    const int V = static_cast<int>((flags >> F_SEG_SHIFT) & 0xff);
+    if (V > 1 && !segment_chunk(bound, N, T_, chunk_len, V, chunk, chunk, t0, seg_end, seg_j)) return;
+  }
+  const bool seg_later = seg_j > 0, seg_last = PACKED && t0 + chunk_len >= seg_end;  // (a carry in; no successor)
 
   // ---- phase 1: stage this thread's NS packets in shared memory (every copy in flight at
   // once, none held in registers), read its NS A values, fold a zero-carry aggregate.
@@ -81,11 +92,9 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   Packet<T, VEC>* xs = reinterpret_cast<Packet<T, VEC>*>(smem) + (int64_t)w * NS * WARP + lane;
   Packet<T, VEC>* xos = xs + region;
   Packet<T, VEC>* yos = xs + 2 * region;
-  const int64_t chunk_len = (int64_t)S * NS;
-  const int64_t t0 = chunk * chunk_len;        // first step of the block (scan order)
-  const int64_t ts = t0 + (int64_t)w * NS;  // first step of this thread
+  const int64_t ts = t0 + (int64_t)w * NS;  // first step of this thread (scan order)
   // this thread's steps that exist (0..NS): a 32-bit bound, not a 64-bit test per step
-  const int nst = ts < T_ ? static_cast<int>(min(static_cast<int64_t>(NS), T_ - ts)) : 0;
+  const int nst = ts < seg_end ? static_cast<int>(min(static_cast<int64_t>(NS), seg_end - ts)) : 0;
   // Pass 1 of three only publishes aggregates: no output, no states (chunk 0 runs in full).
   const bool writes = !(agg_only && chunk > 0);
   // The state a sequence starts from, before its first input: h0[k] decayed (or not), or 0.
@@ -128,7 +137,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // copies are issued (packed_walk in scan_parts.cuh). Empty sequences get their final state here.
   __shared__ int64_t sh_start[NW][NS], sh_end[NW][NS];
   uint32_t smask = 0, emask = 0;
-  if constexpr (PACKED) packed_walk<NS>(bound, N, ts, T_, empty_state, sh_start[w], sh_end[w], smask, emask);
+  if constexpr (PACKED) packed_walk<NS>(bound, N, ts, T_, seg_end, empty_state, sh_start[w], sh_end[w], smask, emask);
   // The A table (v14, issue_a_table): when a warp's lanes cover at most AT_ROWS (b, r) rows
   // (C / VEC >= 8) and all are active, the warp's A values go to shared memory by asynchronous
   // copies issued with the x copies (no register holds them in flight, no second round trip),
@@ -219,7 +228,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // (the packed kernels, with no table, take a before the block here, as v12 did: later, the
   // packed fp32 forward spilled)
   float a_blk_packed = 0.f;
-  if constexpr (PACKED) a_blk_packed = a_before_use(t0, a_blk_raw);
+  if constexpr (PACKED) a_blk_packed = a_before_use(ts - w * NS, a_blk_raw);
   // a(tau) in scan order at step i from its raw A value, and the step's decay (a_last: a before
   // the step, updated); past the end (or an idle lane) a stays: decay 1, input 0, the state rides
   // through unchanged. (Warps without the table; the table's decays follow the same rule.)
@@ -297,7 +306,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     const int64_t n = P.n_chunks * P.n_tiles;
     float* aggs = reinterpret_cast<float*>(P.ws);
     float* incl = aggs + align256(n * WARP * VEC * 4) / 4;
-    const bool last = chunk == P.n_chunks - 1;
+    const bool last = chunk == P.n_chunks - 1 || seg_last;
     const int64_t me = chunk * P.n_tiles + tile;
     float agg[VEC], a_end = a_blk;
 #pragma unroll
@@ -320,12 +329,15 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       for (int s = 0; s < S; ++s) fold(s, a_end, agg);
       if (block_reset) {
         publish<VEC>(&incl[(me * WARP + lane) * VEC], agg);
-      } else if (chunk > 0 || grouped) {  // (grouped: the group's later chunks fold chunk 0's)
+      } else if (seg_later || grouped) {  // (grouped: the group's later chunks fold chunk 0's)
         publish<VEC>(&aggs[(me * WARP + lane) * VEC], agg);
       }
     }
     if (!writes) return;  // pass 1 of three: the aggregate is out
-    auto a_end_of = [&](int64_t i) { return a_at((i + 1) * chunk_len - 1); };
+    // (slot i's chunk starts at i * chunk_len + the shift of this block's chunk from its slot)
+    auto a_end_of = [&](int64_t i) {
+      return a_at((i + 1) * chunk_len - 1 + (PACKED ? ts - w * NS - chunk * chunk_len : 0));
+    };
     if (grouped) {  // (block-uniform): the last warp finds the carry, the others take it
       __shared__ float sh_carry[WARP][VEC];
       if (chunk > 0) {
@@ -340,7 +352,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 #pragma unroll
         for (int v = 0; v < VEC; ++v) carry[v] = sh_carry[lane][v];
       }
-    } else if (chunk > 0 && active && (need_carry || (publisher && !block_reset))) {
+    } else if (seg_later && active && (need_carry || (publisher && !block_reset))) {
       look_back<VEC>(aggs, incl, chunk, tile, P.n_tiles, a_blk, a_end_of, carry);
     }
     if (publisher && !block_reset) {
@@ -359,7 +371,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   }
 
   // ---- phase 3: fold the sub-chunks before this warp, replay the steps with the true carry
-  if (ts >= T_ || (!BWD && !active)) return;  // the backward keeps idle lanes for the dA sums
+  if ((PACKED ? nst == 0 : ts >= T_) || (!BWD && !active)) return;  // the backward keeps idle lanes for the dA sums
   {
     float ap = a_blk;
     for (int s = 0; s < w; ++s) fold(s, ap, carry);
@@ -431,7 +443,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       __shared__ float sh_red[NW][NS * WARP];
       red = sh_red[w];
     }
-    reduce_dA<NS>(P, dpart, red, tile, ts, CV, rows);
+    reduce_dA<NS>(P, dpart, red, tile, ts, seg_end, CV, rows);
   }
 }
 }  // namespace nanossm

@@ -17,6 +17,9 @@ constexpr int64_t F_AGG_ONLY = 32;   // pass 1 of 3: publish chunk aggregates on
 constexpr int64_t F_PREFIXED = 64;   // pass 3 of 3: every prefix is out; chunk 0 is done
 // bits 8-15: the carry group G (group_carry; 0 or 1: the per-chunk look-back), single pass only
 constexpr int F_GROUP_SHIFT = 8;
+// bits 16-23: packed calls, single pass: the segments V the pack is cut into (segment_chunk;
+// 0 or 1: one row of chunks)
+constexpr int F_SEG_SHIFT = 16;
 
 template <typename E>  // element type of x and out
 struct Params {
@@ -173,6 +176,58 @@ __device__ __forceinline__ void look_back(const float* aggs, const float* incl, 
   }
 }
 
+// Packed calls cut into segments (v29). One pack is one row of B*T steps per (r, c): few tiles,
+// long chains, and a chunk's predecessor dispatched only n_tiles blocks before it, still loading
+// when the chunk looks back. So the host asks (flag bits 16-23, core/plan.go packedSegments) for
+// V <= 31 segments: segment v runs from the start of sequence floor(v*N/V) to that of the next
+// segment, and is chunked from its own start; the chunk j of segment v is no one's successor when
+// j = 0 (the segment starts with a sequence), so the segments' chains are independent.  Blocks
+// take the chunks level by level, as the plain scan's order over (tile, chunk): every segment's
+// chunk 0, then every chunk 1 of a segment that has one, and so on; a chunk waits only on the
+// chunk before it in its segment, one level down, so on a block dispatched before it (no
+// deadlock), and V segments put V * n_tiles blocks between them.
+// From q (the block's index in that order): its look-back slot (segment v's chunks take slots
+// P_v .. P_v + n_v - 1, P_v the chunks of the segments before it: within the ceil(T/L) + V - 1
+// slots the host planned), its first step t0, its segment's end, and j. False: q is past every
+// chunk. Every warp of the block computes it (the same loads, one round trip). The cuts are kept
+// in [0, T] and in order even for malformed cu_seqlens, so that the slots never run out; lane v
+// holds cut v (lanes 0 and V: 0 and T).
+template <typename Bound>
+__device__ __forceinline__ bool segment_chunk(const Bound& bound, int64_t N, int64_t T, int64_t L, int V, int64_t q,
+                                              int64_t& slot, int64_t& t0, int64_t& end, int64_t& j) {
+  constexpr unsigned ALL = 0xffffffffu;
+  const int lane = threadIdx.x;
+  int64_t s = lane == 0 ? 0 : (lane < V ? bound(lane * N / V) : T);
+  s = min(max(s, static_cast<int64_t>(0)), T);
+#pragma unroll
+  for (int d = 1; d < WARP; d <<= 1) {  // a running max: the cuts in order
+    const int64_t o = __shfl_up_sync(ALL, s, d);
+    if (lane >= d) s = max(s, o);
+  }
+  const int64_t next = __shfl_down_sync(ALL, s, 1);
+  const unsigned n = lane < V ? static_cast<unsigned>((next - s + L - 1) / L) : 0u;  // its chunks
+  // the level of q: the last level whose first block (the chunks of lower levels) is <= q
+  auto first_of = [&](unsigned level) { return __reduce_add_sync(ALL, min(n, level)); };
+  unsigned lo = 0, hi = __reduce_max_sync(ALL, n);
+  if (q >= first_of(hi)) return false;
+  while (hi - lo > 1) {
+    const unsigned mid = (lo + hi) / 2;
+    if (first_of(mid) <= q) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  // the rank-th segment (in order) among those with a chunk at this level
+  const unsigned rank = static_cast<unsigned>(q) - first_of(lo), has = __ballot_sync(ALL, n > lo);
+  const int v = __ffs(__ballot_sync(ALL, (has >> lane & 1) && __popc(has & ((1u << lane) - 1)) == rank)) - 1;
+  j = lo;
+  slot = __reduce_add_sync(ALL, lane < v ? n : 0u) + lo;
+  t0 = __shfl_sync(ALL, s, v) + static_cast<int64_t>(lo) * L;
+  end = __shfl_sync(ALL, next, v);
+  return true;
+}
+
 // Packed sequences (scan_kernel.cuh): one rolled walk over a warp's NS steps from ts
 // (warp-uniform) records which steps start a sequence (bit i of smask, the sequence in start[i])
 // or end one (emask, end[i]), so that the kernel's unrolled loops only test bits (a walk inside
@@ -183,11 +238,12 @@ __device__ __forceinline__ void look_back(const float* aggs, const float* incl, 
 // shuffles: with N < 32 sequences every boundary in one round trip, the search included (there
 // were two, plus one per boundary met); with more, the search's round trips and one for the 32
 // boundaries from the first one at or after ts (a boundary past them is loaded on its own).
+// lim: the end of the block's steps (its segment's end, segment_chunk; else T).
 template <int NS, typename Bound, typename Empty>
-__device__ __forceinline__ void packed_walk(const Bound& bound, int64_t N, int64_t ts, int64_t T,
+__device__ __forceinline__ void packed_walk(const Bound& bound, int64_t N, int64_t ts, int64_t T, int64_t lim,
                                             const Empty& empty, int64_t* start, int64_t* end,
                                             uint32_t& smask, uint32_t& emask) {
-  if (ts < T) {
+  if (ts < lim) {
     const int lane = threadIdx.x;
     int64_t nb, base, win;  // lane l holds boundary base + l (those up to N)
     if (N < WARP) {
@@ -205,7 +261,7 @@ __device__ __forceinline__ void packed_walk(const Bound& bound, int64_t N, int64
     };
     int64_t nbv = bnd(nb);  // the next boundary
 #pragma unroll 1
-    for (int i = 0; i < NS && ts + i < T; ++i) {
+    for (int i = 0; i < NS && ts + i < lim; ++i) {
       const int64_t tau = ts + i;
       for (; nb < N && nbv == tau; ++nb) {
         const int64_t next = bnd(nb + 1);
@@ -282,13 +338,14 @@ __device__ __forceinline__ void group_carry(const float* aggs, const float* incl
 // The shares go through shared memory (rows XOR-swizzled by step, so the reads below hit distinct
 // banks) and one lane sums each output over the lanes of its row, in lane order: deterministic,
 // and a step costs a store and a few loads instead of a shuffle tree per step.
-// red: NS x WARP floats of this warp's shared memory.
+// red: NS x WARP floats of this warp's shared memory. lim: the end of the block's steps, as
+// packed_walk's (a segment's last chunk leaves the steps past it to the next segment's blocks).
 template <int NS, typename T>
 __device__ __forceinline__ void reduce_dA(const Params<T>& P, const float (&dpart)[NS], float* red, int64_t tile,
-                                          int64_t ts, int64_t CV, int64_t rows) {
+                                          int64_t ts, int64_t lim, int64_t CV, int64_t rows) {
   const int lane = threadIdx.x;
   auto sh_red = [&](int i, int l) -> float& { return red[i * WARP + l]; };
-  const int nsteps = static_cast<int>(min(static_cast<int64_t>(NS), P.T - ts));
+  const int nsteps = static_cast<int>(min(static_cast<int64_t>(NS), lim - ts));  // (lim: as packed_walk's)
   __syncwarp();  // red may alias rows other lanes of the warp were still reading
 #pragma unroll
   for (int i = 0; i < NS; ++i) {

@@ -1,6 +1,10 @@
 """Packed variable-length sequences (cu_seqlens, B = 1) on every device and dtype: forward and
 final states against float64 definitions, gradients (x, A, initial states), empty sequences,
-reverse, a long pack of very uneven lengths, and cu_seqlens checks."""
+reverse, a long pack of very uneven lengths, cu_seqlens checks, and malformed device offsets."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -171,3 +175,38 @@ def test_host_cu_seqlens_are_checked_for_cuda_calls():
     a = ssm_scan(A, x, cu_seqlens=torch.tensor([0, 3, 10]))
     b = ssm_scan(A, x, cu_seqlens=torch.tensor([0, 3, 10], device="cuda"))
     assert torch.equal(a, b)
+
+
+# Malformed device offsets (not checked: that would sync the host): out of order, out of [0, T],
+# not starting at 0 or ending at T. The results are unspecified; the calls must end (no look-back
+# waits forever: a segment's first chunk never waits, core/plan.go packedSegments) and touch no
+# memory out of bounds (an illegal address fails the synchronize).
+_MALFORMED = """
+import sys
+sys.path.insert(0, {here!r})
+import torch
+from conftest import make_inputs
+from nanossm import ssm_scan
+T = 3000
+for cu in ([0, 500, 100, 2000, T], [0, -50, T + 100, 7, T], [5, 5, 5, 9, 2], [T, 0, T, 0, T]):
+    for dtype in (torch.float32, torch.bfloat16):
+        A, x = make_inputs((1, T, 2, 64), dtype, "cuda", seed=3)
+        c = torch.tensor(cu, device="cuda")
+        leaves = [A.clone().requires_grad_(), x.clone().requires_grad_()]
+        h0 = torch.randn(4, 2, 64, device="cuda", requires_grad=True)
+        out, fin = ssm_scan(leaves[0], leaves[1], cu_seqlens=c, initial_state=h0, return_final_state=True)
+        (out.float().sum() + fin.sum()).backward()
+        ssm_scan(A, x, cu_seqlens=c).float().sum()
+        leaves = [A.clone().requires_grad_(), x.clone().requires_grad_()]
+        ssm_scan(leaves[0], leaves[1], cu_seqlens=c, reverse=True).float().sum().backward()
+torch.cuda.synchronize()
+print("done")
+"""
+
+
+@requires_cuda
+def test_packed_malformed_device_offsets_end():
+    here = os.path.dirname(os.path.abspath(__file__))
+    res = subprocess.run([sys.executable, "-c", _MALFORMED.format(here=here)], capture_output=True, text=True,
+                         cwd=here, timeout=120)
+    assert res.returncode == 0 and "done" in res.stdout, res.stderr[-2000:]

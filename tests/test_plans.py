@@ -146,3 +146,21 @@ def test_grouped_carries_match_the_cpu_backend(tmp_path, group):
         runs.append(_in_child(tmp_path / str(k), "CASES", PASSES=1, GROUP=group))
     for name, shape, dtype, mode in CASES:
         _assert_runs_match_cpu(name, shape, dtype, mode, runs[0][name], runs[1][name])
+
+
+PACKED_CASES = [c for c in CASES if c[3].startswith("packed")]
+
+
+@requires_cuda
+@pytest.mark.parametrize("segments", [2, 5, 9])
+def test_packed_segments_match_the_cpu_backend(tmp_path, segments):
+    """A packed single pass cut into segments at sequence starts (core/plan.go packedSegments,
+    segment_chunk in kernels/scan_parts.cuh), forced (NANOSSM_TUNE_SEGMENTS) on one tile of 157
+    chunks: cuts at a 3000-step sequence, at empty ones (5: sequence 3) and, with 9, one per
+    sequence (empty segments included); against the CPU backend, bit-identical in two processes."""
+    runs = []
+    for k in range(2):
+        (tmp_path / str(k)).mkdir()
+        runs.append(_in_child(tmp_path / str(k), "PACKED_CASES", PASSES=1, SEGMENTS=segments))
+    for name, shape, dtype, mode in PACKED_CASES:
+        _assert_runs_match_cpu(name, shape, dtype, mode, runs[0][name], runs[1][name])

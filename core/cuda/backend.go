@@ -51,6 +51,9 @@ func init() {
 		core.ForwardSteps = int64(v)
 	}
 	noEarlyLaunch = os.Getenv("NANOSSM_TUNE_NO_EARLY_LAUNCH") == "1"
+	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_SEGMENTS")); err == nil {
+		core.TuneSegments = int64(v) // (packedSegments takes it when in 1..core.MaxSegments)
+	}
 	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_FWD16_BYTES")); err == nil && (v == 8 || v == 16) {
 		core.TuneForward16Bytes = int64(v)
 	}
@@ -226,6 +229,8 @@ const (
 	flagPrefixed   = 64 // pass 3 of three
 	// bits 8-15: the plan's carry group (F_GROUP_SHIFT), single pass only
 	flagGroupShift = 8
+	// bits 16-23: a packed single pass's segments (F_SEG_SHIFT)
+	flagSegShift = 16
 )
 
 // nScanParams is the number of parameters scanParams writes.
@@ -242,6 +247,9 @@ func scanParams(dst *params, a *core.ScanArgs, p core.Problem, pl core.ScanPlan,
 	}
 	if pl.Group > 1 { // (single-pass plans only: core/plan.go)
 		flags |= pl.Group << flagGroupShift
+	}
+	if pl.Segments > 1 { // (packed single-pass plans only)
+		flags |= pl.Segments << flagSegShift
 	}
 	x, o, A := a.X.Strides, a.Out.Strides, a.A.Strides
 	dst.add(int64(a.A.Data), int64(a.X.Data), int64(a.Out.Data),

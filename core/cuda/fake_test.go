@@ -62,9 +62,11 @@ func TestForwardSinglePass(t *testing.T) {
 		{"f32 states", core.Float32, 2, 700, 3, 4, func(a *core.ScanArgs) {
 			a.InitialState, a.FinalState = tensor(addrH0, core.Float32, 2, 3, 4), tensor(addrHT, core.Float32, 2, 3, 4)
 		}, 0, 4},
+		// 3 sequences, 8 chunks of 128 steps, one tile: 2 segments (flag bits 16-23; segments
+		// of 4+ chunks, core/plan.go packedSegments)
 		{"f32 packed int32", core.Float32, 1, 900, 3, 4, func(a *core.ScanArgs) {
 			a.CuSeqlens = tensor(addrSeq, core.Int32, 4)
-		}, 16, 4},
+		}, 16 | 2<<16, 4},
 		// 256 chunks of 128 steps, 5 tiles of 8-channel lanes: carries by groups of 3 (flag bits
 		// 8-15); the fp32 forward groups by 2 from 128 chunks, in its grouped kernel
 		{"bf16 grouped carries", core.BFloat16, 1, 256 * 128, 20, 64, nil, 3 << 8, 8},
@@ -94,7 +96,7 @@ func TestForwardSinglePass(t *testing.T) {
 				t.Fatalf("want one launch, got %+v", ls)
 			}
 			// (the fp32 forward's carries by groups are a kernel of their own)
-			if grouped := c.dt == core.Float32 && c.flags>>8 > 1; grouped != (pl.Kernel == "nanossm_scan_fwd_grouped_f32_v4") {
+			if grouped := c.dt == core.Float32 && c.flags>>8&0xff > 1; grouped != (pl.Kernel == "nanossm_scan_fwd_grouped_f32_v4") {
 				t.Fatalf("kernel %s for flags %#x", pl.Kernel, c.flags)
 			}
 			checkLaunch(t, ls[0], pl.Kernel, pl.Tiles*pl.Chunks, pl.Warps, pl.Shared)
@@ -274,7 +276,8 @@ func TestBackwardPackedWithInitialState(t *testing.T) {
 	}
 	s := a.ReverseScan()
 	checkLaunch(t, ls[0], pl.Kernel, pl.Tiles*pl.Chunks, pl.Warps, pl.Shared)
-	checkCommon(t, ls[0], &s, 2|4|1|16, pl.Chunks, pl.Tiles) // undecayed, scale final, reverse, int32 offsets
+	// undecayed, scale final, reverse, int32 offsets; 2 segments (8 chunks of 64 steps)
+	checkCommon(t, ls[0], &s, 2|4|1|16|2<<16, pl.Chunks, pl.Tiles)
 	h := ls[1]
 	want := []int64{addrH0, 0xB0000000, addrSeq, S, T, R, C, 0xA0000000, R, 1, 16}
 	checkLaunch(t, h, core.KernelDAH0Term, (S*R+255)/256, 8, 0)
