@@ -40,12 +40,14 @@
 // h0[k] (decayed by exp(A[s] - A[s-1]), as SPEC defines) or 0. A sub-chunk or chunk holding a
 // start has an aggregate that no earlier carry reaches: it is published straight away as an
 // inclusive prefix, so look-back never passes a sequence start, and a warp whose steps begin
-// after a start in its own block skips the look-back.  Each warp finds its first sequence in
-// cu_seqlens before it issues its staging copies (behind them, the few dependent loads would
-// wait for all 64 KB): one boundary per lane, all of them with fewer than 32 sequences, else a
-// 32-way search then the 32 boundaries from there (packed_walk). A packed call with no initial and no final
-// state takes kernels of their own (STATES = false, *_packed_nostate_*), whose step loops carry
-// no code for either.
+// after a start in its own block skips the look-back.  Each warp finds its sequences in
+// cu_seqlens while its staging copies fly: one boundary per lane, all of them with fewer than 32
+// sequences, else a 32-way search then the 32 boundaries from there (packed_walk). A packed
+// call with no initial and no final state takes kernels of their own (STATES = false,
+// *_packed_nostate_*), whose step loops carry no code for either. A pack is one row of chunks
+// per tile, its chains long and few: a single pass cuts it into up to 31 segments at sequence
+// starts, independent chains whose chunks are dispatched level by level (segment_chunk in
+// scan_parts.cuh).
 //
 // Few tiles, many chunks: the look-back's chain (one link per L2 round trip, ~0.4 us) would set
 // the time, so the host plans three launches instead (core/plan.go): pass 1 (F_AGG_ONLY) stages

@@ -125,19 +125,19 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     }
   };
   // The A values a thread needs beyond its own steps: a just before its first step, and just
-  // before the block's first step (phase 2). The packed kernels load them before their walk of
-  // cu_seqlens, whose round trips they then ride (ptxas places their first uses among the
-  // staging copies); the others with the A table's decision, below.
+  // before the block's first step (phase 2). The packed kernels load them first (ptxas places
+  // their first uses among the staging copies whatever the source order); the others with the
+  // A table's decision, below.
   float a_prev_raw = 0.f, a_blk_raw = 0.f;
   if constexpr (PACKED) {
     a_prev_raw = a_before_load(ts, false);
     a_blk_raw = a_before_load(t0, false);
   }
-  // Packed sequences: which of this warp's steps start or end a sequence, before the staging
-  // copies are issued (packed_walk in scan_parts.cuh). Empty sequences get their final state here.
+  // Packed sequences: the steps of this warp that start (bit i of smask, the sequence in
+  // sh_start) or end one (emask, sh_end), found by the walk behind the copies (below).
   __shared__ int64_t sh_start[NW][NS], sh_end[NW][NS];
   uint32_t smask = 0, emask = 0;
-  if constexpr (PACKED) packed_walk<NS>(bound, N, ts, T_, seg_end, empty_state, sh_start[w], sh_end[w], smask, emask);
+
   // The A table (v14, issue_a_table): when a warp's lanes cover at most AT_ROWS (b, r) rows
   // (C / VEC >= 8) and all are active, the warp's A values go to shared memory by asynchronous
   // copies issued with the x copies (no register holds them in flight, no second round trip),
@@ -149,9 +149,12 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   __shared__ float a_tab[NW][AT_ROWS][NS + 1], d_tab[NW][AT_ROWS][NS];
   const int64_t row_lo = __shfl_sync(0xffffffffu, row, 0);
   const int q_row = active ? static_cast<int>(row - row_lo) : 0;  // lanes' rows differ by < 32
-  // Not in the packed kernels: there the table measured slower (f32 8,2048,64,64 packed: 0.186
-  // -> 0.192 ms; 4,8192: 0.353 -> 0.370 ms).
-  const bool use_tab = !PACKED && __reduce_max_sync(0xffffffffu, static_cast<unsigned>(q_row)) < AT_ROWS &&
+  // The packed forward without states has it since its chains are cut into segments (v29;
+  // packed / plain, same run: f32 8,2048,64,64 1.104 -> 1.080, 16,1024,16,128 1.106 -> 1.082,
+  // bf16 8,2048 1.211 -> 1.142); the packed backward took 3-6% longer with it, and the packed
+  // kernels with states spill without it already.
+  constexpr bool kTable = !PACKED || (!BWD && !STATES);
+  const bool use_tab = kTable && __reduce_max_sync(0xffffffffu, static_cast<unsigned>(q_row)) < AT_ROWS &&
                        __all_sync(0xffffffffu, active);
   if (use_tab) issue_a_table<NS, AT_ROWS>(a_tab[w], q_row, Ab, P.sA[1], T_, reverse, ts);
   // Without the table, the A values a thread needs beyond its own steps are loaded with them
@@ -206,6 +209,12 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
         pa += da;
       }
     }
+    // Packed sequences: which of this warp's steps start or end a sequence (packed_walk in
+    // scan_parts.cuh), while the copies fly. Empty sequences get their final state here. (Before
+    // v29 the walk came before the copies, which waited for its round trips; after them, packed /
+    // plain on the H200, same run: fp32 forward 4,8192,64,64 1.053 -> 1.037, bf16 1.083 -> 1.048,
+    // fp32 backward 1.013 -> 0.953, bf16 8,2048 1.017 -> 0.989.)
+    if constexpr (PACKED) packed_walk<NS>(bound, N, ts, T_, seg_end, empty_state, sh_start[w], sh_end[w], smask, emask);
     if constexpr (!kAsyncStage<T, VEC>) {
 #pragma unroll
       for (int i = 0; i < NS; ++i) {

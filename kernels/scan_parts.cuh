@@ -182,10 +182,9 @@ __device__ __forceinline__ void look_back(const float* aggs, const float* incl, 
 // V <= 31 segments: segment v runs from the start of sequence floor(v*N/V) to that of the next
 // segment, and is chunked from its own start; the chunk j of segment v is no one's successor when
 // j = 0 (the segment starts with a sequence), so the segments' chains are independent.  Blocks
-// take the chunks level by level, as the plain scan's order over (tile, chunk): every segment's
-// chunk 0, then every chunk 1 of a segment that has one, and so on; a chunk waits only on the
-// chunk before it in its segment, one level down, so on a block dispatched before it (no
-// deadlock), and V segments put V * n_tiles blocks between them.
+// take the chunks level by level, as the plain scan's order over (tile, chunk): level 0 holds
+// every segment's chunk 0, and a chunk's predecessor is on a lower level, so on a block
+// dispatched before it (no deadlock); V segments put about V * n_tiles blocks between them.
 // From q (the block's index in that order): its look-back slot (segment v's chunks take slots
 // P_v .. P_v + n_v - 1, P_v the chunks of the segments before it: within the ceil(T/L) + V - 1
 // slots the host planned), its first step t0, its segment's end, and j. False: q is past every
@@ -199,27 +198,42 @@ __device__ __forceinline__ bool segment_chunk(const Bound& bound, int64_t N, int
   const int lane = threadIdx.x;
   int64_t s = lane == 0 ? 0 : (lane < V ? bound(lane * N / V) : T);
   s = min(max(s, static_cast<int64_t>(0)), T);
+  // (the work before the block's copies: the common case takes the fewest dependent steps)
+  const int64_t before = __shfl_up_sync(ALL, s, 1);
+  if (!__all_sync(ALL, lane == 0 || before <= s)) {  // malformed: a running max puts them in order
 #pragma unroll
-  for (int d = 1; d < WARP; d <<= 1) {  // a running max: the cuts in order
-    const int64_t o = __shfl_up_sync(ALL, s, d);
-    if (lane >= d) s = max(s, o);
+    for (int d = 1; d < WARP; d <<= 1) {
+      const int64_t o = __shfl_up_sync(ALL, s, d);
+      if (lane >= d) s = max(s, o);
+    }
   }
   const int64_t next = __shfl_down_sync(ALL, s, 1);
   const unsigned n = lane < V ? static_cast<unsigned>((next - s + L - 1) / L) : 0u;  // its chunks
-  // the level of q: the last level whose first block (the chunks of lower levels) is <= q
+  // The level of q: the last level whose first block (the chunks of the levels below) is <= q.
+  // Segments of equal length (a pack of equal sequences): level q / (segments) at once.
+  // (Tried: chunk j of a segment of n on level j * M / n, M the longest segment's chunks, so
+  // that long chains spread over the launch: the uneven packs took 3% longer, v29.)
   auto first_of = [&](unsigned level) { return __reduce_add_sync(ALL, min(n, level)); };
-  unsigned lo = 0, hi = __reduce_max_sync(ALL, n);
-  if (q >= first_of(hi)) return false;
-  while (hi - lo > 1) {
-    const unsigned mid = (lo + hi) / 2;
-    if (first_of(mid) <= q) {
-      lo = mid;
-    } else {
-      hi = mid;
+  const unsigned live = __popc(__ballot_sync(ALL, n > 0));
+  unsigned lo = live ? static_cast<unsigned>(q) / live : 0u, first = first_of(lo);
+  unsigned has = __ballot_sync(ALL, n > lo);
+  if (q < first || q >= first + __popc(has)) {  // unequal: a binary search
+    unsigned hi = __reduce_max_sync(ALL, n);
+    if (q >= first_of(hi)) return false;  // past every segment's last chunk
+    lo = 0;
+    while (hi - lo > 1) {
+      const unsigned mid = (lo + hi) / 2;
+      if (first_of(mid) <= q) {
+        lo = mid;
+      } else {
+        hi = mid;
+      }
     }
+    first = first_of(lo);
+    has = __ballot_sync(ALL, n > lo);
   }
   // the rank-th segment (in order) among those with a chunk at this level
-  const unsigned rank = static_cast<unsigned>(q) - first_of(lo), has = __ballot_sync(ALL, n > lo);
+  const unsigned rank = static_cast<unsigned>(q) - first;
   const int v = __ffs(__ballot_sync(ALL, (has >> lane & 1) && __popc(has & ((1u << lane) - 1)) == rank)) - 1;
   j = lo;
   slot = __reduce_add_sync(ALL, lane < v ? n : 0u) + lo;
@@ -232,12 +246,12 @@ __device__ __forceinline__ bool segment_chunk(const Bound& bound, int64_t N, int
 // (warp-uniform) records which steps start a sequence (bit i of smask, the sequence in start[i])
 // or end one (emask, end[i]), so that the kernel's unrolled loops only test bits (a walk inside
 // them made the code too large for the instruction cache). bound(i) is boundary i (0..N) in scan
-// order; empty(k) writes empty sequence k's final state. The kernel runs it before it issues its
-// staging copies: behind 64 KB of copies the walk's few dependent loads of cu_seqlens would wait
-// for all of them. So the walk reads 32 boundaries at once, one per lane, and takes them by
-// shuffles: with N < 32 sequences every boundary in one round trip, the search included (there
-// were two, plus one per boundary met); with more, the search's round trips and one for the 32
-// boundaries from the first one at or after ts (a boundary past them is loaded on its own).
+// order; empty(k) writes empty sequence k's final state. The kernel runs it while its staging
+// copies fly (v29; before, it ran first, and the copies waited for its round trips). The walk
+// reads 32 boundaries at once, one per lane, and takes them by shuffles: with N < 32 sequences
+// every boundary in one round trip, the search included; with more, the search's round trips and
+// one for the 32 boundaries from the first one at or after ts (a boundary past them is loaded on
+// its own).
 // lim: the end of the block's steps (its segment's end, segment_chunk; else T).
 template <int NS, typename Bound, typename Empty>
 __device__ __forceinline__ void packed_walk(const Bound& bound, int64_t N, int64_t ts, int64_t T, int64_t lim,

@@ -107,10 +107,11 @@ def spills(rows):
 
 # Spill instructions a kernel may have, each one measured and explained. The packed fp32 forward
 # keeps a few values in local memory, stored in its prologue and loaded once before its
-# look-back or its replay, outside the step loops: without states two 4-byte values (v29's
-# segments; v25 had one: 1.13x the plain scan's time on 8,2048,64,64 packed, against 1.31x for
-# the kernel it replaced), with states the walk's and the states' offsets (v29).
-ALLOWED_SPILLS = {"nanossm_scan_fwd_packed_nostate_f32_v4": 4, "nanossm_scan_fwd_packed_f32_v4": 23}
+# look-back or its replay, outside the step loops: without states two 4-byte values (v25 had
+# one: 1.13x the plain scan's time on 8,2048,64,64 packed, against 1.31x for the kernel it
+# replaced; v29's segments added one), with states a few more since v29 (the segment's end and
+# cuts, live across the copies).
+ALLOWED_SPILLS = {"nanossm_scan_fwd_packed_nostate_f32_v4": 4, "nanossm_scan_fwd_packed_f32_v4": 24}
 
 
 def excess_spills(name, rows):

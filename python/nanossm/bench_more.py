@@ -86,6 +86,12 @@ def bench_packed(shapes, dtypes):
             row = {"shape": shape, "dtype": dname, "plain": plain}
             for name, cu in (("packed_equal", equal), ("packed_uneven", uneven)):
                 row[name] = bench_ms(lambda: ssm_scan(Ap, xp, cu_seqlens=cu))
+            # with initial and final states (the packed kernels with their code): against the plain
+            # scan with states
+            h0 = torch.randn(B, R, C, device="cuda")
+            row["plain_states"] = bench_ms(lambda: ssm_scan(A, x, initial_state=h0, return_final_state=True))
+            row["packed_states"] = bench_ms(
+                lambda: ssm_scan(Ap, xp, cu_seqlens=equal, initial_state=h0, return_final_state=True))
             ref = ssm_scan(A, x).reshape(1, B * T, R, C)
             row["err_equal"] = rel_err(ssm_scan(Ap, xp, cu_seqlens=equal), ref)  # no h0: offsets of A cancel
             # the fused backward (no states), plain against packed in equal lengths
@@ -98,7 +104,8 @@ def bench_packed(shapes, dtypes):
             rows.append(row)
             print(f"{dname:>4} {str(shape):>20}  plain {plain:.4f} ms  packed equal {row['packed_equal']:.4f} "
                   f"({row['packed_equal'] / plain:.3f}x)  packed uneven {row['packed_uneven']:.4f} "
-                  f"({row['packed_uneven'] / plain:.3f}x)  err {row['err_equal']:.1e}  backward plain "
+                  f"({row['packed_uneven'] / plain:.3f}x)  with states {row['packed_states'] / row['plain_states']:.3f}x  "
+                  f"err {row['err_equal']:.1e}  backward plain "
                   f"{row['bwd_plain']:.4f} packed equal {row['bwd_packed_equal']:.4f} "
                   f"({row['bwd_packed_equal'] / row['bwd_plain']:.3f}x)")
     return rows
