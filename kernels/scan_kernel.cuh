@@ -19,7 +19,10 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 
   const int lane = threadIdx.x, w = threadIdx.y, S = blockDim.y;
   const int64_t T_ = P.T, R = P.R, C = P.C, flags = P.flags;
-  const bool reverse = flags & F_REVERSE, undecayed = flags & F_UNDECAYED;
+  // (F_UNDECAYED and F_SCALE_HT are the backward's: compiled out of the packed forward, whose
+  // step loops hold a sequence's start and end, so that less code sits between two steps)
+  constexpr bool kFwdPacked = PACKED && !BWD;
+  const bool reverse = flags & F_REVERSE, undecayed = !kFwdPacked && (flags & F_UNDECAYED);
   const bool agg_only = flags & F_AGG_ONLY, prefixed = flags & F_PREFIXED;
   const float* h0 = STATES ? P.h0 : nullptr;
 
@@ -387,7 +390,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   }
   // A final state's scale: exp(A[t] - A[t-1]) at its last step tau for dh0 (backward), else 1
   auto final_scale = [&](int64_t tau) -> float {
-    if (!(flags & F_SCALE_HT)) return 1.f;
+    if (kFwdPacked || !(flags & F_SCALE_HT)) return 1.f;
     const int64_t t = reverse ? T_ - 1 - tau : tau;
     const float prev = t > 0 ? Ab[(t - 1) * P.sA[1]] : 0.f;
     return active ? expf(Ab[t * P.sA[1]] - prev) : 0.f;

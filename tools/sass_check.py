@@ -109,9 +109,10 @@ def spills(rows):
 # keeps a few values in local memory, stored in its prologue and loaded once before its
 # look-back or its replay, outside the step loops: without states two 4-byte values (v25 had
 # one: 1.13x the plain scan's time on 8,2048,64,64 packed, against 1.31x for the kernel it
-# replaced; v29's segments added one), with states a few more since v29 (the segment's end and
-# cuts, live across the copies).
-ALLOWED_SPILLS = {"nanossm_scan_fwd_packed_nostate_f32_v4": 4, "nanossm_scan_fwd_packed_f32_v4": 24}
+# replaced; v29's segments added one), with states more since v29 (the segment's end and cuts,
+# live across the copies; 35 instructions, against 24 with the backward's flags compiled in,
+# which measured 1.43x the plain scan's time against 1.38x without them: docs/performance.md).
+ALLOWED_SPILLS = {"nanossm_scan_fwd_packed_nostate_f32_v4": 4, "nanossm_scan_fwd_packed_f32_v4": 35}
 
 
 def excess_spills(name, rows):
