@@ -47,7 +47,7 @@
 // *_packed_nostate_*), whose step loops carry no code for either. A pack is one row of chunks
 // per tile, its chains long and few: a single pass cuts it into up to 31 segments at sequence
 // starts, independent chains whose chunks are dispatched level by level (segment_chunk in
-// scan_parts.cuh).
+// packed.cuh).
 //
 // Few tiles, many chunks: the look-back's chain (one link per L2 round trip, ~0.4 us) would set
 // the time, so the host plans three launches instead (core/plan.go): pass 1 (F_AGG_ONLY) stages
@@ -61,7 +61,7 @@
 // launch at its start; each waits for pass 2 before its look-back).
 //
 // Many chunks per tile in a single-pass forward, 16-bit over 8-channel lanes or fp32 (its own
-// kernel, nanossm_scan_fwd_grouped_f32_v4; core/plan.go groupChunks): carries by groups of G
+// kernel, nanossm_scan_fwd_grouped_f32_v4; core/plan_heuristics.go groupChunks): carries by groups of G
 // chunks (flag bits 8-15, group_carry in scan_parts.cuh). A chunk's carry is the prefix of the
 // chunk before its group, decayed, plus its group's earlier aggregates folded from zero, so a
 // tile's chain of prefixes advances G chunks per hop.
@@ -142,7 +142,7 @@ NANOSSM_ALL(fwd, NANOSSM_FWD, true, false, _packed_nostate)
   MACRO(nanossm_scan_fwd##SUFFIX##_f16_v4, __half, 4, PACKED, true)            \
   MACRO(nanossm_scan_fwd##SUFFIX##_bf16_v4, __nv_bfloat16, 4, PACKED, true)
 NANOSSM_FWD16_V4(NANOSSM_FWD, false, )
-// The fp32 forward with carries by groups of chunks (core/plan.go groupChunks picks it for long
+// The fp32 forward with carries by groups of chunks (core/plan_heuristics.go groupChunks picks it for long
 // chains): a kernel of its own, so that the plain fp32 forward keeps its machine code.
 extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS, MIN_BLOCKS)
     nanossm_scan_fwd_grouped_f32_v4(NANOSSM_COMMON_PARAMS(float)) {

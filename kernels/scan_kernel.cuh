@@ -2,6 +2,7 @@
 // backward, plain or packed, over one element type and packet width. Device code only.
 #pragma once
 
+#include "packed.cuh"
 #include "scan_parts.cuh"
 
 namespace nanossm {
@@ -75,7 +76,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   };
   auto seq_row = [&](int64_t i) { return reverse ? N - 1 - i : i; };
   // The block's first step and the end of its steps. A packed call cut into segments
-  // (segment_chunk in scan_parts.cuh) maps the block's place in the order to a chunk of one
+  // (segment_chunk in packed.cuh) maps the block's place in the order to a chunk of one
   // segment and `chunk` to its look-back slot; seg_j: the chunk's place in its segment (none enters
   // the first: it begins with a sequence), seg_last: the segment's last chunk.
   const int64_t chunk_len = (int64_t)S * NS;
@@ -174,46 +175,19 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     const T* px = opaque(xb + t_first * P.sx[1]);
     // Without the table, each step's A: in the loop of copies, or (kSplitA) in a loop of its own
     // after them, which the table's warps skip (in the copies' loop they issue ~7 dead predicated
-    // instructions per step for it); the fp32 forward spilled 44 bytes with the split. (The
-    // packed kernels have no table.)
+    // instructions per step for it); the fp32 forward spilled 44 bytes with the split. (Not in
+    // the packed kernels: the table is only in the packed forward without states.)
     constexpr bool kSplitA = !PACKED && (BWD || (sizeof(T) == 2 && VEC == 8));
     const float* pa = opaque(Ab + t_first * P.sA[1]);
     const int64_t dx = dir * P.sx[1], da = dir * P.sA[1];
     const T* pxo = P.xo + b * P.sxo[0] + r * P.sxo[2] + cv * VEC * P.sxo[3] + t_first * P.sxo[1];
     const T* pyo = P.yo + b * P.syo[0] + r * P.syo[2] + cv * VEC * P.syo[3] + t_first * P.syo[1];
     const bool stage_xy = BWD && writes;  // x and out feed phase 3 only (not pass 1 of three)
-    // Every load is issued before any is consumed (see stage_issue). A step past the end, or an
-    // idle lane, stages zeros and reads nothing (predicated, not a branch per step).
     Packet<T, VEC> held[NS], held_x[BWD ? NS : 1], held_y[BWD ? NS : 1];  // narrow packets only
-#pragma unroll
-    for (int i = 0; i < NS; ++i) {
-      const bool ok = active && i < nst;
-      stage_issue<T, VEC>(&xs[i * WARP], held[i], px, P.sx[3], ok);
-      if constexpr (BWD) {
-        if (stage_xy) {
-          stage_issue<T, VEC>(&xos[i * WARP], held_x[i], pxo, P.sxo[3], ok);
-          stage_issue<T, VEC>(&yos[i * WARP], held_y[i], pyo, P.syo[3], ok);
-        }
-        pxo += dir * P.sxo[1], pyo += dir * P.syo[1];
-      }
-      if constexpr (!kSplitA) {
-        prefetch_if(pa, ok && !use_tab);
-        dec[i] = ldg_if(pa, ok && !use_tab);
-        pa += da;
-      }
-      px += dx;
-    }
-    if (kSplitA && !use_tab) {
-#pragma unroll
-      for (int i = 0; i < NS; ++i) {
-        const bool ok = active && i < nst;
-        prefetch_if(pa, ok);
-        dec[i] = ldg_if(pa, ok);
-        pa += da;
-      }
-    }
+    issue_steps<T, VEC, NS, BWD, kSplitA>(xs, xos, yos, held, held_x, held_y, px, pxo, pyo, P.sx, P.sxo, P.syo,
+                                          dir, dx, active, nst, stage_xy, use_tab, pa, da, dec);
     // Packed sequences: which of this warp's steps start or end a sequence (packed_walk in
-    // scan_parts.cuh), while the copies fly. Empty sequences get their final state here. (Before
+    // packed.cuh), while the copies fly. Empty sequences get their final state here. (Before
     // v29 the walk came before the copies, which waited for its round trips; after them, packed /
     // plain on the H200, same run: fp32 forward 4,8192,64,64 1.053 -> 1.037, bf16 1.083 -> 1.048,
     // fp32 backward 1.013 -> 0.953, bf16 8,2048 1.017 -> 0.989.)
@@ -325,7 +299,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
     const bool publisher = w == S - 1 && !last && !prefixed;  // (pass 3: all published)
     // Carries by groups (group_carry): compiled into the 16-bit forward over 8-channel lanes and
-    // into the fp32 forward's GROUPED kernel (core/plan.go groupChunks). Compiled into the plain
+    // into the fp32 forward's GROUPED kernel (core/plan_heuristics.go groupChunks). Compiled into the plain
     // fp32 kernel it cost the plans that do not group 1-3% (v24); the 4-channel 16-bit forward
     // spilled with it, and the backward timed slower grouped.
     constexpr bool kGrouped = !BWD && !PACKED && (GROUPED || (sizeof(T) == 2 && VEC == 8));

@@ -1,6 +1,6 @@
 // Pieces of the scan kernels (kernels/scan.cu describes the algorithm): the flags and parameters
 // every scan kernel takes, the look-back that finds a chunk's carry, and the backward's dA
-// reduction. Shared by scan_kernel.cuh and scan_persistent.cuh. Device code only.
+// reduction. Device code only.
 #pragma once
 
 #include "scan_common.cuh"
@@ -176,129 +176,6 @@ __device__ __forceinline__ void look_back(const float* aggs, const float* incl, 
   }
 }
 
-// Packed calls cut into segments (v29). One pack is one row of B*T steps per (r, c): few tiles,
-// long chains, and a chunk's predecessor dispatched only n_tiles blocks before it, still loading
-// when the chunk looks back. So the host asks (flag bits 16-23, core/plan.go packedSegments) for
-// V <= 31 segments: segment v runs from the start of sequence floor(v*N/V) to that of the next
-// segment, and is chunked from its own start; the chunk j of segment v is no one's successor when
-// j = 0 (the segment starts with a sequence), so the segments' chains are independent.  Blocks
-// take the chunks level by level, as the plain scan's order over (tile, chunk): level 0 holds
-// every segment's chunk 0, and a chunk's predecessor is on a lower level, so on a block
-// dispatched before it (no deadlock); V segments put about V * n_tiles blocks between them.
-// From q (the block's index in that order): its look-back slot (segment v's chunks take slots
-// P_v .. P_v + n_v - 1, P_v the chunks of the segments before it: within the ceil(T/L) + V - 1
-// slots the host planned), its first step t0, its segment's end, and j. False: q is past every
-// chunk. Every warp of the block computes it (the same loads, one round trip). The cuts are kept
-// in [0, T] and in order even for malformed cu_seqlens, so that the slots never run out; lane v
-// holds cut v (lanes 0 and V: 0 and T).
-template <typename Bound>
-__device__ __forceinline__ bool segment_chunk(const Bound& bound, int64_t N, int64_t T, int64_t L, int V, int64_t q,
-                                              int64_t& slot, int64_t& t0, int64_t& end, int64_t& j) {
-  constexpr unsigned ALL = 0xffffffffu;
-  const int lane = threadIdx.x;
-  int64_t s = lane == 0 ? 0 : (lane < V ? bound(lane * N / V) : T);
-  s = min(max(s, static_cast<int64_t>(0)), T);
-  // (the work before the block's copies: the common case takes the fewest dependent steps)
-  const int64_t before = __shfl_up_sync(ALL, s, 1);
-  if (!__all_sync(ALL, lane == 0 || before <= s)) {  // malformed: a running max puts them in order
-#pragma unroll
-    for (int d = 1; d < WARP; d <<= 1) {
-      const int64_t o = __shfl_up_sync(ALL, s, d);
-      if (lane >= d) s = max(s, o);
-    }
-  }
-  const int64_t next = __shfl_down_sync(ALL, s, 1);
-  const unsigned n = lane < V ? static_cast<unsigned>((next - s + L - 1) / L) : 0u;  // its chunks
-  // The level of q: the last level whose first block (the chunks of the levels below) is <= q.
-  // Segments of equal length (a pack of equal sequences): level q / (segments) at once.
-  // (Tried: chunk j of a segment of n on level j * M / n, M the longest segment's chunks, so
-  // that long chains spread over the launch: the uneven packs took 3% longer, v29.)
-  auto first_of = [&](unsigned level) { return __reduce_add_sync(ALL, min(n, level)); };
-  const unsigned live = __popc(__ballot_sync(ALL, n > 0));
-  unsigned lo = live ? static_cast<unsigned>(q) / live : 0u, first = first_of(lo);
-  unsigned has = __ballot_sync(ALL, n > lo);
-  if (q < first || q >= first + __popc(has)) {  // unequal: a binary search
-    unsigned hi = __reduce_max_sync(ALL, n);
-    if (q >= first_of(hi)) return false;  // past every segment's last chunk
-    lo = 0;
-    while (hi - lo > 1) {
-      const unsigned mid = (lo + hi) / 2;
-      if (first_of(mid) <= q) {
-        lo = mid;
-      } else {
-        hi = mid;
-      }
-    }
-    first = first_of(lo);
-    has = __ballot_sync(ALL, n > lo);
-  }
-  // the rank-th segment (in order) among those with a chunk at this level
-  const unsigned rank = static_cast<unsigned>(q) - first;
-  const int v = __ffs(__ballot_sync(ALL, (has >> lane & 1) && __popc(has & ((1u << lane) - 1)) == rank)) - 1;
-  j = lo;
-  slot = __reduce_add_sync(ALL, lane < v ? n : 0u) + lo;
-  t0 = __shfl_sync(ALL, s, v) + static_cast<int64_t>(lo) * L;
-  end = __shfl_sync(ALL, next, v);
-  return true;
-}
-
-// Packed sequences (scan_kernel.cuh): one rolled walk over a warp's NS steps from ts
-// (warp-uniform) records which steps start a sequence (bit i of smask, the sequence in start[i])
-// or end one (emask, end[i]), so that the kernel's unrolled loops only test bits (a walk inside
-// them made the code too large for the instruction cache). bound(i) is boundary i (0..N) in scan
-// order; empty(k) writes empty sequence k's final state. The kernel runs it while its staging
-// copies fly (v29; before, it ran first, and the copies waited for its round trips). The walk
-// reads 32 boundaries at once, one per lane, and takes them by shuffles: with N < 32 sequences
-// every boundary in one round trip, the search included; with more, the search's round trips and
-// one for the 32 boundaries from the first one at or after ts (a boundary past them is loaded on
-// its own).
-// lim: the end of the block's steps (its segment's end, segment_chunk; else T).
-template <int NS, typename Bound, typename Empty>
-__device__ __forceinline__ void packed_walk(const Bound& bound, int64_t N, int64_t ts, int64_t T, int64_t lim,
-                                            const Empty& empty, int64_t* start, int64_t* end,
-                                            uint32_t& smask, uint32_t& emask) {
-  if (ts < lim) {
-    const int lane = threadIdx.x;
-    int64_t nb, base, win;  // lane l holds boundary base + l (those up to N)
-    if (N < WARP) {
-      base = 0;
-      win = lane <= N ? bound(lane) : 0;
-      // the first boundary >= ts, or N (as warp_lower_bound: the last is taken as the end)
-      nb = __ffs(__ballot_sync(0xffffffffu, lane == N || (lane < N && win >= ts))) - 1;
-    } else {
-      nb = warp_lower_bound(bound, N, ts);
-      base = nb;
-      win = nb + lane <= N ? bound(nb + lane) : 0;
-    }
-    auto bnd = [&](int64_t i) {  // boundary i (warp-uniform i, base <= i <= N)
-      return i - base < WARP ? __shfl_sync(0xffffffffu, win, static_cast<int>(i - base)) : bound(i);
-    };
-    int64_t nbv = bnd(nb);  // the next boundary
-#pragma unroll 1
-    for (int i = 0; i < NS && ts + i < lim; ++i) {
-      const int64_t tau = ts + i;
-      for (; nb < N && nbv == tau; ++nb) {
-        const int64_t next = bnd(nb + 1);
-        if (next > tau) {
-          smask |= 1u << i;
-          start[i] = nb;
-        } else {
-          empty(nb);
-        }
-        nbv = next;
-      }
-      if (nbv == tau + 1 && nb > 0) {
-        emask |= 1u << i;
-        end[i] = nb - 1;
-      }
-      if (tau == T - 1) {
-        for (int64_t e = nb; e < N; ++e) empty(e);  // empty sequences at the very end
-      }
-    }
-  }
-  __syncwarp();
-}
-
 // The carry into chunk `chunk` by groups of G chunks (v19; core/plan.go picks G for long chains
 // of the 16-bit forward):
 // with g0 = chunk - chunk % G, the first chunk of its group,
@@ -346,6 +223,49 @@ __device__ __forceinline__ void group_carry(const float* aggs, const float* incl
   const float d = expf(a_blk - a_base);
 #pragma unroll
   for (int v = 0; v < VEC; ++v) carry[v] = fmaf(d, pg[v], comp[v]);
+}
+
+// Phase 1's copies of one thread (scan_kernel.cuh): its NS packets of x (the backward: of g, x
+// and out) into its shared rows, and without the A table each step's A into dec[] (in the loop of
+// copies, or with kSplitA in a loop of its own after them). Every load is issued before any is
+// consumed (see stage_issue). A step past the thread's steps (nst), or an idle lane, stages zeros
+// and reads nothing (predicated, not a branch per step). The pointers walk by increments (dir:
+// +1, or -1 in reverse; dx and da: x's and A's per step); narrow packets are held in registers
+// (held, held_x, held_y) until the kernel stores them.
+template <typename T, int VEC, int NS, bool BWD, bool kSplitA>
+__device__ __forceinline__ void issue_steps(Packet<T, VEC>* xs, Packet<T, VEC>* xos, Packet<T, VEC>* yos,
+                                            Packet<T, VEC> (&held)[NS], Packet<T, VEC> (&held_x)[BWD ? NS : 1],
+                                            Packet<T, VEC> (&held_y)[BWD ? NS : 1], const T* px, const T* pxo,
+                                            const T* pyo, const int64_t (&sx)[4], const int64_t (&sxo)[4],
+                                            const int64_t (&syo)[4], int64_t dir, int64_t dx, bool active, int nst,
+                                            bool stage_xy, bool use_tab, const float* pa, int64_t da, float (&dec)[NS]) {
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    const bool ok = active && i < nst;
+    stage_issue<T, VEC>(&xs[i * WARP], held[i], px, sx[3], ok);
+    if constexpr (BWD) {
+      if (stage_xy) {
+        stage_issue<T, VEC>(&xos[i * WARP], held_x[i], pxo, sxo[3], ok);
+        stage_issue<T, VEC>(&yos[i * WARP], held_y[i], pyo, syo[3], ok);
+      }
+      pxo += dir * sxo[1], pyo += dir * syo[1];
+    }
+    if constexpr (!kSplitA) {
+      prefetch_if(pa, ok && !use_tab);
+      dec[i] = ldg_if(pa, ok && !use_tab);
+      pa += da;
+    }
+    px += dx;
+  }
+  if (kSplitA && !use_tab) {
+#pragma unroll
+    for (int i = 0; i < NS; ++i) {
+      const bool ok = active && i < nst;
+      prefetch_if(pa, ok);
+      dec[i] = ldg_if(pa, ok);
+      pa += da;
+    }
+  }
 }
 
 // The backward's dA at one warp's steps from each lane's share of it (dpart[i], step ts + i).

@@ -135,16 +135,22 @@ def test_three_passes_match_the_single_pass(tmp_path):
 @requires_cuda
 @pytest.mark.parametrize("group", [2, 3, 4, 5, 8])
 def test_grouped_carries_match_the_cpu_backend(tmp_path, group):
-    """The single pass with carries by groups of chunks (core/plan.go groupChunks: the 16-bit
-    forward over 8-channel lanes, here bf16-wide, and the fp32 forward's grouped kernel over
-    4-float lanes; every other case runs its per-chunk look-back under the same knobs), forced on
-    157 chunks (a group size that does not divide it) against the CPU backend; bit-identical in
-    two processes. (2 and 3: the fp32 and 16-bit defaults.)"""
+    """The single pass with carries by groups of chunks (core/plan_heuristics.go groupChunks: the
+    16-bit forward over 8-channel lanes, here bf16-wide, and the fp32 forward's grouped kernel
+    over 4-float lanes; every other case runs its per-chunk look-back under the same knobs),
+    forced on 157 chunks (a group size that does not divide it) against the CPU backend;
+    bit-identical in two processes. (2 and 3: the fp32 and 16-bit defaults.)"""
+    _knob_runs_match_cpu(tmp_path, "CASES", PASSES=1, GROUP=group)
+
+
+def _knob_runs_match_cpu(tmp_path, which, **knobs):
+    """The cases of the list named `which`, run in two child processes with the knobs: the two
+    runs bit-identical and within TOLS of the CPU backend."""
     runs = []
     for k in range(2):
         (tmp_path / str(k)).mkdir()
-        runs.append(_in_child(tmp_path / str(k), "CASES", PASSES=1, GROUP=group))
-    for name, shape, dtype, mode in CASES:
+        runs.append(_in_child(tmp_path / str(k), which, **knobs))
+    for name, shape, dtype, mode in globals()[which]:
         _assert_runs_match_cpu(name, shape, dtype, mode, runs[0][name], runs[1][name])
 
 
@@ -154,13 +160,9 @@ PACKED_CASES = [c for c in CASES if c[3].startswith("packed")]
 @requires_cuda
 @pytest.mark.parametrize("segments", [2, 5, 9])
 def test_packed_segments_match_the_cpu_backend(tmp_path, segments):
-    """A packed single pass cut into segments at sequence starts (core/plan.go packedSegments,
-    segment_chunk in kernels/scan_parts.cuh), forced (NANOSSM_TUNE_SEGMENTS) on one tile of 157
-    chunks: cuts at a 3000-step sequence, at empty ones (5: sequence 3) and, with 9, one per
-    sequence (empty segments included); against the CPU backend, bit-identical in two processes."""
-    runs = []
-    for k in range(2):
-        (tmp_path / str(k)).mkdir()
-        runs.append(_in_child(tmp_path / str(k), "PACKED_CASES", PASSES=1, SEGMENTS=segments))
-    for name, shape, dtype, mode in PACKED_CASES:
-        _assert_runs_match_cpu(name, shape, dtype, mode, runs[0][name], runs[1][name])
+    """A packed single pass cut into segments at sequence starts (core/plan_heuristics.go
+    packedSegments, segment_chunk in kernels/packed.cuh), forced (NANOSSM_TUNE_SEGMENTS) on one
+    tile of 157 chunks: cuts at a 3000-step sequence, at empty ones (5: sequence 3) and, with 9,
+    one per sequence (empty segments included); against the CPU backend, bit-identical in two
+    processes."""
+    _knob_runs_match_cpu(tmp_path, "PACKED_CASES", PASSES=1, SEGMENTS=segments)

@@ -1,0 +1,128 @@
+package core
+
+// The launch heuristics of core/plan.go that read the shape: carries by groups of chunks, the
+// segments of a packed single pass, and the packet width of a call. Pure arithmetic, tested
+// without a GPU (plan_test.go); each rule says what the H200 measured for it.
+
+// MaxGroup is the largest carry group the kernels' flags hold (8 bits); TuneGroup, when in
+// 1..MaxGroup, replaces groupChunks' choice (NANOSSM_TUNE_GROUP, read by core/cuda): a
+// benchmarking knob, not an API.
+const MaxGroup = 255
+
+var TuneGroup int64
+
+// groupChunks is the carry group of a single-pass plan. Each chunk's carry waits on the prefix of
+// the chunk before it, one L2 round trip (~0.6 us on the H200) per hop of a tile's chain; when a
+// tile has many chunks and few tiles share the GPU, the chain, not the bandwidth, sets the time
+// (measured: bf16 1,65536,64,64, 16 tiles of 512 chunks: halving the chunk took 1.44x the copy to
+// 2.39x). Groups of G chunks make it one hop per G chunks, for ~G/2 more aggregates read per
+// chunk. Measured on the H200 (ratio to the copy, G = 8 against 1, same run): forward
+// 1,65536,64,64 bf16 1.43 -> 1.35, f32 1.22 -> 1.18; backward f32 2.54 -> 3.04, bf16 3.20 -> 3.28
+// (its blocks hold 96 KB, two per SM: the wait for the group's aggregates costs more than the hops
+// it saves). The 4-channel 16-bit forward spilled with the grouped path compiled in, so the
+// 16-bit forward over 8-channel lanes and the fp32 forward (its own kernel, groupedKernels) have
+// it (kGrouped in kernels/scan_kernel.cuh). Never for packed sequences: a sequence start inside a
+// group would end it. (v26 tried: the packed 16-bit forward without states, its carry restarted
+// at the last start inside the group; bf16 8,2048,64,64 packed 0.1086 -> 0.1207 ms compiled in,
+// 0.1209 at G = 1 and 0.1207 at G = 3: the chains it shortens are not what packed calls wait on.)
+// G = 3: a chunk waits on up to G - 1 aggregates, read 2 per round trip (group_carry's batch for
+// 8-float lanes), so G = 3 takes one round trip for them and a third of the hops; a larger G
+// lengthens every block's wait more than it shortens the chain. Measured on the H200 (ratio to
+// the copy, same run): bf16 1,65536,64,64 (512 chunks) G = 1 1.41, 2 1.225, 3 1.233, 4 1.247,
+// 6 1.287 (another run: 8 1.34, 16 1.59, 32 1.74); bf16 2,65536,64,64 1.286, 1.220, 1.220,
+// 1.267, 1.262; f16 alike. With 64 chunks (bf16 4,8192,64,64) G = 4 read 1.30 against 1.24
+// ungrouped (v25: G = 2 1.262, 3 1.247 against 1.234), hence not there; with 128 chunks (bf16
+// 1,16384,64,64, 16 tiles; v25) G = 1 1.539, 2 1.344, 3 1.339: from 128 chunks.
+// fp32 (4-float lanes, the same batch of 2): G = 2 (v24). Measured on the H200 (ratio to the
+// copy, same run; ungrouped / G = 2 / 3 / 4): 1,65536,64,64 (512 chunks) 1.139 / 1.084 / 1.097 /
+// 1.117; 2,65536,64,64 1.102 / 1.085 / 1.100 / 1.106; 1,32768,64,64 (256) 1.147 / 1.095 /
+// 1.107 / 1.124; 2,16384,64,64 (128) 1.103 / 1.091 / 1.102 / 1.112; 4,8192,64,64 (64) 1.057 /
+// 1.067 / 1.099 / 1.088; hence from 128 chunks.
+func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
+	if v != Forward {
+		return 1
+	}
+	// (the knob applies to every plain forward, to time variant modules that compile the grouped
+	// path into other kernels; a kernel without it ignores the flag bits. For the fp32 forward
+	// over 4-float lanes a group above 1 also selects its grouped kernel, in plan.)
+	if TuneGroup >= 1 && TuneGroup <= MaxGroup {
+		return TuneGroup
+	}
+	switch {
+	case dt.Size() == 2 && vec == 8 && chunks >= 128:
+		return 3
+	case dt == Float32 && vec == 4 && chunks >= 128:
+		return 2
+	}
+	return 1
+}
+
+// MaxSegments bounds packedSegments (a lane of one warp holds each cut, and one more the end:
+// segment_chunk in kernels/packed.cuh); TuneSegments, when in 1..MaxSegments, replaces its
+// choice (NANOSSM_TUNE_SEGMENTS, read by core/cuda): a benchmarking knob, not an API.
+const MaxSegments = 31
+
+var TuneSegments int64
+
+// packedSegments is the segments a packed single pass cuts its one row of chunks into (n: the
+// sequences, chunks: the row's). The chain of a packed call: one row of B*T steps per (r, c), so
+// few tiles, each with a long chain of chunks, and a chunk's predecessor dispatched only `tiles`
+// blocks before it, still loading when the chunk looks back (v28, v26 and v23 made the hops
+// cheaper and did not help). Cut at sequence starts, V segments are V independent chains,
+// dispatched level by level (kernels/scan_parts.cuh segment_chunk), so V * tiles blocks apart:
+// V = 256 / tiles, the spread of the plain forward's (8,2048,64,64) fp32 (256 tiles;
+// 4,8192's 128 reads as well). At most one per sequence, and segments of 4+ chunks on average
+// (each ends in a part chunk).
+func packedSegments(n, tiles, chunks int64) int64 {
+	if TuneSegments >= 1 && TuneSegments <= MaxSegments {
+		return min(TuneSegments, max(n, 1))
+	}
+	return max(1, min((segmentSpread+tiles-1)/tiles, n, MaxSegments, chunks/4))
+}
+
+// segmentSpread is the blocks packedSegments puts between a chunk and its predecessor.
+const segmentSpread = 256
+
+// TuneForward16Bytes, when 8 or 16, replaces forwardPacketBytes' choice for the 16-bit plain
+// forward (NANOSSM_TUNE_FWD16_BYTES, read by core/cuda): a benchmarking knob, not an API.
+var TuneForward16Bytes int64
+
+// forwardPacketBytes is the packet a plain forward asks for. 16 bytes, except for 16-bit types
+// when 8-channel lanes would not fill one warp (B*R*C/8 < 32 lanes, e.g. (1,T,4,32): 16 lanes,
+// half the warp idle): 4-channel lanes fill it. Measured on the H200 (ratio to the copy, same
+// run): f16 1,262144,4,32 4.25 -> 3.20 with 8-byte packets; but with every lane busy they were
+// slower everywhere (f16 8,2048,64,64 1.38 -> 1.60: twice the threads, each with the same fixed
+// work per step), so only then.
+func forwardPacketBytes(p Problem) int64 {
+	if p.DType.Size() != 2 {
+		return 16
+	}
+	if TuneForward16Bytes == 8 || TuneForward16Bytes == 16 {
+		return TuneForward16Bytes
+	}
+	if p.B*p.R*p.C/8 < 32 {
+		return 8
+	}
+	return 16
+}
+
+// vectorWidth is the packet width the layout allows, in elements: a packet of `bytes` bytes
+// when the channel dim of every tensor is unit-stride, C and every other stride are multiples of
+// it and every base pointer is aligned to it; else 1.
+func vectorWidth(p Problem, bytes int64, ts ...Tensor) int64 {
+	vec := bytes / p.DType.Size()
+	if p.C%vec != 0 {
+		return 1
+	}
+	for _, t := range ts {
+		if t.Strides[3] != 1 || t.Data%uintptr(bytes) != 0 {
+			return 1
+		}
+		for _, s := range t.Strides[:3] {
+			if s%vec != 0 {
+				return 1
+			}
+		}
+	}
+	return vec
+}
