@@ -154,13 +154,7 @@ func align256(v int64) int64 { return (v + 255) / 256 * 256 }
 // PlanScan plans a forward scan on dev.
 func PlanScan(a *ScanArgs, p Problem, dev Device) ScanPlan {
 	if p.Seqs > 0 || a.CuSeqlens.Present() {
-		pl := plan(ForwardPacked, p, vectorWidth(p, 16, a.X, a.Out), dev)
-		// No initial or final states: the packed kernel without their code in its step loops
-		// (STATES in kernels/scan.cu; measured on the H200: docs/performance.md, v25).
-		if !a.InitialState.Present() && !a.FinalState.Present() {
-			pl.Kernel = scanKernels[kernelKey{p.DType, ForwardPacked, pl.Vec, false, true}]
-		}
-		return pl
+		return plan(ForwardPacked, p, vectorWidth(p, 16, a.X, a.Out), dev)
 	}
 	bytes := forwardPacketBytes(p)
 	vec := vectorWidth(p, bytes, a.X, a.Out)
@@ -176,12 +170,7 @@ func PlanBackward(a *BackwardArgs, p Problem, dev Device) ScanPlan {
 	if a.CuSeqlens.Present() {
 		v = BackwardPacked
 	}
-	pl := plan(v, p, vectorWidth(p, 16, a.GradOut, a.GradX, a.X, a.Out), dev)
-	// (packed with an initial state always asks for its gradient: ValidateBackward)
-	if v == BackwardPacked && !a.GradFinalState.Present() && !a.GradInitialState.Present() {
-		pl.Kernel = scanKernels[kernelKey{p.DType, v, pl.Vec, false, true}]
-	}
-	return pl
+	return plan(v, p, vectorWidth(p, 16, a.GradOut, a.GradX, a.X, a.Out), dev)
 }
 
 // plan picks the kernel and its launch shape.
@@ -248,8 +237,13 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	warps := min(maxWarps, (p.T+steps-1)/steps)
 	chunkLen := warps * steps
 	cv := p.C / vec
+	// A packed call with no initial and no final state (the backward's reverse scan: no final
+	// state's gradient in, no initial state's gradient out; a packed forward with h0 always asks
+	// for dh0, ValidateBackward) takes the packed kernel without their code in its step loops
+	// (STATES in kernels/scan.cu; measured on the H200: docs/performance.md, v25).
+	lean := (v == ForwardPacked || v == BackwardPacked) && !p.HasInitial && !p.HasFinal
 	pl := ScanPlan{
-		Kernel: scanKernels[kernelKey{p.DType, v, vec, false, false}],
+		Kernel: scanKernels[kernelKey{p.DType, v, vec, false, lean}],
 		Vec:    vec,
 		Warps:  warps,
 		Steps:  steps,

@@ -126,14 +126,25 @@ func TestPackedPlansWithoutStates(t *testing.T) {
 	h200 := Device{SMs: 132, MaxShared: 227 << 10, EarlyLaunch: true}
 	for _, d := range []DType{Float32, Float16, BFloat16} {
 		for _, c := range []int64{64, 5} {
-			p := Problem{B: 1, T: 4096, R: 8, C: c, DType: d, Seqs: 3}
 			x := Tensor{Data: 1 << 20, DType: d, Shape: []int64{1, 4096, 8, c}, Strides: Contiguous(1, 4096, 8, c)}
 			state := Tensor{Data: 1 << 30, DType: Float32, Shape: []int64{3, 8, c}, Strides: Contiguous(3, 8, c)}
 			for _, s := range []struct {
 				h0, hT Tensor
 				want   string
 			}{{Tensor{}, Tensor{}, "nostate_"}, {state, Tensor{}, ""}, {Tensor{}, state, ""}, {state, state, ""}} {
-				a := ScanArgs{X: x, Out: x, InitialState: s.h0, FinalState: s.hT}
+				// the problem as Validate records it (the states' presence included)
+				A := Tensor{Data: 1 << 24, DType: Float32, Shape: []int64{1, 4096, 8}, Strides: Contiguous(1, 4096, 8)}
+				out := x
+				out.Data = 1 << 28
+				cu := Tensor{Data: 1 << 32, DType: Int64, Shape: []int64{4}, Strides: []int64{1}}
+				a := ScanArgs{A: A, X: x, Out: out, InitialState: s.h0, FinalState: s.hT, CuSeqlens: cu}
+				if s.hT.Present() {
+					a.FinalState.Data = 1 << 31
+				}
+				p, err := Validate(&a)
+				if err != nil || p.Seqs != 3 {
+					t.Fatalf("%v C=%d: %v (%+v)", d, c, err, p)
+				}
 				pl := PlanScan(&a, p, h200)
 				want := fmt.Sprintf("nanossm_scan_fwd_packed_%s%s_v%d", s.want, map[DType]string{Float32: "f32", Float16: "f16", BFloat16: "bf16"}[d], pl.Vec)
 				if pl.Kernel != want || pl.Vec != map[bool]int64{true: 16 / d.Size(), false: 1}[c == 64] {
@@ -142,8 +153,18 @@ func TestPackedPlansWithoutStates(t *testing.T) {
 				if pl.Group != 1 {
 					t.Errorf("%v C=%d: carry group %d with 32 chunks", d, c, pl.Group)
 				}
-				b := BackwardArgs{X: x, Out: x, GradOut: x, GradX: x, CuSeqlens: x, GradFinalState: s.h0, GradInitialState: s.hT}
-				bl := PlanBackward(&b, p, h200)
+				// the backward's reverse scan: the final state's gradient is its initial state, dh0
+				// its final one (a packed forward with h0 always asks for dh0: here only its plan)
+				gA := A
+				gA.Data = 1 << 33
+				b := BackwardArgs{A: A, X: x, Out: out, GradOut: x, GradX: out, GradA: gA, CuSeqlens: cu,
+					GradFinalState: s.h0, GradInitialState: a.FinalState}
+				b.GradX.Data = 1 << 34
+				rp, err := ValidateBackward(&b)
+				if err != nil {
+					t.Fatalf("backward %v C=%d: %v", d, c, err)
+				}
+				bl := PlanBackward(&b, rp, h200)
 				want = strings.Replace(want, "fwd", "bwd", 1)
 				if bl.Kernel != want {
 					t.Errorf("backward %v C=%d gT %v dh0 %v: kernel %s, want %s", d, c, s.h0.Present(), s.hT.Present(), bl.Kernel, want)
