@@ -267,12 +267,15 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 		return 2 * align256(chunks*pl.Tiles*32*vec*4)
 	}
 	pl.Passes, pl.Group, pl.Segments = 1, 1, 1
-	slots := pl.Chunks // look-back slots per tile of a single pass
+	// Look-back slots per tile of a single pass: a packed one's segments take one more each. The
+	// workspace holds those of the most segments any number of sequences could get, so that it
+	// depends on the layout alone, not on how many sequences cu_seqlens holds (callers cache it
+	// by layout: python/nanossm/_call.py).
+	slots := pl.Chunks
 	if v == ForwardPacked || v == BackwardPacked {
 		pl.Segments = packedSegments(p.Seqs, pl.Tiles, pl.Chunks)
-		slots += pl.Segments - 1
+		slots += packedSegments(MaxSegments, pl.Tiles, pl.Chunks) - 1
 	}
-	pl.Lookback = lookback(slots)
 	groupBytes := int64(0)
 	if pl.Chunks > 2 && pl.Tiles <= maxPrefixTiles { // chunks 1 .. Chunks-2 need a prefix
 		m := pl.Chunks - 2
@@ -287,7 +290,7 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	if pl.Passes == 3 {
 		pl.Segments = 1
 	} else {
-		pl.Chunks = slots
+		pl.Chunks += pl.Segments - 1
 	}
 	if pl.Passes == 1 && pl.Chunks > 1 {
 		pl.Group = groupChunks(v, p.DType, vec, pl.Chunks)
@@ -296,12 +299,14 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 		}
 	}
 	// The workspace keeps the group region whenever a device could choose three passes, and the
-	// look-back slots of a single pass's segments (it is sized before a device is known); only
-	// three passes read the group region (after their chunks' slots), so only they reset it.
-	pl.Workspace = pl.Lookback + groupBytes
+	// look-back slots of a single pass's segments (it is sized before a device is known); the
+	// reset covers the plan's own slots (the kernels place their prefixes after them: n_chunks),
+	// and the group region only where three passes read it (after their chunks' slots).
+	pl.Workspace = lookback(slots) + groupBytes
 	pl.Partials = pl.Workspace
+	pl.Lookback = lookback(pl.Chunks)
 	if pl.Passes == 3 {
-		pl.Lookback = lookback(pl.Chunks) + groupBytes
+		pl.Lookback += groupBytes
 	}
 	if pl.K > 1 {
 		pl.Workspace += align256(pl.K * p.B * p.T * p.R * 4)

@@ -69,7 +69,7 @@ var TuneSegments int64
 // few tiles, each with a long chain of chunks, and a chunk's predecessor dispatched only `tiles`
 // blocks before it, still loading when the chunk looks back (v28, v26 and v23 made the hops
 // cheaper and did not help). Cut at sequence starts, V segments are V independent chains,
-// dispatched level by level (kernels/scan_parts.cuh segment_chunk), so V * tiles blocks apart:
+// dispatched level by level (kernels/packed.cuh segment_chunk), so V * tiles blocks apart:
 // V = 256 / tiles, the spread of the plain forward's (8,2048,64,64) fp32 (256 tiles;
 // 4,8192's 128 reads as well). At most one per sequence, and segments of 4+ chunks on average
 // (each ends in a part chunk).

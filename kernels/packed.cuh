@@ -78,7 +78,7 @@ __device__ __forceinline__ bool segment_chunk(const Bound& bound, int64_t N, int
 // or end one (emask, end[i]), so that the kernel's unrolled loops only test bits (a walk inside
 // them made the code too large for the instruction cache). bound(i) is boundary i (0..N) in scan
 // order; empty(k) writes empty sequence k's final state. The kernel runs it while its staging
-// copies fly (v29; before, it ran first, and the copies waited for its round trips). The walk
+// copies fly (v30; before, it ran first, and the copies waited for its round trips). The walk
 // reads 32 boundaries at once, one per lane, and takes them by shuffles: with N < 32 sequences
 // every boundary in one round trip, the search included; with more, the search's round trips and
 // one for the 32 boundaries from the first one at or after ts (a boundary past them is loaded on

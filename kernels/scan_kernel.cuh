@@ -29,6 +29,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 
   // (tile, chunk) in chunk-major order: chunk j of every tile has a lower block index than chunk
   // j + 1, and blocks are dispatched in index order, so a block only waits on running blocks.
+  // (A packed call cut into segments maps the index to a segment's chunk level by level, below:
+  // `chunk` then names the chunk's look-back slot, and the same holds of its levels.)
   // Pass 3 of the three-pass plan waits on nothing: it runs the chunks last to first, so it
   // first reads what pass 1 read last (still in L2).
   int64_t tile, chunk;
@@ -153,7 +155,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   __shared__ float a_tab[NW][AT_ROWS][NS + 1], d_tab[NW][AT_ROWS][NS];
   const int64_t row_lo = __shfl_sync(0xffffffffu, row, 0);
   const int q_row = active ? static_cast<int>(row - row_lo) : 0;  // lanes' rows differ by < 32
-  // The packed forward without states has it since its chains are cut into segments (v29;
+  // The packed forward without states has it since its chains are cut into segments (v30;
   // packed / plain, same run: f32 8,2048,64,64 1.104 -> 1.080, 16,1024,16,128 1.106 -> 1.082,
   // bf16 8,2048 1.211 -> 1.142); the packed backward took 3-6% longer with it, and the packed
   // kernels with states spill without it already.
@@ -188,7 +190,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
                                           dir, dx, active, nst, stage_xy, use_tab, pa, da, dec);
     // Packed sequences: which of this warp's steps start or end a sequence (packed_walk in
     // packed.cuh), while the copies fly. Empty sequences get their final state here. (Before
-    // v29 the walk came before the copies, which waited for its round trips; after them, packed /
+    // v30 the walk came before the copies, which waited for its round trips; after them, packed /
     // plain on the H200, same run: fp32 forward 4,8192,64,64 1.053 -> 1.037, bf16 1.083 -> 1.048,
     // fp32 backward 1.013 -> 0.953, bf16 8,2048 1.017 -> 0.989.)
     if constexpr (PACKED) packed_walk<NS>(bound, N, ts, T_, seg_end, empty_state, sh_start[w], sh_end[w], smask, emask);
@@ -211,8 +213,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // racecheck reported)
   if (use_tab) __syncwarp();
   const float a_prev = a_before_use(ts, use_tab ? a_tab[w][q_row][0] : a_prev_raw);
-  // (the packed kernels, with no table, take a before the block here, as v12 did: later, the
-  // packed fp32 forward spilled)
+  // (the packed kernels take a before the block here, from their own load, table or not, as v12
+  // did: later, the packed fp32 forward spilled)
   float a_blk_packed = 0.f;
   if constexpr (PACKED) a_blk_packed = a_before_use(ts - w * NS, a_blk_raw);
   // a(tau) in scan order at step i from its raw A value, and the step's decay (a_last: a before
@@ -272,7 +274,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     for (int v = 0; v < VEC; ++v) st[v] = sh_reset[s] ? sh_agg[s][lane][v] : fmaf(d, st[v], sh_agg[s][lane][v]);
   };
 
-  // ---- phase 2: the carry into the block (state at step t0 - 1): h0 for chunk 0, else a look-back
+  // ---- phase 2: the carry into the block (state at step t0 - 1): h0 for chunk 0 (0 for a packed
+  // segment's first chunk, which begins with a sequence), else a look-back
   // that every warp does for itself (no second barrier). Publication needs no flag or fence: the
   // workspace starts as the NaN pattern 0xffffffff, which arithmetic never produces (GPU NaNs are
   // canonical 0x7fffffff), and every 32-bit value is written once; a reader polls its own lane's

@@ -140,7 +140,8 @@ __device__ __forceinline__ void look_back(const float* aggs, const float* incl, 
     const int64_t id = (j * n_tiles + tile) * WARP + lane;
     if (poll<VEC>(&incl[id * VEC], val)) break;
     if (poll<VEC>(&aggs[id * VEC], val)) {
-      --j;  // aggregate out, prefix not yet: look further back (chunk 0 is always a prefix)
+      --j;  // aggregate out, prefix not yet: look further back (a tile's or segment's first chunk
+            // always publishes a prefix)
       spins = 0;
       continue;
     }

@@ -210,3 +210,18 @@ def test_packed_malformed_device_offsets_end():
     res = subprocess.run([sys.executable, "-c", _MALFORMED.format(here=here)], capture_output=True, text=True,
                          cwd=here, timeout=120)
     assert res.returncode == 0 and "done" in res.stdout, res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_packed_same_layout_other_sequence_counts(device):
+    """One layout packed as 1, 2, 4, 8 and 3 sequences in one process: the workspace, cached by
+    layout (python/nanossm/_call.py), must not depend on the number of sequences (a single pass
+    cuts a pack into up to one segment per sequence, each with one more look-back slot)."""
+    T = 3000
+    A, x = make_inputs((1, T, 2, 64), torch.float32, device, seed=71)
+    for n in (1, 2, 4, 8, 3):
+        cu_list = [round(k * T / n) for k in range(n + 1)]
+        out = torch.full_like(x, float("nan"))
+        ssm_scan(A, x, cu_seqlens=torch.tensor(cu_list, device=device), out=out)
+        ref, _ = ref64(A, x, None, False, cu=cu_list)
+        assert rel_err(out, ref) <= TOL[torch.float32], f"{n} sequences: {rel_err(out, ref):.2e}"

@@ -162,7 +162,7 @@ PACKED_CASES = [c for c in CASES if c[3].startswith("packed")]
 def test_packed_segments_match_the_cpu_backend(tmp_path, segments):
     """A packed single pass cut into segments at sequence starts (core/plan_heuristics.go
     packedSegments, segment_chunk in kernels/packed.cuh), forced (NANOSSM_TUNE_SEGMENTS) on one
-    tile of 157 chunks: cuts at a 3000-step sequence, at empty ones (5: sequence 3) and, with 9,
-    one per sequence (empty segments included); against the CPU backend, bit-identical in two
-    processes."""
+    tile of 157 chunks: cuts where empty sequence 3 sits, before the 7777-step one (2 and 5) and,
+    with 9, one per sequence (empty segments included); against the CPU backend, bit-identical
+    in two processes."""
     _knob_runs_match_cpu(tmp_path, "PACKED_CASES", PASSES=1, SEGMENTS=segments)
