@@ -47,6 +47,8 @@ const (
 
 func (v Variant) backward() bool { return v == Backward || v == BackwardPacked }
 
+func (v Variant) packed() bool { return v == ForwardPacked || v == BackwardPacked }
+
 // kernelKey is one row of the dispatch table: element type x variant x vector width, whether
 // carries go by groups in a kernel of their own (grouped: the fp32 forward's), and whether the
 // call has no initial and no final state (nostate: the packed forward's and backward's lean
@@ -76,7 +78,7 @@ var scanKernels = func() map[kernelKey]string {
 			}
 			for _, w := range widths {
 				t[kernelKey{d, v, w, false, false}] = fmt.Sprintf("nanossm_scan_%s_%s_v%d", vn, dn, w)
-				if v == ForwardPacked || v == BackwardPacked {
+				if v.packed() {
 					t[kernelKey{d, v, w, false, true}] = fmt.Sprintf("nanossm_scan_%s_nostate_%s_v%d", vn, dn, w)
 				}
 			}
@@ -241,7 +243,7 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	// state's gradient in, no initial state's gradient out; a packed forward with h0 always asks
 	// for dh0, ValidateBackward) takes the packed kernel without their code in its step loops
 	// (STATES in kernels/scan.cu; measured on the H200: docs/performance.md, v25).
-	lean := (v == ForwardPacked || v == BackwardPacked) && !p.HasInitial && !p.HasFinal
+	lean := v.packed() && !p.HasInitial && !p.HasFinal
 	pl := ScanPlan{
 		Kernel: scanKernels[kernelKey{p.DType, v, vec, false, lean}],
 		Vec:    vec,
@@ -272,8 +274,7 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	// depends on the layout alone, not on how many sequences cu_seqlens holds (callers cache it
 	// by layout: python/nanossm/_call.py).
 	slots := pl.Chunks
-	if v == ForwardPacked || v == BackwardPacked {
-		pl.Segments = packedSegments(p.Seqs, pl.Tiles, pl.Chunks)
+	if v.packed() {
 		slots += packedSegments(MaxSegments, pl.Tiles, pl.Chunks) - 1
 	}
 	groupBytes := int64(0)
@@ -287,9 +288,8 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 			pl.Prefix = prefixKernels[vec]
 		}
 	}
-	if pl.Passes == 3 {
-		pl.Segments = 1
-	} else {
+	if v.packed() && pl.Passes == 1 { // (three passes keep one row)
+		pl.Segments = packedSegments(p.Seqs, pl.Tiles, pl.Chunks)
 		pl.Chunks += pl.Segments - 1
 	}
 	if pl.Passes == 1 && pl.Chunks > 1 {

@@ -23,7 +23,7 @@ func TestPlanInvariants(t *testing.T) {
 		p := Problem{B: 1 + rng.Int63n(8), T: 1 + rng.Int63n(1<<uint(rng.Intn(19))), R: 1 + rng.Int63n(70),
 			C: 1 + rng.Int63n(700), DType: dtypes[rng.Intn(3)]}
 		v := Variant(rng.Intn(4))
-		if v == ForwardPacked || v == BackwardPacked {
+		if v.packed() {
 			p.Seqs = rng.Int63n(3 + p.T/(1+rng.Int63n(64)))
 		}
 		vec := int64(1)

@@ -214,7 +214,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   if (use_tab) __syncwarp();
   const float a_prev = a_before_use(ts, use_tab ? a_tab[w][q_row][0] : a_prev_raw);
   // (the packed kernels take a before the block here, from their own load, table or not, as v12
-  // did: later, the packed fp32 forward spilled)
+  // did: later, the packed fp32 forward spilled; ts - w * NS is t0, derived from ts rather than
+  // kept live across the copies, for the same reason)
   float a_blk_packed = 0.f;
   if constexpr (PACKED) a_blk_packed = a_before_use(ts - w * NS, a_blk_raw);
   // a(tau) in scan order at step i from its raw A value, and the step's decay (a_last: a before
