@@ -283,6 +283,12 @@ func validate(a *ScanArgs, n roles, backward bool) (Problem, error) {
 	if p.HasFinal && !(disjoint(a.FinalState, a.Out) && disjoint(a.FinalState, a.X)) {
 		return p, Invalid(n.hT, "overlaps %s or %s", n.x, n.out)
 	}
+	// The packed forward kernels hold a lane's offset in a state row in 32 bits (one register
+	// less, kernels/scan_kernel.cuh): R*C elements of one step's state must fit.
+	if a.Device != CPU && !backward && a.CuSeqlens.Present() && (p.HasInitial || p.HasFinal) && p.R*p.C > math.MaxInt32 {
+		return p, Unsupported("%s: R*C = %d state elements per step; packed CUDA calls with states take at most 2^31-1",
+			n.x, p.R*p.C)
+	}
 	if p.HasInitial && p.Reverse && !backward {
 		return p, Unsupported("initial_state: not defined for reverse scans")
 	}

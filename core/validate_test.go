@@ -52,6 +52,11 @@ func TestValidateErrors(t *testing.T) {
 		{"final overlaps out", func(a *ScanArgs) { a.FinalState = f32(12288, 2, 4, 5) }, StatusInvalidArgument, "final_state: overlaps x or out"},
 		{"cu_seqlens with B = 2", func(a *ScanArgs) { a.CuSeqlens = Tensor{base, Int64, []int64{2}, []int64{1}} }, StatusInvalidArgument, "cu_seqlens: packed sequences need B = 1, got B = 2"},
 		{"cu_seqlens dtype", func(a *ScanArgs) { a.CuSeqlens = Tensor{base, Float32, []int64{2}, []int64{1}} }, StatusInvalidArgument, "cu_seqlens: expected int32 or int64, got float32"},
+		{"packed states too wide", func(a *ScanArgs) {
+			far := func(i uintptr, shape ...int64) Tensor { return Tensor{i << 40, Float32, shape, Contiguous(shape...)} }
+			a.A, a.X, a.Out = far(1, 1, 2, 1<<16), far(2, 1, 2, 1<<16, 1<<15), far(3, 1, 2, 1<<16, 1<<15)
+			a.CuSeqlens, a.FinalState, a.Device = Tensor{base, Int64, []int64{2}, []int64{1}}, far(4, 1, 1<<16, 1<<15), 0
+		}, StatusUnsupported, "x: R*C = 2147483648 state elements per step; packed CUDA calls with states take at most 2^31-1"},
 		{"device", func(a *ScanArgs) { a.Device = -7 }, StatusInvalidArgument, "device: expected a CUDA ordinal >= 0 or -1 for the CPU, got -7"},
 		{"huge", func(a *ScanArgs) { a.X.Shape = []int64{1 << 40, 1 << 40, 4, 5} }, StatusInvalidArgument, "x: shape (1099511627776,1099511627776,4,5) has more than 2^63 elements"},
 	}

@@ -81,7 +81,9 @@ typedef struct nanossm_scan_options {
   nanossm_tensor cu_seqlens;    /* optional (N+1,) int32/int64 offsets of N packed sequences (B = 1):
                                    0 = cu[0] <= cu[1] <= ... <= cu[N] = T; the states are then
                                    (N,R,C). Host values are checked; device values are not
-                                   (that would synchronise): bad ones give wrong results only. */
+                                   (that would synchronise): bad ones give wrong results only.
+                                   On CUDA devices, packed calls with states take R*C < 2^31
+                                   (else NANOSSM_ERR_UNSUPPORTED). */
   void* workspace;              /* device scratch of nanossm_scan_workspace_size() bytes,
                                    256-byte aligned; may be NULL when that size is 0 */
   int64_t workspace_bytes;

@@ -74,9 +74,11 @@ __device__ __forceinline__ bool segment_chunk(const Bound& bound, int64_t N, int
 }
 
 // Packed sequences (scan_kernel.cuh): one rolled walk over a warp's NS steps from ts
-// (warp-uniform) records which steps start a sequence (bit i of smask, the sequence in start[i])
-// or end one (emask, end[i]), so that the kernel's unrolled loops only test bits (a walk inside
-// them made the code too large for the instruction cache). bound(i) is boundary i (0..N) in scan
+// (warp-uniform) records which steps start a sequence (bit i of smask) or end one (emask), and
+// the sequence of each such step in seq[i] (a step that starts and ends one, a sequence of one
+// step, starts and ends the same: one array, 1 KB of shared memory less than two, which kept the
+// packed fp32 forward with states at 3 blocks per SM), so that the kernel's loops only test bits
+// (a walk inside them made the code too large for the instruction cache). bound(i) is boundary i (0..N) in scan
 // order; empty(k) writes empty sequence k's final state. The kernel runs it while its staging
 // copies fly (v30; before, it ran first, and the copies waited for its round trips). The walk
 // reads 32 boundaries at once, one per lane, and takes them by shuffles: with N < 32 sequences
@@ -86,8 +88,8 @@ __device__ __forceinline__ bool segment_chunk(const Bound& bound, int64_t N, int
 // lim: the end of the block's steps (its segment's end, segment_chunk; else T).
 template <int NS, typename Bound, typename Empty>
 __device__ __forceinline__ void packed_walk(const Bound& bound, int64_t N, int64_t ts, int64_t T, int64_t lim,
-                                            const Empty& empty, int64_t* start, int64_t* end,
-                                            uint32_t& smask, uint32_t& emask) {
+                                            const Empty& empty, int64_t* seq, uint32_t& smask,
+                                            uint32_t& emask) {
   if (ts < lim) {
     const int lane = threadIdx.x;
     int64_t nb, base, win;  // lane l holds boundary base + l (those up to N)
@@ -112,7 +114,7 @@ __device__ __forceinline__ void packed_walk(const Bound& bound, int64_t N, int64
         const int64_t next = bnd(nb + 1);
         if (next > tau) {
           smask |= 1u << i;
-          start[i] = nb;
+          seq[i] = nb;
         } else {
           empty(nb);
         }
@@ -120,7 +122,7 @@ __device__ __forceinline__ void packed_walk(const Bound& bound, int64_t N, int64
       }
       if (nbv == tau + 1 && nb > 0) {
         emask |= 1u << i;
-        end[i] = nb - 1;
+        seq[i] = nb - 1;
       }
       if (tau == T - 1) {
         for (int64_t e = nb; e < N; ++e) empty(e);  // empty sequences at the very end

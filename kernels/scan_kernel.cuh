@@ -51,8 +51,12 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   const T* xb = P.x + b * P.sx[0] + r * P.sx[2] + cv * VEC * P.sx[3];
   T* ob = P.out + b * P.so[0] + r * P.so[2] + cv * VEC * P.so[3];
   // h0 / hT rows are contiguous (rows of states, R, C): row k of the states for (r, cv); b's row
-  // (unpacked) precomputed, so that b, r and cv die here (fewer live registers)
-  const int64_t st0 = r * C + cv * VEC, st_b = b * R * C + st0;
+  // (unpacked) precomputed, so that b, r and cv die here (fewer live registers). The packed
+  // forward holds (r, cv)'s offset in 32 bits (one register less: its fp32 kernel with states
+  // spilled 40 bytes with 64; the host refuses R * C >= 2^31 there, core/validate.go).
+  using StOff = std::conditional_t<kFwdPacked, int, int64_t>;
+  const StOff st0 = static_cast<StOff>(r * C + cv * VEC);
+  const int64_t st_b = b * R * C + st0;
   auto state_off = [&](int64_t k) { return k * R * C + st0; };
 
   auto a_at = [&](int64_t tau) { return a_scan(Ab, P.sA[1], T_, reverse, tau); };
@@ -139,9 +143,9 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     a_prev_raw = a_before_load(ts, false);
     a_blk_raw = a_before_load(t0, false);
   }
-  // Packed sequences: the steps of this warp that start (bit i of smask, the sequence in
-  // sh_start) or end one (emask, sh_end), found by the walk behind the copies (below).
-  __shared__ int64_t sh_start[NW][NS], sh_end[NW][NS];
+  // Packed sequences: the steps of this warp that start (bit i of smask) or end one (emask), and
+  // the sequence of each (sh_seq), found by the walk behind the copies (below).
+  __shared__ int64_t sh_seq[NW][NS];
   uint32_t smask = 0, emask = 0;
 
   // The A table (v14, issue_a_table): when a warp's lanes cover at most AT_ROWS (b, r) rows
@@ -157,9 +161,9 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   const int q_row = active ? static_cast<int>(row - row_lo) : 0;  // lanes' rows differ by < 32
   // The packed forward without states has it since its chains are cut into segments (v30;
   // packed / plain, same run: f32 8,2048,64,64 1.104 -> 1.080, 16,1024,16,128 1.106 -> 1.082,
-  // bf16 8,2048 1.211 -> 1.142); the packed backward took 3-6% longer with it, and the packed
-  // kernels with states spill without it already.
-  constexpr bool kTable = !PACKED || (!BWD && !STATES);
+  // bf16 8,2048 1.211 -> 1.142), the one with states since its starts and ends left its step
+  // loops (v32); the packed backward took 3-6% longer with it.
+  constexpr bool kTable = !PACKED || !BWD;
   const bool use_tab = kTable && __reduce_max_sync(0xffffffffu, static_cast<unsigned>(q_row)) < AT_ROWS &&
                        __all_sync(0xffffffffu, active);
   if (use_tab) issue_a_table<NS, AT_ROWS>(a_tab[w], q_row, Ab, P.sA[1], T_, reverse, ts);
@@ -193,7 +197,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     // v30 the walk came before the copies, which waited for its round trips; after them, packed /
     // plain on the H200, same run: fp32 forward 4,8192,64,64 1.053 -> 1.037, bf16 1.083 -> 1.048,
     // fp32 backward 1.013 -> 0.953, bf16 8,2048 1.017 -> 0.989.)
-    if constexpr (PACKED) packed_walk<NS>(bound, N, ts, T_, seg_end, empty_state, sh_start[w], sh_end[w], smask, emask);
+    if constexpr (PACKED) packed_walk<NS>(bound, N, ts, T_, seg_end, empty_state, sh_seq[w], smask, emask);
     if constexpr (!kAsyncStage<T, VEC>) {
 #pragma unroll
       for (int i = 0; i < NS; ++i) {
@@ -244,15 +248,45 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 #pragma unroll
     for (int i = 0; i < NS; ++i) dec[i] = step_decay(i, dec[i], a_last);
   }
-  {
+  // The packed forward (v32): the warps with a sequence start (phase 1), or a start or an end
+  // (phase 3), in their steps, a few in a launch, take rolled loops that hold the starts' initial
+  // states and the ends' final states; the others run the plain scan's unrolled loops, with no
+  // code for starts and ends between their steps (kBits, the packed backward's way: that code,
+  // inline in every step, had the packed forward stall on instruction fetch, v25). A rolled loop
+  // cannot index dec[]: decay_at takes a step's decay again, from the table or from A as phase 1
+  // read it (step_decay: the same bits).
+  constexpr bool kBits = PACKED && BWD;
+  auto decay_at = [&](int i, float& al) -> float {
+    if (use_tab) return d_tab[w][q_row][i];
+    const int64_t tau = ts + i;
+    return step_decay(i, ldg_if(&Ab[(reverse ? T_ - 1 - tau : tau) * P.sA[1]], active && i < nst), al);
+  };
+  if (kFwdPacked && smask) {
+    float al = a_prev;
+#pragma unroll 1
+    for (int i = 0; i < nst; ++i) {
+      float xf[VEC];
+      unpack(xs[i * WARP], xf);
+      const float d = decay_at(i, al);
+      if (smask >> i & 1) {
+        reset = true;
+        start_state(sh_seq[w][i], d, h);
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) h[v] += xf[v];
+      } else {
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) h[v] = fmaf(d, h[v], xf[v]);
+      }
+    }
+  } else {
 #pragma unroll
     for (int i = 0; i < NS; ++i) {
       const Packet<T, VEC> p = xs[i * WARP];
       float xf[VEC];
       unpack(p, xf);
-      if (PACKED && (smask >> i & 1)) {
+      if (kBits && (smask >> i & 1)) {
         reset = true;
-        start_state(sh_start[w][i], dec[i], h);
+        start_state(sh_seq[w][i], dec[i], h);
 #pragma unroll
         for (int v = 0; v < VEC; ++v) h[v] += xf[v];
       } else {
@@ -380,6 +414,46 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   constexpr bool kStepPtr = BWD || (sizeof(T) == 2 && VEC == 8);
   T* po = ob + (reverse ? T_ - 1 - ts : ts) * P.so[1];
   const int64_t dout = reverse ? -P.so[1] : P.so[1];
+  if (kFwdPacked && (smask | emask)) {  // (every lane is active here: the forward's idle lanes left)
+    float al = a_prev;
+#pragma unroll 1
+    for (int i = 0; i < nst; ++i) {
+      float xf[VEC];
+      unpack(xs[i * WARP], xf);
+      const float d = decay_at(i, al);
+      if (smask >> i & 1) {
+        float st[VEC];
+        start_state(sh_seq[w][i], d, st);
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) carry[v] = st[v] + xf[v];
+      } else {
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) carry[v] = fmaf(d, carry[v], xf[v]);
+      }
+      store_packet<T, VEC>(po, P.so[3], carry);
+      po += dout;
+      if (hT && (emask >> i & 1)) {
+        const int64_t k = seq_row(sh_seq[w][i]);
+        write_state(k, state_off(k), carry, 1.f);
+      }
+    }
+    return;
+  }
+  // The others take their decays again (so that dec[] holds no register across phase 2: 16
+  // fewer live values there; the fp32 kernel with states spilled 40 bytes without it).
+  if constexpr (kFwdPacked) {
+    if (use_tab) {
+#pragma unroll
+      for (int i = 0; i < NS; ++i) dec[i] = d_tab[w][q_row][i];
+    } else {
+      float al = a_prev;
+#pragma unroll
+      for (int i = 0; i < NS; ++i) {
+        const int64_t tau = ts + i;
+        dec[i] = step_decay(i, ldg_if(&Ab[(reverse ? T_ - 1 - tau : tau) * P.sA[1]], active && i < nst), al);
+      }
+    }
+  }
 #pragma unroll
   for (int i = 0; i < NS; ++i) {
     dpart[i] = 0.f;
@@ -388,9 +462,9 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     // gin: this step's input as dA sees it (g, plus the final state's gradient where it joins)
     float gin[VEC];
     unpack(xs[i * WARP], gin);
-    if (PACKED && (smask >> i & 1)) {  // a sequence starts: its state restarts from its initial state
+    if (kBits && (smask >> i & 1)) {  // a sequence starts: its state restarts from its initial state
       float st[VEC];
-      start_state(sh_start[w][i], dec[i], st);
+      start_state(sh_seq[w][i], dec[i], st);
 #pragma unroll
       for (int v = 0; v < VEC; ++v) {
         carry[v] = st[v] + gin[v];
@@ -407,8 +481,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     if (active) store_packet<T, VEC>(kStepPtr ? po : ob + (reverse ? T_ - 1 - tau : tau) * P.so[1], P.so[3], carry);
     po += dout;
     // the last step of a packed sequence writes its final state (unpacked: after the loop)
-    if (PACKED && hT && (emask >> i & 1)) {
-      const int64_t k = seq_row(sh_end[w][i]);
+    if (kBits && hT && (emask >> i & 1)) {
+      const int64_t k = seq_row(sh_seq[w][i]);
       write_state(k, state_off(k), carry, final_scale(tau));
     }
     if constexpr (BWD) {

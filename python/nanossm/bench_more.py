@@ -104,7 +104,8 @@ def bench_packed(shapes, dtypes):
             rows.append(row)
             print(f"{dname:>4} {str(shape):>20}  plain {plain:.4f} ms  packed equal {row['packed_equal']:.4f} "
                   f"({row['packed_equal'] / plain:.3f}x)  packed uneven {row['packed_uneven']:.4f} "
-                  f"({row['packed_uneven'] / plain:.3f}x)  with states {row['packed_states'] / row['plain_states']:.3f}x  "
+                  f"({row['packed_uneven'] / plain:.3f}x)  with states {row['plain_states']:.4f} packed "
+                  f"{row['packed_states']:.4f} ({row['packed_states'] / row['plain_states']:.3f}x)  "
                   f"err {row['err_equal']:.1e}  backward plain "
                   f"{row['bwd_plain']:.4f} packed equal {row['bwd_packed_equal']:.4f} "
                   f"({row['bwd_packed_equal'] / row['bwd_plain']:.3f}x)")
