@@ -243,7 +243,7 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	// state's gradient in, no initial state's gradient out; a packed forward with h0 always asks
 	// for dh0, ValidateBackward) takes the packed kernel without their code in its step loops
 	// (STATES in kernels/scan.cu; measured on the H200: docs/performance.md, v25).
-	lean := v.packed() && !p.HasInitial && !p.HasFinal
+	lean := v.packed() && !p.hasStates()
 	pl := ScanPlan{
 		Kernel: scanKernels[kernelKey{p.DType, v, vec, false, lean}],
 		Vec:    vec,

@@ -21,6 +21,11 @@ type Problem struct {
 	States     int64 // rows of initial/final state: Seqs when packed, else B
 }
 
+// hasStates: the call has an initial or a final state (in the backward: a final state's gradient
+// in or an initial state's out). A packed call with neither takes the lean packed kernels
+// (core/plan.go layout); one with either, the packed kernels with their code.
+func (p Problem) hasStates() bool { return p.HasInitial || p.HasFinal }
+
 // checkSeqlens validates packed sequences: B = 1, cu_seqlens (N+1,) int32/int64 with
 // cu_seqlens[0] = 0, cu_seqlens[N] = T, non-decreasing. Values are checked in host memory only.
 func checkSeqlens(a *ScanArgs, p *Problem) error {
@@ -267,6 +272,11 @@ func validate(a *ScanArgs, n roles, backward bool) (Problem, error) {
 	if !sameLayout(a.Out, a.X) && !disjoint(a.Out, a.X) {
 		return p, Invalid(n.out, "overlaps %s without being %s itself (in place needs identical layout)", n.x, n.x)
 	}
+	// (A is read after the first outputs are written, by other blocks and, in the packed forward,
+	// again after the look-back: a written tensor must not overlap it)
+	if !disjoint(a.Out, a.A) {
+		return p, Invalid(n.out, "overlaps A")
+	}
 	p.States = p.B
 	if a.CuSeqlens.Present() {
 		if err := checkSeqlens(a, &p); err != nil {
@@ -280,20 +290,21 @@ func validate(a *ScanArgs, n roles, backward bool) (Problem, error) {
 	if p.HasFinal, err = checkOptionalState(n.hT, a.FinalState, p); err != nil {
 		return p, err
 	}
-	if p.HasFinal && !(disjoint(a.FinalState, a.Out) && disjoint(a.FinalState, a.X)) {
-		return p, Invalid(n.hT, "overlaps %s or %s", n.x, n.out)
-	}
-	// The packed forward kernels hold a lane's offset in a state row in 32 bits (one register
-	// less, kernels/scan_kernel.cuh): R*C elements of one step's state must fit.
-	if a.Device != CPU && !backward && a.CuSeqlens.Present() && (p.HasInitial || p.HasFinal) && p.R*p.C > math.MaxInt32 {
-		return p, Unsupported("%s: R*C = %d state elements per step; packed CUDA calls with states take at most 2^31-1",
-			n.x, p.R*p.C)
+	if p.HasFinal && !(disjoint(a.FinalState, a.Out) && disjoint(a.FinalState, a.X) && disjoint(a.FinalState, a.A)) {
+		return p, Invalid(n.hT, "overlaps A, %s or %s", n.x, n.out)
 	}
 	if p.HasInitial && p.Reverse && !backward {
 		return p, Unsupported("initial_state: not defined for reverse scans")
 	}
 	if a.Device < CPU {
 		return p, Invalid("device", "expected a CUDA ordinal >= 0 or -1 for the CPU, got %d", a.Device)
+	}
+	// The packed forward kernels with states (the forward's packed kernels when hasStates, as
+	// layout picks them) hold a lane's offset in a state row in 32 bits (one register less,
+	// kernels/scan_kernel.cuh): R*C elements of one step's state must fit.
+	if a.Device != CPU && !backward && a.CuSeqlens.Present() && p.hasStates() && p.R*p.C > math.MaxInt32 {
+		return p, Unsupported("%s: R*C = %d state elements per step; packed CUDA calls with states take at most 2^31-1",
+			n.x, p.R*p.C)
 	}
 	return p, nil
 }

@@ -49,14 +49,11 @@ func TestValidateErrors(t *testing.T) {
 			a.InitialState.Strides = []int64{20, 1, 4}
 		}, StatusInvalidArgument, "initial_state: expected contiguous strides (20,5,1), got (20,1,4)"},
 		{"h0 with reverse", func(a *ScanArgs) { a.InitialState, a.Reverse = f32(20000, 2, 4, 5), true }, StatusUnsupported, "initial_state: not defined for reverse scans"},
-		{"final overlaps out", func(a *ScanArgs) { a.FinalState = f32(12288, 2, 4, 5) }, StatusInvalidArgument, "final_state: overlaps x or out"},
+		{"final overlaps out", func(a *ScanArgs) { a.FinalState = f32(12288, 2, 4, 5) }, StatusInvalidArgument, "final_state: overlaps A, x or out"},
+		{"final overlaps A", func(a *ScanArgs) { a.FinalState = f32(0, 2, 4, 5) }, StatusInvalidArgument, "final_state: overlaps A, x or out"},
+		{"out overlaps A", func(a *ScanArgs) { a.Out = f32(0, 2, 3, 4, 5) }, StatusInvalidArgument, "out: overlaps A"},
 		{"cu_seqlens with B = 2", func(a *ScanArgs) { a.CuSeqlens = Tensor{base, Int64, []int64{2}, []int64{1}} }, StatusInvalidArgument, "cu_seqlens: packed sequences need B = 1, got B = 2"},
 		{"cu_seqlens dtype", func(a *ScanArgs) { a.CuSeqlens = Tensor{base, Float32, []int64{2}, []int64{1}} }, StatusInvalidArgument, "cu_seqlens: expected int32 or int64, got float32"},
-		{"packed states too wide", func(a *ScanArgs) {
-			far := func(i uintptr, shape ...int64) Tensor { return Tensor{i << 40, Float32, shape, Contiguous(shape...)} }
-			a.A, a.X, a.Out = far(1, 1, 2, 1<<16), far(2, 1, 2, 1<<16, 1<<15), far(3, 1, 2, 1<<16, 1<<15)
-			a.CuSeqlens, a.FinalState, a.Device = Tensor{base, Int64, []int64{2}, []int64{1}}, far(4, 1, 1<<16, 1<<15), 0
-		}, StatusUnsupported, "x: R*C = 2147483648 state elements per step; packed CUDA calls with states take at most 2^31-1"},
 		{"device", func(a *ScanArgs) { a.Device = -7 }, StatusInvalidArgument, "device: expected a CUDA ordinal >= 0 or -1 for the CPU, got -7"},
 		{"huge", func(a *ScanArgs) { a.X.Shape = []int64{1 << 40, 1 << 40, 4, 5} }, StatusInvalidArgument, "x: shape (1099511627776,1099511627776,4,5) has more than 2^63 elements"},
 	}
@@ -166,5 +163,53 @@ func TestPlanScan(t *testing.T) {
 		if !strings.Contains(name, map[DType]string{Float32: "f32", Float16: "f16", BFloat16: "bf16"}[key.dtype]) {
 			t.Errorf("dispatch table: %v -> %s", key, name)
 		}
+	}
+}
+
+// packedSeqlens: cu_seqlens of one sequence of 2 steps, at a stable address (read on the CPU).
+var packedSeqlens = []int64{0, 2}
+
+// TestPackedStateOffsetLimit: the packed forward kernels with states hold a lane's offset in a
+// state row in 32 bits, so packed CUDA forward calls with states need R*C < 2^31; every other
+// call of the same shapes is accepted (validation only: the tensors are far-apart addresses
+// never read, but cu_seqlens on the CPU).
+func TestPackedStateOffsetLimit(t *testing.T) {
+	far := func(i uintptr, shape ...int64) Tensor { return Tensor{i << 40, Float32, shape, Contiguous(shape...)} }
+	cu := Tensor{uintptr(unsafe.Pointer(&packedSeqlens[0])), Int64, []int64{2}, []int64{1}}
+	call := func(r, c int64, device int, h0, hT bool) *ScanArgs {
+		a := &ScanArgs{A: far(1, 1, 2, r), X: far(2, 1, 2, r, c), Out: far(3, 1, 2, r, c), CuSeqlens: cu, Device: device}
+		if h0 {
+			a.InitialState = far(4, 1, r, c)
+		}
+		if hT {
+			a.FinalState = far(5, 1, r, c)
+		}
+		return a
+	}
+	const wide = 1 << 15 // R = 2^16 rows of C = 2^15: R*C = 2^31
+	for _, c := range []struct {
+		name    string
+		a       *ScanArgs
+		refused bool
+	}{
+		{"final state", call(1<<16, wide, 0, false, true), true},
+		{"initial state", call(1<<16, wide, 0, true, false), true},
+		{"both", call(1<<16, wide, 0, true, true), true},
+		{"no states (the lean kernels)", call(1<<16, wide, 0, false, false), false},
+		{"on the CPU", call(1<<16, wide, CPU, true, true), false},
+		{"R*C = 2^31-1", call(1, 1<<31-1, 0, true, true), false},
+	} {
+		_, err := Validate(c.a)
+		if c.refused != (err != nil) || (c.refused && (StatusOf(err) != StatusUnsupported ||
+			!strings.Contains(err.Error(), "x: R*C = 2147483648 state elements per step; packed CUDA calls with states take at most 2^31-1"))) {
+			t.Errorf("%s: got %v, refused want %v", c.name, err, c.refused)
+		}
+	}
+	// the backward's packed kernels keep 64-bit offsets
+	b := &BackwardArgs{A: far(1, 1, 2, 1<<16), X: far(2, 1, 2, 1<<16, wide), Out: far(3, 1, 2, 1<<16, wide),
+		GradOut: far(6, 1, 2, 1<<16, wide), GradX: far(7, 1, 2, 1<<16, wide), GradA: far(8, 1, 2, 1<<16),
+		InitialState: far(4, 1, 1<<16, wide), GradInitialState: far(9, 1, 1<<16, wide), CuSeqlens: cu, Device: 0}
+	if _, err := ValidateBackward(b); err != nil {
+		t.Errorf("backward: refused: %v", err)
 	}
 }

@@ -98,11 +98,13 @@ using nanossm::WARP;
 // kernels/scan_common.cuh); the backward stages three tensors (3 x 32 KB
 // per block of 8 warps x 8 steps), so 2 blocks per SM fill shared memory (128 registers).
 // STATES = false: the packed kernels for a call with no initial and no final state (the common
-// packed call; core/plan.go picks them): the code that restarts a sequence from its initial
-// state and writes its final state, compiled into the unrolled step loops, cost every warp
+// packed call; core/plan.go picks them). Until v32 the code that restarts a sequence from its
+// initial state and writes its final state sat in the unrolled step loops and cost every warp
 // instruction fetches (ncu, packed fp32 forward 8,2048,64,64: "no instruction" 2.4 cycles per
 // issued instruction; without it the packed forward went from 1.31x to 1.14x the plain scan's
-// time, the backward from 1.30x to 1.18x).
+// time, the backward from 1.30x to 1.18x, v25). The packed backward's still does; the packed
+// forward's is in rolled loops taken only by the warps holding a start or an end (v32), so its
+// two kernels differ by the states' loads and stores alone.
 #define NANOSSM_FWD(NAME, TYPE, VEC, PACKED, STATES)                                             \
   extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS,                                \
                                                nanossm::fwd_min_blocks(sizeof(TYPE), VEC))        \

@@ -21,7 +21,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   const int lane = threadIdx.x, w = threadIdx.y, S = blockDim.y;
   const int64_t T_ = P.T, R = P.R, C = P.C, flags = P.flags;
   // (F_UNDECAYED and F_SCALE_HT are the backward's: compiled out of the packed forward, whose
-  // step loops hold a sequence's start and end, so that less code sits between two steps)
+  // rolled loops hold a sequence's start and end, v31-v32)
   constexpr bool kFwdPacked = PACKED && !BWD;
   const bool reverse = flags & F_REVERSE, undecayed = !kFwdPacked && (flags & F_UNDECAYED);
   const bool agg_only = flags & F_AGG_ONLY, prefixed = flags & F_PREFIXED;
@@ -182,7 +182,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     // Without the table, each step's A: in the loop of copies, or (kSplitA) in a loop of its own
     // after them, which the table's warps skip (in the copies' loop they issue ~7 dead predicated
     // instructions per step for it); the fp32 forward spilled 44 bytes with the split. (Not in
-    // the packed kernels: the table is only in the packed forward without states.)
+    // the packed kernels: the packed forward has the table, the packed backward loads per lane.)
     constexpr bool kSplitA = !PACKED && (BWD || (sizeof(T) == 2 && VEC == 8));
     const float* pa = opaque(Ab + t_first * P.sA[1]);
     const int64_t dx = dir * P.sx[1], da = dir * P.sA[1];
@@ -410,11 +410,14 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   float dpart[NS];  // backward: this lane's share of dA at each step
   // The output pointer walks by increments, as in phase 1, where registers allow: the backward
   // and the 16-byte 16-bit forward (at 80 registers, the fp32 forward spilled 32 bytes with it,
-  // the 8-byte 16-bit one 40; they recompute ~12 instructions of 64-bit index per step).
+  // the 8-byte 16-bit one 40; they recompute ~12 instructions of 64-bit index per step), and
+  // the packed forward's rolled loop always.
   constexpr bool kStepPtr = BWD || (sizeof(T) == 2 && VEC == 8);
   T* po = ob + (reverse ? T_ - 1 - ts : ts) * P.so[1];
   const int64_t dout = reverse ? -P.so[1] : P.so[1];
-  if (kFwdPacked && (smask | emask)) {  // (every lane is active here: the forward's idle lanes left)
+  // (an end matters only with a final state to write: hT is the same for every lane; every lane
+  // is active here, the forward's idle lanes left)
+  if (kFwdPacked && (smask | (hT ? emask : 0u))) {
     float al = a_prev;
 #pragma unroll 1
     for (int i = 0; i < nst; ++i) {
@@ -439,8 +442,9 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     }
     return;
   }
-  // The others take their decays again (so that dec[] holds no register across phase 2: 16
-  // fewer live values there; the fp32 kernel with states spilled 40 bytes without it).
+  // The others take their decays again, so that dec[] holds no register across phase 2 (16
+  // fewer live values there: with the table and 64-bit state offsets the fp32 kernel with states
+  // spilled 40 bytes with this reload and 76 without it, docs/performance.md v32).
   if constexpr (kFwdPacked) {
     if (use_tab) {
 #pragma unroll
@@ -480,7 +484,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     }
     if (active) store_packet<T, VEC>(kStepPtr ? po : ob + (reverse ? T_ - 1 - tau : tau) * P.so[1], P.so[3], carry);
     po += dout;
-    // the last step of a packed sequence writes its final state (unpacked: after the loop)
+    // the last step of a packed sequence writes its final state (the packed backward; the packed
+    // forward in its rolled loop, above; unpacked: after the loop)
     if (kBits && hT && (emask >> i & 1)) {
       const int64_t k = seq_row(sh_seq[w][i]);
       write_state(k, state_off(k), carry, final_scale(tau));

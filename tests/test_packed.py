@@ -225,3 +225,58 @@ def test_packed_same_layout_other_sequence_counts(device):
         ssm_scan(A, x, cu_seqlens=torch.tensor(cu_list, device=device), out=out)
         ref, _ = ref64(A, x, None, False, cu=cu_list)
         assert rel_err(out, ref) <= TOL[torch.float32], f"{n} sequences: {rel_err(out, ref):.2e}"
+
+
+# Boundaries where a warp's 16 forward steps (8 backward) begin and end: a sequence of one step
+# at a warp's first and at its last step, a start at a warp's first step after the block's
+# first, an end at a warp's last step and at a block's last (128 forward steps), a start at a
+# block's first. The packed forward's rolled loops take exactly the warps with a start or an end.
+CU_EDGES = [0, 1, 15, 16, 31, 32, 47, 48, 49, 64, 128, 129, 143, 144, 300, 303]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_packed_boundaries_at_warp_edges(device):
+    """Forward with initial and final states, and without, against float64, the output poisoned
+    first: the A table's warps (C = 64 over full warps: R = 2 fp32, R = 4 16-bit), per-lane A
+    loads (C = 8) and single channels (C = 5); gradients with states."""
+    T, N = CU_EDGES[-1], len(CU_EDGES) - 1
+    cu = torch.tensor(CU_EDGES, device=device)
+    for dtype in DTYPES[device]:
+        for R, C in ((2 if dtype in (torch.float32, torch.float64) else 4, 64), (3, 8), (2, 5)):
+            A, x = make_inputs((1, T, R, C), dtype, device, seed=81 + C)
+            sdt = torch.float64 if dtype == torch.float64 else torch.float32
+            h0 = torch.randn(N, R, C, device=device, dtype=sdt)
+            for with_states in (True, False):
+                out = torch.full_like(x, float("nan"))
+                res = ssm_scan(A, x, cu_seqlens=cu, initial_state=h0 if with_states else None,
+                               return_final_state=with_states, out=out)
+                ref, ref_fin = ref64(A, x, h0 if with_states else None, False, cu=CU_EDGES)
+                what = f"{dtype} R={R} C={C} states={with_states}"
+                assert rel_err(out, ref) <= TOL[dtype], f"{what}: {rel_err(out, ref):.2e}"
+                if with_states:
+                    assert rel_err(res[1], ref_fin) <= TOL[dtype], f"{what}: final states"
+        if dtype != torch.float64:
+            A, x = make_inputs((1, T, 2, 64), dtype, device, seed=91)
+            g = torch.randn(x.shape, generator=torch.Generator().manual_seed(92)).to(device, dtype)
+            gT = torch.randn(N, 2, 64, device=device)
+            leaves = [A.clone().requires_grad_(), x.clone().requires_grad_(), torch.randn(N, 2, 64, device=device, requires_grad=True)]
+            out, fin = ssm_scan(leaves[0], leaves[1], cu_seqlens=cu, initial_state=leaves[2], return_final_state=True)
+            ((out.float() * g.float()).sum() + (fin * gT).sum()).backward()
+            assert_grads_match_ref64(leaves, x, g, gT, dtype, f"{dtype} gradients", cu=CU_EDGES)
+
+
+@requires_cuda
+@pytest.mark.parametrize("T", [100, 128, 1000])
+def test_packed_one_sequence_equals_the_plain_scan(T):
+    """One sequence packed with a final state equals the plain scan with one, bit for bit: the
+    packed forward's first and last warps run its rolled loops (the start, the end), the others
+    the plain scan's loops, and both kernels fold the same aggregates in the same order. (16-bit
+    rows over 32+ lanes of 8 channels: with fewer the plain scan takes 4-channel lanes, the packed
+    one 8, core/plan_heuristics.go forwardPacketBytes.)"""
+    for dtype in DTYPES["cuda"]:
+        wide = dtype == torch.float32
+        for R, C in (((2, 64), (3, 8), (2, 5)) if wide else ((4, 64), (32, 8), (2, 5))):
+            A, x = make_inputs((1, T, R, C), dtype, "cuda", seed=T + C)
+            out, fin = ssm_scan(A, x, return_final_state=True)
+            pout, pfin = ssm_scan(A, x, cu_seqlens=torch.tensor([0, T], device="cuda"), return_final_state=True)
+            assert torch.equal(out, pout) and torch.equal(fin, pfin[0:1]), f"{dtype} T={T} R={R} C={C}"

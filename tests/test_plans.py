@@ -29,6 +29,10 @@ CASES = [("plain", (1, 20000, 2, 8), torch.float32, "plain"),
          ("scalar-lanes", (1, 20000, 1, 5), torch.float32, "states"),
          ("packed", (1, 20000, 2, 8), torch.float32, "packed"),
          ("packed-reverse", (1, 20000, 2, 8), torch.float32, "packed-reverse"),
+         # with states over the A table (full warps of one and of four rows): the packed
+         # forward's rolled loops read their decays from it
+         ("packed-table", (1, 20000, 2, 64), torch.float32, "packed"),
+         ("bf16-packed", (1, 20000, 4, 64), torch.bfloat16, "packed"),
          # packed without states: the lean kernels (*_packed_nostate_*)
          ("bf16-packed0", (1, 20000, 4, 64), torch.bfloat16, "packed0"),
          ("bf16-packed0-reverse", (1, 20000, 1, 64), torch.bfloat16, "packed0-reverse"),

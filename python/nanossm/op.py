@@ -39,7 +39,7 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
     checked, then copied to the GPU (a small copy that waits for the stream: pass the offsets on
     the GPU in a training loop or under CUDA-graph capture); values already on the GPU are not
     checked (that would synchronise the host): malformed ones give wrong results, never
-    out-of-bounds accesses.
+    out-of-bounds accesses. A packed CUDA call with states needs R*C < 2^31.
     out: optional preallocated (B,T,R,C) output (no autograd through it).
     Differentiable in A, x and initial_state.
     """
