@@ -45,6 +45,7 @@ def bad_input_matrix(device):
         ("out dtype", lambda: ssm_scan(A, x, out=torch.empty(2, 5, 3, 4, device=device, dtype=torch.float64)), ValueError, "out: expected float32 (2,5,3,4) like x, got float64"),
         ("out overlapping strides", lambda: ssm_scan(A, x, out=torch.empty(1, device=device).expand(2, 5, 3, 4)), ValueError, "out: strides (0,0,0,0) make elements overlap"),
         ("out partly over x", lambda: ssm_scan(A, both[:x.numel()].view_as(x), out=both[1:x.numel() + 1].view_as(x)), ValueError, "out: overlaps x without being x itself"),
+        ("out over A", lambda: ssm_scan(both[:A.numel()].view_as(A), x, out=both[:x.numel()].view_as(x)), ValueError, "out: overlaps A"),
         ("reverse with initial_state", lambda: ssm_scan(A, x, initial_state=h0, reverse=True), NanossmError, "initial_state: not defined for reverse scans"),
         ("cu_seqlens with B = 2", lambda: ssm_scan(A, x, cu_seqlens=torch.tensor([0, 5], device=device)), ValueError, "cu_seqlens: packed sequences need B = 1, got B = 2"),
         ("cu_seqlens float", lambda: ssm_scan(A, x, cu_seqlens=torch.tensor([0.0, 5.0])), TypeError, "cu_seqlens: expected int32 or int64, got torch.float32"),
