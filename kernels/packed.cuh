@@ -110,6 +110,9 @@ __device__ __forceinline__ void packed_walk(const Bound& bound, int64_t N, int64
 #pragma unroll 1
     for (int i = 0; i < NS && ts + i < lim; ++i) {
       const int64_t tau = ts + i;
+      // (rolled, as the loop over empty sequences below: unrolled 16 times by the compiler in
+      // the kernels with states, each copy an empty sequence's state code)
+#pragma unroll 1
       for (; nb < N && nbv == tau; ++nb) {
         const int64_t next = bnd(nb + 1);
         if (next > tau) {
@@ -125,6 +128,7 @@ __device__ __forceinline__ void packed_walk(const Bound& bound, int64_t N, int64
         seq[i] = nb - 1;
       }
       if (tau == T - 1) {
+#pragma unroll 1
         for (int64_t e = nb; e < N; ++e) empty(e);  // empty sequences at the very end
       }
     }
