@@ -254,7 +254,9 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // code for starts and ends between their steps (kBits, the packed backward's way: that code,
   // inline in every step, had the packed forward stall on instruction fetch, v25). A rolled loop
   // cannot index dec[]: decay_at takes a step's decay again, from the table or from A as phase 1
-  // read it (step_decay: the same bits).
+  // read it (step_decay: the same bits). (Phase 3's rolled loop repeats this one's step: one
+  // lambda for both changed the machine code of 21 kernels, the plain backward's included, so the
+  // two stay written out until a GPU run can time that.)
   constexpr bool kBits = PACKED && BWD;
   auto decay_at = [&](int i, float& al) -> float {
     if (use_tab) return d_tab[w][q_row][i];
@@ -445,6 +447,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // The others take their decays again, so that dec[] holds no register across phase 2 (16
   // fewer live values there: with the table and 64-bit state offsets the fp32 kernel with states
   // spilled 40 bytes with this reload and 76 without it, docs/performance.md v32).
+  // (decay_at's two sources in two loops: decay_at itself, tested per step, made the fp32 kernel
+  // with states spill)
   if constexpr (kFwdPacked) {
     if (use_tab) {
 #pragma unroll

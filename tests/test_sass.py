@@ -2,6 +2,8 @@
 issues its copies back to back, with no instruction between them that waits on a global load,
 and spills no register. Needs no GPU: it reads the sm_90 code of kernels/scan.fatbin."""
 import os
+import re
+import subprocess
 import sys
 
 import pytest
@@ -63,8 +65,6 @@ def test_the_check_sees_a_consumer():
 
 def _static_shared_sm90():
     """{kernel: static shared memory bytes} of the sm_90 code (cuobjdump -res-usage)."""
-    import re
-    import subprocess
     out = subprocess.run([sass_check.tool("cuobjdump"), "-res-usage", MODULE], capture_output=True, text=True,
                          check=True).stdout
     shared, arch, name = {}, None, None
