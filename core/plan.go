@@ -88,6 +88,9 @@ var scanKernels = func() map[kernelKey]string {
 	// one, the grouped path cost the plans that do not group 1-3%. (The 16-bit forward over
 	// 8-channel lanes has it in its plain kernel; see groupChunks.)
 	t[kernelKey{Float32, Forward, 4, true, false}] = "nanossm_scan_fwd_grouped_f32_v4"
+	// So have the 16-bit forward's 4-channel lanes: the few-tile plans (1,262144,4,32 takes them).
+	t[kernelKey{Float16, Forward, 4, true, false}] = "nanossm_scan_fwd_grouped_f16_v4"
+	t[kernelKey{BFloat16, Forward, 4, true, false}] = "nanossm_scan_fwd_grouped_bf16_v4"
 	return t
 }()
 
@@ -186,7 +189,9 @@ func PlanBackward(a *BackwardArgs, p Problem, dev Device) ScanPlan {
 // so no warp is idle. T longer than one block is split into chunks that pass carries through
 // the workspace (decoupled look-back), so every shape exposes tiles*chunks blocks of parallelism.
 //
-// Three passes: the look-back's chain advances one chunk per L2 round trip (~0.4 us on an H200)
+// Three passes (the backward, and the forward over single-channel lanes; the forward over
+// packets takes large carry groups instead, fewTileGroup): the look-back's chain advances one
+// chunk per L2 round trip (~0.4 us on an H200)
 // for each tile, while the tiles together move ~128 KB per block at ~4.2 TB/s (~31 ns per
 // block); with few tiles the chain, not the bandwidth, sets the time (measured: one tile of
 // 2048 chunks at 12x the copy). Three passes read x twice and pay two more launches, so they
@@ -283,7 +288,8 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 		pl.Groups = (m + prefixGroupChunks - 1) / prefixGroupChunks
 		pl.PrefixWarps = min(PrefixMaxWarps, (m+pl.Groups-1)/pl.Groups)
 		groupBytes = align256(pl.Tiles * pl.Groups * 32 * (vec + 2) * 4)
-		if TunePasses == 3 || TunePasses != 1 && pl.Tiles*32 <= dev.SMs && pl.Chunks >= 64 {
+		few := TunePasses != 1 && pl.Tiles*32 <= dev.SMs && pl.Chunks >= 64
+		if TunePasses == 3 || few && (v != Forward || fewTileGroup(p.DType, vec, pl.Tiles) == 0) {
 			pl.Passes = 3
 			pl.Prefix = prefixKernels[vec]
 		}
@@ -294,6 +300,10 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	}
 	if pl.Passes == 1 && pl.Chunks > 1 {
 		pl.Group = groupChunks(v, p.DType, vec, pl.Chunks)
+		if g := fewTileGroup(p.DType, vec, pl.Tiles); v == Forward && TuneGroup == 0 && g > 0 &&
+			pl.Tiles*32 <= dev.SMs && pl.Chunks >= 64 {
+			pl.Group = g
+		}
 		if k, ok := scanKernels[kernelKey{p.DType, v, vec, true, false}]; ok && pl.Group > 1 {
 			pl.Kernel = k
 		}

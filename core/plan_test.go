@@ -62,9 +62,10 @@ func TestPlanInvariants(t *testing.T) {
 					pl.PrefixWarps < 1 || pl.PrefixWarps > PrefixMaxWarps || pl.Groups*pl.PrefixWarps*8 < pl.Chunks-2):
 					t.Fatalf("%+v %v vec %d: three passes %+v", p, v, vec, pl)
 				case pl.Group < 1 || pl.Group > 1 && (pl.Passes != 1 || v != Forward ||
-					!(p.DType.Size() == 2 && vec == 8 && pl.Chunks >= 128 || p.DType == Float32 && vec == 4 && pl.Chunks >= 128)):
+					!(p.DType.Size() == 2 && vec == 8 && pl.Chunks >= 128 || p.DType == Float32 && vec == 4 && pl.Chunks >= 128 ||
+						tune != 3 && pl.Group == fewTileGroup(p.DType, vec, pl.Tiles) && pl.Chunks >= 64 && pl.Tiles*32 <= sms)):
 					t.Fatalf("%+v %v vec %d: carry group %+v", p, v, vec, pl)
-				case (pl.Kernel == scanKernels[kernelKey{p.DType, v, vec, true, false}]) != (pl.Group > 1 && p.DType == Float32):
+				case (pl.Kernel == scanKernels[kernelKey{p.DType, v, vec, true, false}]) != (pl.Group > 1 && vec == 4):
 					t.Fatalf("%+v %v vec %d: kernel %s for carry group %d", p, v, vec, pl.Kernel, pl.Group)
 				case pl.Segments < 1 || pl.Segments > 1 && (pl.Passes != 1 || v != ForwardPacked && v != BackwardPacked ||
 					pl.Segments > min(p.Seqs, MaxSegments) || base < 4*pl.Segments) ||
@@ -90,13 +91,19 @@ func TestNamedPlans(t *testing.T) {
 		chunks, passes, group int64
 	}{
 		{"single pass behind the reset", Forward, Problem{B: 2, T: 300, R: 3, C: 8, DType: Float32}, 4, 3, 1, 1},
-		{"three passes, forward", Forward, Problem{B: 1, T: 8300, R: 1, C: 8, DType: Float32}, 4, 65, 3, 1},
+		{"one tile, carries by groups of 64", Forward, Problem{B: 1, T: 8300, R: 1, C: 8, DType: Float32}, 4, 65, 1, 64},
+		{"three passes, forward (single-channel lanes)", Forward, Problem{B: 1, T: 8300, R: 1, C: 5, DType: Float32}, 1, 65, 3, 1},
 		{"three passes, backward (4 warps)", Backward, Problem{B: 1, T: 8300, R: 1, C: 8, DType: Float32}, 4, 260, 3, 1},
 		{"carry groups of 3", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 3},
 		{"fp32 grouped by 2", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 512, 1, 2},
 		{"fp32, 64 chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: Float32}, 4, 64, 1, 1},
 		{"few chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 1},
-		{"bench: one tile, three passes", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 2048, 3, 1},
+		{"bench: one tile, groups of 64", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 2048, 1, 64},
+		{"bf16 one tile of 4-channel lanes", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: BFloat16}, 4, 2048, 1, 64},
+		{"four tiles, groups of 16", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: Float32}, 4, 2048, 1, 16},
+		{"bf16 two tiles of 8-channel lanes, groups of 8", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: BFloat16}, 8, 2048, 1, 8},
+		{"bf16 one tile of 8-channel lanes, groups of 16", Forward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: BFloat16}, 8, 1024, 1, 16},
+		{"backward, one tile: three passes", Backward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 8192, 3, 1},
 	} {
 		pl := plan(c.v, c.p, c.vec, h200)
 		if pl.Chunks != c.chunks || pl.Passes != c.passes || pl.Group != c.group {

@@ -112,8 +112,9 @@ func TestPlanScan(t *testing.T) {
 			t.Errorf("%s: workspace layout too small: %+v", c.name, pl)
 		}
 	}
-	// Few tiles and many chunks take three passes; many tiles, few chunks, a knob or a small GPU
-	// change that, and the workspace never depends on it.
+	// Few tiles and many chunks take three passes over single-channel lanes (over packets: one
+	// pass with carries by large groups, fewTileGroup); many tiles, few chunks, a knob or a small
+	// GPU change that, and the workspace never depends on it.
 	x := func(B, T, R, C int64) (*ScanArgs, Problem) {
 		return mk(Float32, 1<<20, []int64{B, T, R, C}, Contiguous(B, T, R, C)), Problem{B: B, T: T, R: R, C: C, DType: Float32}
 	}
@@ -124,8 +125,10 @@ func TestPlanScan(t *testing.T) {
 		tune       int64
 		want       int64
 	}{
-		{"one tile, 2048 chunks", 1, 262144, 4, 32, 132, 0, 3},
-		{"4 tiles", 1, 65536, 4, 128, 132, 0, 3},
+		{"one tile, 2048 chunks", 1, 262144, 4, 31, 132, 0, 3},
+		{"4 tiles", 1, 65536, 1, 127, 132, 0, 3},
+		{"one tile of packets, 2048 chunks: groups", 1, 262144, 4, 32, 132, 0, 1},
+		{"4 tiles of packets: groups", 1, 65536, 4, 128, 132, 0, 1},
 		{"8 tiles", 1, 65536, 8, 128, 132, 0, 1},
 		{"32 tiles", 1, 65536, 64, 64, 132, 0, 1},
 		{"one tile, 63 chunks", 1, 63 * 128, 4, 32, 132, 0, 1},
@@ -137,12 +140,13 @@ func TestPlanScan(t *testing.T) {
 	for _, c := range passes {
 		a, pr := x(c.B, c.T, c.R, c.C)
 		TunePasses = c.tune
-		pl, single := PlanScan(a, pr, Device{SMs: c.sms}), plan(Forward, pr, 4, Device{})
+		pl := PlanScan(a, pr, Device{SMs: c.sms})
+		single := plan(Forward, pr, pl.Vec, Device{})
 		TunePasses = 0
-		if pl.Passes != c.want || (pl.Passes == 3) != (pl.Prefix == "nanossm_chunk_prefix_v4") ||
+		if pl.Passes != c.want || (pl.Passes == 3) != (pl.Prefix == prefixKernels[pl.Vec]) ||
 			pl.Passes == 3 && (pl.PrefixWarps < 1 || pl.PrefixWarps > PrefixMaxWarps || pl.Groups < 1 ||
 				pl.Groups*pl.PrefixWarps*8 < pl.Chunks-2 || // 8 chunks per warp at most (one batch)
-				pl.Lookback < 2*align256(pl.Chunks*pl.Tiles*32*4*4)+pl.Tiles*pl.Groups*32*6*4) {
+				pl.Lookback < 2*align256(pl.Chunks*pl.Tiles*32*pl.Vec*4)+pl.Tiles*pl.Groups*32*(pl.Vec+2)*4) {
 			t.Errorf("%s: passes %d (%s, %d warps), want %d", c.name, pl.Passes, pl.Prefix, pl.PrefixWarps, c.want)
 		}
 		if pl.Workspace != single.Workspace || pl.Partials != single.Partials {

@@ -50,7 +50,8 @@
 // packed.cuh).
 //
 // Few tiles, many chunks: the look-back's chain (one link per L2 round trip, ~0.4 us) would set
-// the time, so the host plans three launches instead (core/plan.go): pass 1 (F_AGG_ONLY) stages
+// the time. The forward over packets then takes carries by large groups (below; v33); the
+// backward and single-channel lanes take three launches (core/plan.go): pass 1 (F_AGG_ONLY) stages
 // x, publishes every chunk's aggregate and returns (chunk 0 runs in full); pass 2
 // (nanossm_chunk_prefix_v*, kernels/chunk_prefix.cuh) turns the aggregates into every chunk's
 // prefix in parallel; pass 3 (F_PREFIXED) is the single pass above, whose look-back now finds
@@ -60,11 +61,12 @@
 // pass 1, pass 3's blocks staging x and scanning their chunk while pass 2 runs (pass 2 lets them
 // launch at its start; each waits for pass 2 before its look-back).
 //
-// Many chunks per tile in a single-pass forward, 16-bit over 8-channel lanes or fp32 (its own
-// kernel, nanossm_scan_fwd_grouped_f32_v4; core/plan_heuristics.go groupChunks): carries by groups of G
-// chunks (flag bits 8-15, group_carry in scan_parts.cuh). A chunk's carry is the prefix of the
-// chunk before its group, decayed, plus its group's earlier aggregates folded from zero, so a
-// tile's chain of prefixes advances G chunks per hop.
+// Many chunks per tile in a single-pass forward, 16-bit over 8-channel lanes, or any type over
+// 4-channel lanes (kernels of their own, nanossm_scan_fwd_grouped_*_v4; core/plan_heuristics.go
+// groupChunks and fewTileGroup): carries by groups of G chunks (flag bits 8-15, group_carry and
+// group_carry_wide in scan_parts.cuh). A chunk's carry is the prefix of the chunk before its
+// group, decayed, plus its group's earlier aggregates folded from zero, so a tile's chain of
+// prefixes advances G chunks per hop.
 //
 // Every parameter is 64 bits wide: gorgonia.org/cu copies kernel arguments as 8-byte words.
 // The parameter order is part of the contract with core/cuda/backend.go.
@@ -144,13 +146,20 @@ NANOSSM_ALL(fwd, NANOSSM_FWD, true, false, _packed_nostate)
   MACRO(nanossm_scan_fwd##SUFFIX##_f16_v4, __half, 4, PACKED, true)            \
   MACRO(nanossm_scan_fwd##SUFFIX##_bf16_v4, __nv_bfloat16, 4, PACKED, true)
 NANOSSM_FWD16_V4(NANOSSM_FWD, false, )
-// The fp32 forward with carries by groups of chunks (core/plan_heuristics.go groupChunks picks it for long
-// chains): a kernel of its own, so that the plain fp32 forward keeps its machine code.
-extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS, MIN_BLOCKS)
-    nanossm_scan_fwd_grouped_f32_v4(NANOSSM_COMMON_PARAMS(float)) {
-  const Params<float> p NANOSSM_COMMON_INIT;
-  scan_kernel<float, 4, false, false, true>(p);
-}
+// The forward over 4-channel lanes with carries by groups of chunks (core/plan_heuristics.go:
+// groupChunks picks the fp32 one for long chains, fewTileGroup any of them for few tiles):
+// kernels of their own, so that the plain forward keeps its machine code. (The 16-bit ones, with
+// group_carry compiled into the plain 4-channel kernel, spilled; here the group's carry holds
+// its partial sums in the A table's shared memory, group_carry_wide.)
+#define NANOSSM_FWD_GROUPED(NAME, TYPE)                                                     \
+  extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS, MIN_BLOCKS)                  \
+      NAME(NANOSSM_COMMON_PARAMS(TYPE)) {                                                    \
+    const Params<TYPE> p NANOSSM_COMMON_INIT;                                                \
+    scan_kernel<TYPE, 4, false, false, true>(p);                                             \
+  }
+NANOSSM_FWD_GROUPED(nanossm_scan_fwd_grouped_f32_v4, float)
+NANOSSM_FWD_GROUPED(nanossm_scan_fwd_grouped_f16_v4, __half)
+NANOSSM_FWD_GROUPED(nanossm_scan_fwd_grouped_bf16_v4, __nv_bfloat16)
 NANOSSM_ALL(bwd, NANOSSM_BWD, false, true, )
 NANOSSM_ALL(bwd, NANOSSM_BWD, true, true, _packed)
 NANOSSM_ALL(bwd, NANOSSM_BWD, true, false, _packed_nostate)

@@ -23,6 +23,13 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // (F_UNDECAYED and F_SCALE_HT are the backward's: compiled out of the packed forward, whose
   // rolled loops hold a sequence's start and end, v31-v32)
   constexpr bool kFwdPacked = PACKED && !BWD;
+  // GROUPED: a chunk's group's earlier aggregates read by several warps at once, their sums
+  // held where the A table was (group_carry_wide)
+  constexpr bool kWide = GROUPED;
+  // Groups up to this size take group_carry (one warp, no partial sums) in those kernels too:
+  // at G = 2 (the fp32 plans of many tiles) the spread version's second barrier cost 1.7%
+  // (f32 1,65536,64,64: 1.082 -> 1.100).
+  constexpr int64_t kNarrowGroup = 4;
   const bool reverse = flags & F_REVERSE, undecayed = !kFwdPacked && (flags & F_UNDECAYED);
   const bool agg_only = flags & F_AGG_ONLY, prefixed = flags & F_PREFIXED;
   const float* h0 = STATES ? P.h0 : nullptr;
@@ -156,7 +163,17 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // 8,2048,64,64 1.17 -> 1.11, backward 2.64 -> 2.31; with idle lanes (1,262144,4,32 bf16) it
   // was slower, hence "all active" (4.31 -> 3.84).
   constexpr int AT_ROWS = 4;
-  __shared__ float a_tab[NW][AT_ROWS][NS + 1], d_tab[NW][AT_ROWS][NS];
+  // (kWide: both in one array, which group_carry_wide takes over after phase 1; an array a kernel
+  // does not name takes no shared memory)
+  __shared__ float a_tab_s[NW][AT_ROWS][NS + 1], d_tab_s[NW][AT_ROWS][NS];
+  constexpr int kTabFloats = NW * AT_ROWS * (2 * NS + 1);
+  __shared__ float tab_mem[kTabFloats];
+  float(*a_tab)[AT_ROWS][NS + 1] = a_tab_s;
+  float(*d_tab)[AT_ROWS][NS] = d_tab_s;
+  if constexpr (kWide) {
+    a_tab = reinterpret_cast<float(*)[AT_ROWS][NS + 1]>(tab_mem);
+    d_tab = reinterpret_cast<float(*)[AT_ROWS][NS]>(tab_mem + NW * AT_ROWS * (NS + 1));
+  }
   const int64_t row_lo = __shfl_sync(0xffffffffu, row, 0);
   const int q_row = active ? static_cast<int>(row - row_lo) : 0;  // lanes' rows differ by < 32
   // The packed forward without states has it since its chains are cut into segments (v30;
@@ -171,7 +188,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // (the packed kernels': above).
   if constexpr (!PACKED) {
     a_prev_raw = a_before_load(ts, use_tab);
-    a_blk_raw = a_before_load(t0, use_tab);
+    a_blk_raw = a_before_load(t0, use_tab && !kWide);
   }
   float dec[NS];  // A at each step as loaded, then the step's decay
   {
@@ -318,7 +335,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // canonical 0x7fffffff), and every 32-bit value is written once; a reader polls its own lane's
   // values until none is the pattern, and each word it sees is final.
   // (after the barrier: with the table, a before the block's first step is warp 0's entry)
-  const float a_blk = PACKED ? a_blk_packed : a_before_use(t0, use_tab ? a_tab[0][q_row][0] : a_blk_raw);
+  const float a_blk = PACKED ? a_blk_packed : a_before_use(t0, use_tab && !kWide ? a_tab[0][q_row][0] : a_blk_raw);
   bool block_reset = false, need_carry = !(PACKED && (smask & 1));
   for (int s = 0; s < S; ++s) {
     block_reset |= sh_reset[s];
@@ -364,19 +381,30 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     auto a_end_of = [&](int64_t i) {
       return a_at((i + 1) * chunk_len - 1 + (PACKED ? ts - w * NS - chunk * chunk_len : 0));
     };
-    if (grouped) {  // (block-uniform): the last warp finds the carry, the others take it
-      __shared__ float sh_carry[WARP][VEC];
+    if (grouped) {  // (block-uniform)
       if (chunk > 0) {
-        if (w == S - 1) {
-          group_carry<VEC>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk, a_end_of,
-                           [&] { return a_before_use(0, a_before_load(0, false)); },
-                           [&](int v) { return h0 && active ? h0[st_b + v] : 0.f; }, carry);
+        auto a_start = [&] { return a_before_use(0, a_before_load(0, false)); };
+        auto h0_at = [&](int v) { return h0 && active ? h0[st_b + v] : 0.f; };
+        // kWide: the shares' sums go where the A and decay tables were (dead after phase 1 in
+        // those kernels: a before the block comes from its own load, a_blk_raw), and so does
+        // the carry of the narrow path
+        __shared__ float sh_carry_s[kWide ? 1 : WARP][VEC];
+        float(*sh_carry)[VEC] = kWide ? reinterpret_cast<float(*)[VEC]>(tab_mem) : sh_carry_s;
+        if (kWide && group > kNarrowGroup) {
+          constexpr int PW = kTabFloats / (WARP * VEC);
+          static_assert(PW >= 1, "the tables hold at least one share");
+          group_carry_wide<VEC, PW>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk, a_end_of, a_start, h0_at,
+                                    reinterpret_cast<float(*)[WARP][VEC]>(tab_mem), carry);
+        } else {  // the last warp finds the carry, the others take it
+          if (w == S - 1) {
+            group_carry<VEC>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk, a_end_of, a_start, h0_at, carry);
 #pragma unroll
-          for (int v = 0; v < VEC; ++v) sh_carry[lane][v] = carry[v];
+            for (int v = 0; v < VEC; ++v) sh_carry[lane][v] = carry[v];
+          }
+          __syncthreads();
+#pragma unroll
+          for (int v = 0; v < VEC; ++v) carry[v] = sh_carry[lane][v];
         }
-        __syncthreads();
-#pragma unroll
-        for (int v = 0; v < VEC; ++v) carry[v] = sh_carry[lane][v];
       }
     } else if (seg_later && active && (need_carry || (publisher && !block_reset))) {
       look_back<VEC>(aggs, incl, chunk, tile, P.n_tiles, a_blk, a_end_of, carry);

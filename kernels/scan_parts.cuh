@@ -226,6 +226,90 @@ __device__ __forceinline__ void group_carry(const float* aggs, const float* incl
   for (int v = 0; v < VEC; ++v) carry[v] = fmaf(d, pg[v], comp[v]);
 }
 
+// group_carry spread over the block (v33; the grouped kernels over 4-channel lanes, for groups
+// above kNarrowGroup): the G - 1 earlier aggregates a chunk of a group may need are read by up to
+// PW warps at once, m = ceil((G-1)/PW) each, instead of by one warp two per round trip, so that
+// large groups (a tile's chain of prefixes takes one hop per G chunks) cost each block a few round
+// trips, not G/2. Share s, chunks [g0 + s*m, min(g0 + s*m + m, chunk)), is folded from a zero state
+// into part[s] by warp S-1-s; the last warp, after its share, polls the group predecessor's
+// prefix (one poller per block, as group_carry: more pollers, or the poll before its share, made
+// one-tile plans slower, docs/performance.md v33), and after the block barrier folds the shares
+// in order,
+//     comp = sum over shares s of exp(a_blk - a_end(last chunk of s)) * part[s],
+// the sum group_carry forms, in another order (a fixed one: results stay bit-identical run to
+// run), and forms the carry, which reaches the other warps through part[0] after a second barrier.
+// part: PW x 32 lanes x VEC floats of shared memory free after phase 1 (the caller's). Every
+// thread of the block must call it (it holds two barriers).
+template <int VEC, int PW, typename AEnd, typename AStart, typename H0>
+__device__ __forceinline__ void group_carry_wide(const float* aggs, const float* incl, int64_t chunk, int64_t tile,
+                                                 int64_t n_tiles, int64_t G, float a_blk, const AEnd& a_end,
+                                                 const AStart& a_start, const H0& h0_at, float (*part)[WARP][VEC],
+                                                 float (&carry)[VEC]) {
+#ifndef NANOSSM_WIDE_BATCH
+#define NANOSSM_WIDE_BATCH 2
+#endif
+  constexpr int BATCH = NANOSSM_WIDE_BATCH;
+  const int lane = threadIdx.x, w = threadIdx.y, S = blockDim.y;
+  auto at = [&](const float* base, int64_t i) { return &base[((i * n_tiles + tile) * WARP + lane) * VEC]; };
+  const int64_t g0 = chunk - chunk % G;
+  const int64_t pw = min(static_cast<int64_t>(S), static_cast<int64_t>(PW));
+  const int64_t m = max(static_cast<int64_t>(1), (G - 1 + pw - 1) / pw);  // chunks per share
+  const int shares = static_cast<int>((chunk - g0 + m - 1) / m);          // (block-uniform)
+  // a at the end of chunk i (a_blk for the chunk before this one)
+  auto ae_of = [&](int64_t i) { return i == chunk - 1 ? a_blk : a_end(i); };
+  const int sw = S - 1 - w;  // this warp's share: the last warp takes the first
+  if (sw < shares) {
+    const int64_t lo = g0 + sw * m, hi = min(lo + m, chunk);
+    float st[VEC], a_prev = ae_of(lo);  // (the first fold: decay 1)
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) st[v] = 0.f;
+    for (int64_t i0 = lo; i0 < hi; i0 += BATCH) {
+      float vals[BATCH][VEC], aes[BATCH];
+#pragma unroll
+      for (int q = 0; q < BATCH; ++q) aes[q] = ae_of(min(i0 + q, hi - 1));
+      spin_until([&] {
+        bool ok = true;
+#pragma unroll
+        for (int q = 0; q < BATCH; ++q) ok &= poll<VEC>(at(aggs, min(i0 + q, hi - 1)), vals[q]);
+        return ok;
+      });
+      fold_batch(vals, aes, i0, hi, a_prev, st);
+    }
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) part[sw][lane][v] = st[v];
+  }
+  // the group predecessor's prefix, polled by the last warp after its share
+  float pg[VEC];
+  if (w == S - 1) {
+    if (g0 > 0) {
+      spin_until([&] { return poll<VEC>(at(incl, g0 - 1), pg); });
+    } else {
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) pg[v] = h0_at(v);
+    }
+  }
+  __syncthreads();
+  if (w == S - 1) {
+    const float a_base = g0 == chunk ? a_blk : (g0 > 0 ? a_end(g0 - 1) : a_start());
+    float comp[VEC], a_c = a_blk;
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) comp[v] = 0.f;
+    for (int sh = 0; sh < shares; ++sh) {
+      const float ae = ae_of(min(g0 + (sh + 1) * m, chunk) - 1);
+      const float d = sh == 0 ? 1.f : expf(ae - a_c);
+      a_c = ae;
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) comp[v] = fmaf(d, comp[v], part[sh][lane][v]);
+    }
+    const float d = expf(a_blk - a_base);
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) part[0][lane][v] = fmaf(d, pg[v], comp[v]);
+  }
+  __syncthreads();
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) carry[v] = part[0][lane][v];
+}
+
 // Phase 1's copies of one thread (scan_kernel.cuh): its NS packets of x (the backward: of g, x
 // and out) into its shared rows, and without the A table each step's A into dec[] (in the loop of
 // copies, or with kSplitA in a loop of its own after them). Every load is issued before any is

@@ -1,9 +1,10 @@
-"""The GPU plan other than the single pass (core/plan.go): three passes (few tiles, many chunks:
-aggregates, every chunk's prefix, then the scan) against the CPU backend (float64 state), forward
-and gradients, plain, with states, reverse and packed (with and without states), fp32 and bf16, a
-row over several tiles;
-bit-identical run to run; and against the single pass on the same inputs. The other plan runs in
-a child process with a knob set (NANOSSM_TUNE_PASSES): knobs are read when the library loads."""
+"""The GPU plans of few tiles and many chunks (core/plan.go) against the CPU backend (float64
+state), forward and gradients, plain, with states, reverse and packed (with and without states),
+fp32 and bf16, a row over several tiles; bit-identical run to run. By default the forward over
+packets takes one pass with carries by large groups (fewTileGroup), the backward and
+single-channel lanes three passes (aggregates, every chunk's prefix, then the scan); forced
+plans (three passes everywhere, the single pass, other carry groups, packed segments) run in a
+child process with a knob set (NANOSSM_TUNE_*): knobs are read when the library loads."""
 import os
 import subprocess
 import sys
@@ -107,7 +108,7 @@ def _assert_runs_match_cpu(name, shape, dtype, mode, run1, run2):
 
 @requires_cuda
 @pytest.mark.parametrize("name,shape,dtype,mode", CASES, ids=[c[0] for c in CASES])
-def test_three_passes_match_the_cpu_backend(name, shape, dtype, mode):
+def test_default_plans_match_the_cpu_backend(name, shape, dtype, mode):
     A, x, g, h0, gT, cu = _inputs(shape, dtype, mode)
     _assert_runs_match_cpu(name, shape, dtype, mode, _run("cuda", A, x, g, h0, gT, mode, cu),
                            _run("cuda", A, x, g, h0, gT, mode, cu))
@@ -125,6 +126,13 @@ def _in_child(tmp_path, which, **knobs):
 
 
 @requires_cuda
+def test_forced_three_passes_match_the_cpu_backend(tmp_path):
+    """Three passes for every case, the forward over packets included (its default is one pass
+    with carries by groups): against the CPU backend, bit-identical in two processes."""
+    _knob_runs_match_cpu(tmp_path, "CASES", PASSES=3)
+
+
+@requires_cuda
 def test_three_passes_match_the_single_pass(tmp_path):
     single, three = _in_child(tmp_path, "CASES", PASSES=1), _in_child(tmp_path, "CASES", PASSES=3)
     for name, shape, dtype, mode in CASES:
@@ -137,13 +145,14 @@ def test_three_passes_match_the_single_pass(tmp_path):
 
 
 @requires_cuda
-@pytest.mark.parametrize("group", [2, 3, 4, 5, 8])
+@pytest.mark.parametrize("group", [2, 3, 4, 5, 8, 16, 33])
 def test_grouped_carries_match_the_cpu_backend(tmp_path, group):
     """The single pass with carries by groups of chunks (core/plan_heuristics.go groupChunks: the
     16-bit forward over 8-channel lanes, here bf16-wide, and the fp32 forward's grouped kernel
     over 4-float lanes; every other case runs its per-chunk look-back under the same knobs),
     forced on 157 chunks (a group size that does not divide it) against the CPU backend;
-    bit-identical in two processes. (2 and 3: the fp32 and 16-bit defaults.)"""
+    bit-identical in two processes. (2 and 3: the fp32 and 16-bit defaults; 16 and 33: the
+    grouped kernels' shares, group_carry_wide, four of them with 33, the last one short.)"""
     _knob_runs_match_cpu(tmp_path, "CASES", PASSES=1, GROUP=group)
 
 

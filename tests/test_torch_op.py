@@ -78,11 +78,13 @@ def test_compile_fullgraph_with_backward(device):
 
 
 @requires_cuda
-@pytest.mark.parametrize("shape", [(2, 300, 3, 8), (1, 8300, 1, 8)])
+@pytest.mark.parametrize("shape", [(2, 300, 3, 8), (1, 8300, 1, 8), (1, 8300, 1, 5)])
 def test_cuda_graph_capture_and_replay(shape):
     """(2,300,3,8): the single pass behind the workspace reset, launched early; (1,8300,1,8):
-    one tile of 65 forward / 260 backward chunks (4 warps), three passes on any device of 32+ SMs
-    (core/plan.go), passes 2 and 3 launched early too."""
+    one tile of 65 forward / 260 backward chunks (4 warps): on any device of 32+ SMs the forward
+    in one pass with carries by groups of 64 (core/plan_heuristics.go fewTileGroup), the backward
+    in three passes (core/plan.go), passes 2 and 3 launched early too; (1,8300,1,5): single-channel
+    lanes, the forward in three passes as well."""
     A, x = make_inputs(shape, torch.float32, "cuda", seed=31)
     sA, sx = A.clone().requires_grad_(), x.clone().requires_grad_()
     g = torch.randn_like(x)

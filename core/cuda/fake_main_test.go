@@ -75,7 +75,7 @@ func kernelParamCounts() (map[string]int, error) {
 	}{
 		{"nanossm_scan_fwd", "#define NANOSSM_FWD(", "NAME(", true},
 		// (declared on its own; the longest prefix wins in the fake driver)
-		{"nanossm_scan_fwd_grouped_f32_v4", "nanossm_scan_fwd_grouped_f32_v4(", "(", true},
+		{"nanossm_scan_fwd_grouped", "#define NANOSSM_FWD_GROUPED(", "NAME(", true},
 		{"nanossm_scan_bwd", "#define NANOSSM_BWD(", "NAME(", true},
 		{"nanossm_chunk_prefix", "#define NANOSSM_PREFIX(", "NAME(", true},
 		{core.KernelDAReduce, "void " + core.KernelDAReduce, "(", false},
@@ -112,7 +112,7 @@ func TestMain(m *testing.M) {
 // The counts read from the source are what core/cuda passes (nScanParams, and the extras).
 func TestKernelParamCounts(t *testing.T) {
 	counts, _ := kernelParamCounts()
-	want := map[string]int{"nanossm_scan_fwd": nScanParams, "nanossm_scan_fwd_grouped_f32_v4": nScanParams,
+	want := map[string]int{"nanossm_scan_fwd": nScanParams, "nanossm_scan_fwd_grouped": nScanParams,
 		"nanossm_scan_bwd":     nScanParams + 16,
 		"nanossm_chunk_prefix": nScanParams + 3, core.KernelDAReduce: 9, core.KernelDAH0Term: 11, core.KernelWSReset: 2}
 	for k, n := range want {
