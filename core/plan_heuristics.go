@@ -60,20 +60,23 @@ func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 // fewTileGroup is the carry group of a forward over few tiles and many chunks (tiles * 32 <= SMs,
 // 64+ chunks), where the per-chunk look-back's chain of ~0.5 us hops sets the time (one tile of
 // 2048 chunks: 12x the copy): 0 where the kernel has no carries by groups (single-channel
-// lanes), and the plan then takes three passes (x read twice, 1.89x the copy on f32
+// lanes), and the plan then takes three passes (x read twice: 1.88x the copy on f32
 // 1,262144,4,32). The grouped kernels over 4-channel lanes read a group's earlier aggregates
-// spread over the block's warps (group_carry_wide), so large groups cost a few round trips per
-// block, and G = 64 / tiles keeps the chains near 2048 / 64 hops. Measured on the H200 (ratio to
-// the copy, same run, v33 call 2; three passes / G = 16 / 32 / 64 / 128): f32 1,262144,4,32
-// (1 tile) 1.889 / 2.220 / 1.538 / 1.476 / 1.654; f32 2,262144,8,32 (4 tiles) 1.627 / 1.243 /
-// 1.263 / 1.311 / 1.420; bf16 1,262144,4,32 (4-channel lanes, 1 tile) 2.667 / 3.864 / 2.494 /
-// 2.193 / 2.443. The 16-bit forward over 8-channel lanes has group_carry (one warp, two
-// aggregates per round trip): bf16 2,262144,8,32 (2 tiles) three passes 1.923, G = 8 1.592,
-// 16 1.602; bf16 1,131072,8,32 (1 tile) 2.50, G = 8 2.60, 16 1.89, 32 2.14 (v33 calls 1-3).
+// spread over the block's warps (group_carry_wide), so a large group costs a block a few round
+// trips. Measured on the H200 (ratio to the copy, same run, v33 call 2; three passes / G = 16 /
+// 32 / 64 / 128): f32 1,262144,4,32 (1 tile) 1.889 / 2.220 / 1.538 / 1.476 / 1.654; f32
+// 2,262144,8,32 (4 tiles) 1.627 / 1.243 / 1.263 / 1.311 / 1.420; bf16 1,262144,4,32 (4-channel
+// lanes, 1 tile) 2.667 / 3.864 / 2.494 / 2.193 / 2.443; and (v33 call 3, an earlier form of the
+// kernel) f32 1,131072,8,32 (2 tiles) 1.874 / 2.375 / 1.722 / 1.451 / G = 96 1.492: hence 64 up
+// to 2 tiles, 16 above. The 16-bit forward over 8-channel lanes has group_carry (one warp, two
+// aggregates per round trip): bf16 2,262144,8,32 (2 tiles) three passes 1.923, G = 8 1.592, 16
+// 1.602; bf16 1,131072,8,32 (1 tile) 2.50, G = 8 2.60, 16 1.89, 32 2.14 (v33 calls 1-3).
 func fewTileGroup(dt DType, vec, tiles int64) int64 {
 	switch {
+	case vec == 4 && tiles <= 2:
+		return 64
 	case vec == 4:
-		return min(64, max(16, 64/max(tiles, 1)))
+		return 16
 	case dt.Size() == 2 && vec == 8 && tiles == 1:
 		return 16
 	case dt.Size() == 2 && vec == 8:

@@ -26,10 +26,6 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // GROUPED: a chunk's group's earlier aggregates read by several warps at once, their sums
   // held where the A table was (group_carry_wide)
   constexpr bool kWide = GROUPED;
-  // Groups up to this size take group_carry (one warp, no partial sums) in those kernels too:
-  // at G = 2 (the fp32 plans of many tiles) the spread version's second barrier cost 1.7%
-  // (f32 1,65536,64,64: 1.082 -> 1.100).
-  constexpr int64_t kNarrowGroup = 4;
   const bool reverse = flags & F_REVERSE, undecayed = !kFwdPacked && (flags & F_UNDECAYED);
   const bool agg_only = flags & F_AGG_ONLY, prefixed = flags & F_PREFIXED;
   const float* h0 = STATES ? P.h0 : nullptr;
@@ -385,17 +381,15 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       if (chunk > 0) {
         auto a_start = [&] { return a_before_use(0, a_before_load(0, false)); };
         auto h0_at = [&](int v) { return h0 && active ? h0[st_b + v] : 0.f; };
-        // kWide: the shares' sums go where the A and decay tables were (dead after phase 1 in
-        // those kernels: a before the block comes from its own load, a_blk_raw), and so does
-        // the carry of the narrow path
-        __shared__ float sh_carry_s[kWide ? 1 : WARP][VEC];
-        float(*sh_carry)[VEC] = kWide ? reinterpret_cast<float(*)[VEC]>(tab_mem) : sh_carry_s;
-        if (kWide && group > kNarrowGroup) {
+        if constexpr (kWide) {
+          // the shares' sums go where the A and decay tables were (dead after phase 1 in these
+          // kernels: a before the block comes from its own load, a_blk_raw)
           constexpr int PW = kTabFloats / (WARP * VEC);
           static_assert(PW >= 1, "the tables hold at least one share");
-          group_carry_wide<VEC, PW>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk, a_end_of, a_start, h0_at,
-                                    reinterpret_cast<float(*)[WARP][VEC]>(tab_mem), carry);
+          group_carry_wide<VEC, PW, 4>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk, a_end_of, a_start, h0_at,
+                                       reinterpret_cast<float(*)[WARP][VEC]>(tab_mem), carry);
         } else {  // the last warp finds the carry, the others take it
+          __shared__ float sh_carry[WARP][VEC];
           if (w == S - 1) {
             group_carry<VEC>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk, a_end_of, a_start, h0_at, carry);
 #pragma unroll

@@ -226,21 +226,23 @@ __device__ __forceinline__ void group_carry(const float* aggs, const float* incl
   for (int v = 0; v < VEC; ++v) carry[v] = fmaf(d, pg[v], comp[v]);
 }
 
-// group_carry spread over the block (v33; the grouped kernels over 4-channel lanes, for groups
-// above kNarrowGroup): the G - 1 earlier aggregates a chunk of a group may need are read by up to
-// PW warps at once, m = ceil((G-1)/PW) each, instead of by one warp two per round trip, so that
-// large groups (a tile's chain of prefixes takes one hop per G chunks) cost each block a few round
-// trips, not G/2. Share s, chunks [g0 + s*m, min(g0 + s*m + m, chunk)), is folded from a zero state
-// into part[s] by warp S-1-s; the last warp, after its share, polls the group predecessor's
-// prefix (one poller per block, as group_carry: more pollers, or the poll before its share, made
-// one-tile plans slower, docs/performance.md v33), and after the block barrier folds the shares
-// in order,
+// group_carry spread over the block (v33; the grouped kernels over 4-channel lanes): the G - 1
+// earlier aggregates a chunk of a group may need are read by up to PW warps at once,
+// m = ceil((G-1)/PW) each, instead of by one warp two per round trip, so that large groups (a
+// tile's chain of prefixes takes one hop per G chunks) cost each block a few round trips, not
+// G/2. Share s, chunks [g0 + s*m, min(g0 + s*m + m, chunk)), is folded from a zero state into
+// part[s] by warp S-1-s. After the block barrier the last warp alone polls the group
+// predecessor's prefix (one poller per block, as group_carry, and only once every share is in:
+// eight pollers per block, or the last warp polling before the barrier, made few-tile plans up to
+// 1.5x slower, docs/performance.md v33), folds the shares in order,
 //     comp = sum over shares s of exp(a_blk - a_end(last chunk of s)) * part[s],
 // the sum group_carry forms, in another order (a fixed one: results stay bit-identical run to
 // run), and forms the carry, which reaches the other warps through part[0] after a second barrier.
+// Groups up to SOLO take one share, the last warp's, and no first barrier: group_carry's way
+// (at G = 2 the spread's barrier cost 1.7% on f32 1,65536,64,64).
 // part: PW x 32 lanes x VEC floats of shared memory free after phase 1 (the caller's). Every
-// thread of the block must call it (it holds two barriers).
-template <int VEC, int PW, typename AEnd, typename AStart, typename H0>
+// thread of the block must call it (it holds barriers).
+template <int VEC, int PW, int64_t SOLO, typename AEnd, typename AStart, typename H0>
 __device__ __forceinline__ void group_carry_wide(const float* aggs, const float* incl, int64_t chunk, int64_t tile,
                                                  int64_t n_tiles, int64_t G, float a_blk, const AEnd& a_end,
                                                  const AStart& a_start, const H0& h0_at, float (*part)[WARP][VEC],
@@ -252,7 +254,8 @@ __device__ __forceinline__ void group_carry_wide(const float* aggs, const float*
   const int lane = threadIdx.x, w = threadIdx.y, S = blockDim.y;
   auto at = [&](const float* base, int64_t i) { return &base[((i * n_tiles + tile) * WARP + lane) * VEC]; };
   const int64_t g0 = chunk - chunk % G;
-  const int64_t pw = min(static_cast<int64_t>(S), static_cast<int64_t>(PW));
+  const bool solo = G <= SOLO;  // (block-uniform)
+  const int64_t pw = solo ? 1 : min(static_cast<int64_t>(S), static_cast<int64_t>(PW));
   const int64_t m = max(static_cast<int64_t>(1), (G - 1 + pw - 1) / pw);  // chunks per share
   const int shares = static_cast<int>((chunk - g0 + m - 1) / m);          // (block-uniform)
   // a at the end of chunk i (a_blk for the chunk before this one)
@@ -278,18 +281,16 @@ __device__ __forceinline__ void group_carry_wide(const float* aggs, const float*
 #pragma unroll
     for (int v = 0; v < VEC; ++v) part[sw][lane][v] = st[v];
   }
-  // the group predecessor's prefix, polled by the last warp after its share
-  float pg[VEC];
+  if (!solo) __syncthreads();
   if (w == S - 1) {
+    // the group predecessor's prefix, polled once every share is in
+    float pg[VEC];
     if (g0 > 0) {
       spin_until([&] { return poll<VEC>(at(incl, g0 - 1), pg); });
     } else {
 #pragma unroll
       for (int v = 0; v < VEC; ++v) pg[v] = h0_at(v);
     }
-  }
-  __syncthreads();
-  if (w == S - 1) {
     const float a_base = g0 == chunk ? a_blk : (g0 > 0 ? a_end(g0 - 1) : a_start());
     float comp[VEC], a_c = a_blk;
 #pragma unroll
