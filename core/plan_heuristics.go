@@ -37,7 +37,10 @@ var TuneGroup int64
 // copy, same run; ungrouped / G = 2 / 3 / 4): 1,65536,64,64 (512 chunks) 1.139 / 1.084 / 1.097 /
 // 1.117; 2,65536,64,64 1.102 / 1.085 / 1.100 / 1.106; 1,32768,64,64 (256) 1.147 / 1.095 /
 // 1.107 / 1.124; 2,16384,64,64 (128) 1.103 / 1.091 / 1.102 / 1.112; 4,8192,64,64 (64) 1.057 /
-// 1.067 / 1.099 / 1.088; hence from 128 chunks.
+// 1.067 / 1.099 / 1.088; hence from 128 chunks. (Since v33 the fp32 grouped kernel reads a
+// group's aggregates spread over its warps, group_carry_wide: at G = 2 1,65536,64,64 took 1.100
+// against group_carry's 1.082, still ahead of the ungrouped kernel; fewTileGroup takes larger
+// groups where tiles are few.)
 func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 	if v != Forward {
 		return 1
@@ -60,17 +63,18 @@ func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 // fewTileGroup is the carry group of a forward over few tiles and many chunks (tiles * 32 <= SMs,
 // 64+ chunks), where the per-chunk look-back's chain of ~0.5 us hops sets the time (one tile of
 // 2048 chunks: 12x the copy): 0 where the kernel has no carries by groups (single-channel
-// lanes), and the plan then takes three passes (x read twice: 1.88x the copy on f32
+// lanes), and the plan then takes three passes (x read twice: 1.89x the copy on f32
 // 1,262144,4,32). The grouped kernels over 4-channel lanes read a group's earlier aggregates
 // spread over the block's warps (group_carry_wide), so a large group costs a block a few round
-// trips. Measured on the H200 (ratio to the copy, same run, v33 call 2; three passes / G = 16 /
-// 32 / 64 / 128): f32 1,262144,4,32 (1 tile) 1.889 / 2.220 / 1.538 / 1.476 / 1.654; f32
-// 2,262144,8,32 (4 tiles) 1.627 / 1.243 / 1.263 / 1.311 / 1.420; bf16 1,262144,4,32 (4-channel
-// lanes, 1 tile) 2.667 / 3.864 / 2.494 / 2.193 / 2.443; and (v33 call 3, an earlier form of the
-// kernel) f32 1,131072,8,32 (2 tiles) 1.874 / 2.375 / 1.722 / 1.451 / G = 96 1.492: hence 64 up
-// to 2 tiles, 16 above. The 16-bit forward over 8-channel lanes has group_carry (one warp, two
-// aggregates per round trip): bf16 2,262144,8,32 (2 tiles) three passes 1.923, G = 8 1.592, 16
-// 1.602; bf16 1,131072,8,32 (1 tile) 2.50, G = 8 2.60, 16 1.89, 32 2.14 (v33 calls 1-3).
+// trips. Measured on the H200 (ratio to the copy, same run, v33 call 2, the committed kernels;
+// three passes / G = 16 / 32 / 64 / 128): f32 1,262144,4,32 (1 tile) 1.889 / 2.220 / 1.538 /
+// 1.476 / 1.654; f32 2,262144,8,32 (4 tiles) 1.627 / 1.243 / 1.263 / 1.311 / 1.420; bf16
+// 1,262144,4,32 (4-channel lanes, 1 tile) 2.667 / 3.864 / 2.494 / 2.193 / 2.443. Two tiles (f32
+// 1,131072,8,32, two other forms of the kernel, calls 3 and 5): three passes 1.87, G = 32
+// 1.71-1.74, 64 1.42-1.45, 96 1.49: hence 64 up to 2 tiles, 16 above. The 16-bit forward over
+// 8-channel lanes has group_carry (one warp, two aggregates per round trip): bf16 2,262144,8,32
+// (2 tiles) three passes 1.923, G = 8 1.592, 16 1.602; bf16 1,131072,8,32 (1 tile) 2.50, G = 8
+// 2.60, 16 1.89, 32 2.14 (v33 calls 1-3, 5).
 func fewTileGroup(dt DType, vec, tiles int64) int64 {
 	switch {
 	case vec == 4 && tiles <= 2:

@@ -386,8 +386,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
           // kernels: a before the block comes from its own load, a_blk_raw)
           constexpr int PW = kTabFloats / (WARP * VEC);
           static_assert(PW >= 1, "the tables hold at least one share");
-          group_carry_wide<VEC, PW, 4>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk, a_end_of, a_start, h0_at,
-                                       reinterpret_cast<float(*)[WARP][VEC]>(tab_mem), carry);
+          group_carry_wide<VEC, PW>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk, a_end_of, a_start, h0_at,
+                                    reinterpret_cast<float(*)[WARP][VEC]>(tab_mem), carry);
         } else {  // the last warp finds the carry, the others take it
           __shared__ float sh_carry[WARP][VEC];
           if (w == S - 1) {

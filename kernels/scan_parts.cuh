@@ -230,19 +230,20 @@ __device__ __forceinline__ void group_carry(const float* aggs, const float* incl
 // earlier aggregates a chunk of a group may need are read by up to PW warps at once,
 // m = ceil((G-1)/PW) each, instead of by one warp two per round trip, so that large groups (a
 // tile's chain of prefixes takes one hop per G chunks) cost each block a few round trips, not
-// G/2. Share s, chunks [g0 + s*m, min(g0 + s*m + m, chunk)), is folded from a zero state into
-// part[s] by warp S-1-s. After the block barrier the last warp alone polls the group
-// predecessor's prefix (one poller per block, as group_carry, and only once every share is in:
-// eight pollers per block, or the last warp polling before the barrier, made few-tile plans up to
-// 1.5x slower, docs/performance.md v33), folds the shares in order,
+// G/2. Warp s folds share s, chunks [g0 + s*m, min(g0 + s*m + m, chunk)), from a zero state into
+// part[s]. After the block barrier the last warp alone folds the shares in order,
 //     comp = sum over shares s of exp(a_blk - a_end(last chunk of s)) * part[s],
 // the sum group_carry forms, in another order (a fixed one: results stay bit-identical run to
-// run), and forms the carry, which reaches the other warps through part[0] after a second barrier.
-// Groups up to SOLO take one share, the last warp's, and no first barrier: group_carry's way
-// (at G = 2 the spread's barrier cost 1.7% on f32 1,65536,64,64).
+// run), then polls the group predecessor's prefix and forms the carry, which reaches the other
+// warps through part[0] after a second barrier. The poll comes last: what the last warp does
+// between the prefix's arrival and its carry is on the tile's chain, and the forms that polled
+// first and then loaded the shares' a values ran the few-tile plans up to 1.5x slower; eight
+// pollers per block (and four shares) cost 12% at G = 64 (docs/performance.md v33). At G = 2 this
+// form costs 1.7% against group_carry (f32 1,65536,64,64: 1.082 -> 1.100), whose path beside it
+// made these kernels spill.
 // part: PW x 32 lanes x VEC floats of shared memory free after phase 1 (the caller's). Every
-// thread of the block must call it (it holds barriers).
-template <int VEC, int PW, int64_t SOLO, typename AEnd, typename AStart, typename H0>
+// thread of the block must call it (it holds two barriers).
+template <int VEC, int PW, typename AEnd, typename AStart, typename H0>
 __device__ __forceinline__ void group_carry_wide(const float* aggs, const float* incl, int64_t chunk, int64_t tile,
                                                  int64_t n_tiles, int64_t G, float a_blk, const AEnd& a_end,
                                                  const AStart& a_start, const H0& h0_at, float (*part)[WARP][VEC],
@@ -254,15 +255,13 @@ __device__ __forceinline__ void group_carry_wide(const float* aggs, const float*
   const int lane = threadIdx.x, w = threadIdx.y, S = blockDim.y;
   auto at = [&](const float* base, int64_t i) { return &base[((i * n_tiles + tile) * WARP + lane) * VEC]; };
   const int64_t g0 = chunk - chunk % G;
-  const bool solo = G <= SOLO;  // (block-uniform)
-  const int64_t pw = solo ? 1 : min(static_cast<int64_t>(S), static_cast<int64_t>(PW));
+  const int64_t pw = min(static_cast<int64_t>(S), static_cast<int64_t>(PW));
   const int64_t m = max(static_cast<int64_t>(1), (G - 1 + pw - 1) / pw);  // chunks per share
   const int shares = static_cast<int>((chunk - g0 + m - 1) / m);          // (block-uniform)
   // a at the end of chunk i (a_blk for the chunk before this one)
   auto ae_of = [&](int64_t i) { return i == chunk - 1 ? a_blk : a_end(i); };
-  const int sw = S - 1 - w;  // this warp's share: the last warp takes the first
-  if (sw < shares) {
-    const int64_t lo = g0 + sw * m, hi = min(lo + m, chunk);
+  if (w < shares) {
+    const int64_t lo = g0 + w * m, hi = min(lo + m, chunk);
     float st[VEC], a_prev = ae_of(lo);  // (the first fold: decay 1)
 #pragma unroll
     for (int v = 0; v < VEC; ++v) st[v] = 0.f;
@@ -279,18 +278,10 @@ __device__ __forceinline__ void group_carry_wide(const float* aggs, const float*
       fold_batch(vals, aes, i0, hi, a_prev, st);
     }
 #pragma unroll
-    for (int v = 0; v < VEC; ++v) part[sw][lane][v] = st[v];
+    for (int v = 0; v < VEC; ++v) part[w][lane][v] = st[v];
   }
-  if (!solo) __syncthreads();
+  __syncthreads();
   if (w == S - 1) {
-    // the group predecessor's prefix, polled once every share is in
-    float pg[VEC];
-    if (g0 > 0) {
-      spin_until([&] { return poll<VEC>(at(incl, g0 - 1), pg); });
-    } else {
-#pragma unroll
-      for (int v = 0; v < VEC; ++v) pg[v] = h0_at(v);
-    }
     const float a_base = g0 == chunk ? a_blk : (g0 > 0 ? a_end(g0 - 1) : a_start());
     float comp[VEC], a_c = a_blk;
 #pragma unroll
@@ -301,6 +292,14 @@ __device__ __forceinline__ void group_carry_wide(const float* aggs, const float*
       a_c = ae;
 #pragma unroll
       for (int v = 0; v < VEC; ++v) comp[v] = fmaf(d, comp[v], part[sh][lane][v]);
+    }
+    // the group predecessor's prefix, polled once every share is in
+    float pg[VEC];
+    if (g0 > 0) {
+      spin_until([&] { return poll<VEC>(at(incl, g0 - 1), pg); });
+    } else {
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) pg[v] = h0_at(v);
     }
     const float d = expf(a_blk - a_base);
 #pragma unroll

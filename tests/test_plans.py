@@ -151,8 +151,9 @@ def test_grouped_carries_match_the_cpu_backend(tmp_path, group):
     16-bit forward over 8-channel lanes, here bf16-wide, and the fp32 forward's grouped kernel
     over 4-float lanes; every other case runs its per-chunk look-back under the same knobs),
     forced on 157 chunks (a group size that does not divide it) against the CPU backend;
-    bit-identical in two processes. (2 and 3: the fp32 and 16-bit defaults; 16 and 33: the
-    grouped kernels' shares, group_carry_wide, four of them with 33, the last one short.)"""
+    bit-identical in two processes. (2 and 3: the fp32 and 16-bit many-tile defaults; 16 and 33:
+    the grouped kernels' shares read by eight warps, group_carry_wide: 2 chunks each, the last
+    share short, and 4 each.)"""
     _knob_runs_match_cpu(tmp_path, "CASES", PASSES=1, GROUP=group)
 
 
