@@ -288,8 +288,11 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 		pl.Groups = (m + prefixGroupChunks - 1) / prefixGroupChunks
 		pl.PrefixWarps = min(PrefixMaxWarps, (m+pl.Groups-1)/pl.Groups)
 		groupBytes = align256(pl.Tiles * pl.Groups * 32 * (vec + 2) * 4)
+		// (a forward over packets takes large carry groups instead, unless its kernel has none or
+		// NANOSSM_TUNE_GROUP=1 asks for the per-chunk look-back)
 		few := TunePasses != 1 && pl.Tiles*32 <= dev.SMs && pl.Chunks >= 64
-		if TunePasses == 3 || few && (v != Forward || fewTileGroup(p.DType, vec, pl.Tiles) == 0) {
+		grouped := v == Forward && fewTileGroup(p.DType, vec, pl.Tiles) > 0 && TuneGroup != 1
+		if TunePasses == 3 || few && !grouped {
 			pl.Passes = 3
 			pl.Prefix = prefixKernels[vec]
 		}

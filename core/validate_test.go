@@ -134,15 +134,19 @@ func TestPlanScan(t *testing.T) {
 		{"one tile, 63 chunks", 1, 63 * 128, 4, 32, 132, 0, 1},
 		{"4 tiles on 64 SMs", 1, 65536, 4, 128, 64, 0, 1},
 		{"forced single pass", 1, 262144, 4, 32, 132, 1, 1},
+		{"group knob 1: three passes", 1, 262144, 4, 32, 132, -1, 3},
 		{"forced three passes", 2, 1024, 64, 64, 132, 3, 3},
 		{"two chunks stay single", 1, 256, 4, 32, 132, 3, 1},
 	}
 	for _, c := range passes {
 		a, pr := x(c.B, c.T, c.R, c.C)
 		TunePasses = c.tune
+		if c.tune < 0 { // (-1: NANOSSM_TUNE_GROUP=1, the per-chunk look-back)
+			TunePasses, TuneGroup = 0, 1
+		}
 		pl := PlanScan(a, pr, Device{SMs: c.sms})
 		single := plan(Forward, pr, pl.Vec, Device{})
-		TunePasses = 0
+		TunePasses, TuneGroup = 0, 0
 		if pl.Passes != c.want || (pl.Passes == 3) != (pl.Prefix == prefixKernels[pl.Vec]) ||
 			pl.Passes == 3 && (pl.PrefixWarps < 1 || pl.PrefixWarps > PrefixMaxWarps || pl.Groups < 1 ||
 				pl.Groups*pl.PrefixWarps*8 < pl.Chunks-2 || // 8 chunks per warp at most (one batch)

@@ -26,6 +26,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // GROUPED: a chunk's group's earlier aggregates read by several warps at once, their sums
   // held where the A table was (group_carry_wide)
   constexpr bool kWide = GROUPED;
+  // (its partial sums overwrite the tables, which the packed forward reads again in phase 3)
+  static_assert(!GROUPED || (!PACKED && !BWD), "carries by groups: the plain forward only");
   const bool reverse = flags & F_REVERSE, undecayed = !kFwdPacked && (flags & F_UNDECAYED);
   const bool agg_only = flags & F_AGG_ONLY, prefixed = flags & F_PREFIXED;
   const float* h0 = STATES ? P.h0 : nullptr;
