@@ -137,7 +137,7 @@ type ScanPlan struct {
 	Groups      int64
 	PrefixWarps int64
 	// Group: single pass, carries by groups of Group chunks (> 1; see groupChunks and
-	// group_carry in kernels/scan_parts.cuh), or 1: each chunk's own look-back
+	// group_carry and group_carry_wide in kernels/carries.cuh), or 1: each chunk's own look-back
 	Group int64
 	// Segments: packed, single pass: the pack is cut into this many segments at sequence starts,
 	// each chunked from its own start (> 1; see packedSegments), or 1: one row of chunks. Chunks

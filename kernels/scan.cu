@@ -64,7 +64,7 @@
 // Many chunks per tile in a single-pass forward, 16-bit over 8-channel lanes, or any type over
 // 4-channel lanes (kernels of their own, nanossm_scan_fwd_grouped_*_v4; core/plan_heuristics.go
 // groupChunks and fewTileGroup): carries by groups of G chunks (flag bits 8-15, group_carry and
-// group_carry_wide in scan_parts.cuh). A chunk's carry is the prefix of the chunk before its
+// group_carry_wide in carries.cuh). A chunk's carry is the prefix of the chunk before its
 // group, decayed, plus its group's earlier aggregates folded from zero, so a tile's chain of
 // prefixes advances G chunks per hop.
 //

@@ -1,0 +1,223 @@
+// The carry into a chunk of the scan kernels (kernels/scan.cu describes the algorithm): the
+// per-chunk look-back, and carries by groups of chunks in one warp (group_carry) or spread over
+// the block (group_carry_wide). Device code only.
+#pragma once
+
+#include "scan_common.cuh"
+
+namespace nanossm {
+
+// Poll until done() (which reads its words again and checks them) holds; a short sleep after two
+// tries. (The sleep is also a side effect: without one the loop could be assumed to end.)
+template <typename Done>
+__device__ __forceinline__ void spin_until(const Done& done) {
+  for (int spins = 0; !done(); ++spins) {
+    if (spins > 1) __nanosleep(32);
+  }
+}
+
+// Fold a batch of chunks i0 .. i0+BATCH-1 (those before `end`) into a state, in order: each
+// chunk's is exp(ae - a_prev) * state + its aggregate, a_prev then its ae (every prefix's
+// recurrence).
+template <int BATCH, int VEC>
+__device__ __forceinline__ void fold_batch(const float (&vals)[BATCH][VEC], const float (&ae)[BATCH], int64_t i0,
+                                           int64_t end, float& a_prev, float (&st)[VEC]) {
+#pragma unroll
+  for (int q = 0; q < BATCH; ++q) {
+    if (i0 + q < end) {
+      const float d = expf(ae[q] - a_prev);
+      a_prev = ae[q];
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) st[v] = fmaf(d, st[v], vals[q][v]);
+    }
+  }
+}
+
+// The carry into chunk `chunk` of tile `tile` (its state before its first step; a_blk: a there).
+// Find the nearest earlier chunk j whose inclusive prefix P(j) is out, looking past chunks whose
+// aggregate is out; then replay P(j+1) .. P(chunk-1) with the very recurrence each chunk uses for
+// its own prefix, P(i) = exp(a_end(i) - a_end(i-1)) * P(i-1) + agg(i). The carry is then
+// bit-identical whichever path the timing allowed: results are reproducible. (A chunk holding a
+// sequence start publishes only its prefix: look-back stops there.)
+template <int VEC, typename AEnd>
+__device__ __forceinline__ void look_back(const float* aggs, const float* incl, int64_t chunk, int64_t tile,
+                                          int64_t n_tiles, float a_blk, const AEnd& a_end,
+                                          float (&carry)[VEC]) {
+  const int lane = threadIdx.x;
+  int64_t j = chunk - 1;
+  float val[VEC];
+  for (int spins = 0;;) {
+    const int64_t id = (j * n_tiles + tile) * WARP + lane;
+    if (poll<VEC>(&incl[id * VEC], val)) break;
+    if (poll<VEC>(&aggs[id * VEC], val)) {
+      --j;  // aggregate out, prefix not yet: look further back (a tile's or segment's first chunk
+            // always publishes a prefix)
+      spins = 0;
+      continue;
+    }
+    if (++spins > 2) __nanosleep(32);  // (also a side effect: the loop cannot be assumed to end)
+  }
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) carry[v] = val[v];
+  // The aggregates to replay were all seen written: read them with plain L2 loads in batches,
+  // issued together, so a deep replay costs one round trip per batch, not per chunk. (batches of
+  // 8 words: more spill registers under the 3-blocks-per-SM budget.) The 16-bit kernels, at 2
+  // blocks per SM, replay 2 chunks (16 words) per batch: measured on the H200 against 1 (same
+  // run, ratio to the copy): bf16 1,65536,64,64 1.69 -> 1.46, other shapes within 1%; 4 chunks
+  // gave 1.51. Chunks per batch by packet width, NANOSSM_REPLAY_BATCH4 (fp32) and
+  // NANOSSM_REPLAY_BATCH8 (16-bit), build variants.
+#ifndef NANOSSM_REPLAY_BATCH4
+#define NANOSSM_REPLAY_BATCH4 2
+#endif
+#ifndef NANOSSM_REPLAY_BATCH8
+#define NANOSSM_REPLAY_BATCH8 2
+#endif
+  constexpr int BATCH = VEC == 1 ? 2 : (VEC >= 8 ? NANOSSM_REPLAY_BATCH8 : NANOSSM_REPLAY_BATCH4);
+  if (j == chunk - 1) return;  // (the common case: no replay, and no load of a_end(j) to wait for)
+  float a_prev_end = a_end(j);
+  for (int64_t i0 = j + 1; i0 < chunk; i0 += BATCH) {
+    float vals[BATCH][VEC], ae[BATCH];
+#pragma unroll
+    for (int q = 0; q < BATCH; ++q) {
+      const int64_t i = min(i0 + q, chunk - 1);
+      load_cg<VEC>(&aggs[((i * n_tiles + tile) * WARP + lane) * VEC], vals[q]);
+      ae[q] = i == chunk - 1 ? a_blk : a_end(i);
+    }
+    fold_batch(vals, ae, i0, chunk, a_prev_end, carry);
+  }
+}
+
+// The carry into chunk `chunk` by groups of G chunks (v19; core/plan.go picks G for long chains
+// of the 16-bit forward):
+// with g0 = chunk - chunk % G, the first chunk of its group,
+//     carry = exp(a_blk - a_end(g0-1)) * P(g0-1) + comp,
+//     comp  = the aggregates of chunks g0 .. chunk-1 folded from a zero state, in order,
+// where P(g0-1) is the prefix the group's predecessor published (before chunk 0: the initial
+// state h0, with a_end(-1) the a before step 0). Every chunk of a group waits on one prefix, and
+// only a group's last chunk publishes a prefix anyone reads, so a tile's chain of prefixes takes
+// one hop per G chunks, not one per chunk: measured (ratio to the copy with the chunk halved, same
+// run) bf16 1,65536,64,64 1.44 -> 2.39 (16 tiles of 512 chunks: the hops set the time). The
+// formula is fixed (a chunk never takes a shortcut through another prefix): results stay
+// bit-identical run to run. Not for packed sequences (a start inside a group would end it).
+// The aggregates come in batches of loads issued together, polled until all are written.
+template <int VEC, typename AEnd, typename AStart, typename H0>
+__device__ __forceinline__ void group_carry(const float* aggs, const float* incl, int64_t chunk, int64_t tile,
+                                            int64_t n_tiles, int64_t G, float a_blk, const AEnd& a_end,
+                                            const AStart& a_start, const H0& h0_at, float (&carry)[VEC]) {
+  constexpr int BATCH = VEC == 1 ? 4 : 2;
+  const int lane = threadIdx.x;
+  auto at = [&](const float* base, int64_t i) { return &base[((i * n_tiles + tile) * WARP + lane) * VEC]; };
+  const int64_t g0 = chunk - chunk % G;
+  const float a_base = g0 == chunk ? a_blk : (g0 > 0 ? a_end(g0 - 1) : a_start());
+  float comp[VEC], a_prev = a_base;
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) comp[v] = 0.f;
+  for (int64_t i0 = g0; i0 < chunk; i0 += BATCH) {
+    float vals[BATCH][VEC], aes[BATCH];
+#pragma unroll
+    for (int q = 0; q < BATCH; ++q) aes[q] = i0 + q >= chunk - 1 ? a_blk : a_end(i0 + q);
+    spin_until([&] {
+      bool ok = true;
+#pragma unroll
+      for (int q = 0; q < BATCH; ++q) ok &= poll<VEC>(at(aggs, min(i0 + q, chunk - 1)), vals[q]);
+      return ok;
+    });
+    fold_batch(vals, aes, i0, chunk, a_prev, comp);
+  }
+  float pg[VEC];
+  if (g0 > 0) {
+    spin_until([&] { return poll<VEC>(at(incl, g0 - 1), pg); });
+  } else {
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) pg[v] = h0_at(v);
+  }
+  const float d = expf(a_blk - a_base);
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) carry[v] = fmaf(d, pg[v], comp[v]);
+}
+
+// group_carry spread over the block (v33; the grouped kernels over 4-channel lanes): the G - 1
+// earlier aggregates a chunk of a group may need are read by up to PW warps at once,
+// m = ceil((G-1)/PW) each, instead of by one warp two per round trip, so that large groups (a
+// tile's chain of prefixes takes one hop per G chunks) cost each block a few round trips, not
+// G/2. Warp s folds share s, chunks [g0 + s*m, min(g0 + s*m + m, chunk)), from a zero state into
+// part[s]. After the block barrier the last warp alone folds the shares in order,
+//     comp = sum over shares s of exp(a_blk - a_end(last chunk of s)) * part[s],
+// the sum group_carry forms, in another order (a fixed one: results stay bit-identical run to
+// run), then polls the group predecessor's prefix and forms the carry, which reaches the other
+// warps through part[0] after a second barrier. The poll comes last: what the last warp does
+// between the prefix's arrival and its carry is on the tile's chain, and the forms that polled
+// first and then loaded the shares' a values ran the few-tile plans up to 1.5x slower; eight
+// pollers per block (and four shares) cost 12% at G = 64 (docs/performance.md v33). At G = 2 this
+// form costs 1.7% against group_carry (f32 1,65536,64,64: 1.082 -> 1.100), whose path beside it
+// made these kernels spill.
+// part: PW x 32 lanes x VEC floats of shared memory free after phase 1 (the caller's). Every
+// thread of the block must call it (it holds two barriers).
+template <int VEC, int PW, typename AEnd, typename AStart, typename H0>
+__device__ __forceinline__ void group_carry_wide(const float* aggs, const float* incl, int64_t chunk, int64_t tile,
+                                                 int64_t n_tiles, int64_t G, float a_blk, const AEnd& a_end,
+                                                 const AStart& a_start, const H0& h0_at, float (*part)[WARP][VEC],
+                                                 float (&carry)[VEC]) {
+#ifndef NANOSSM_WIDE_BATCH
+#define NANOSSM_WIDE_BATCH 2
+#endif
+  constexpr int BATCH = NANOSSM_WIDE_BATCH;
+  const int lane = threadIdx.x, w = threadIdx.y, S = blockDim.y;
+  auto at = [&](const float* base, int64_t i) { return &base[((i * n_tiles + tile) * WARP + lane) * VEC]; };
+  const int64_t g0 = chunk - chunk % G;
+  const int64_t pw = min(static_cast<int64_t>(S), static_cast<int64_t>(PW));
+  const int64_t m = max(static_cast<int64_t>(1), (G - 1 + pw - 1) / pw);  // chunks per share
+  const int shares = static_cast<int>((chunk - g0 + m - 1) / m);          // (block-uniform)
+  // a at the end of chunk i (a_blk for the chunk before this one)
+  auto ae_of = [&](int64_t i) { return i == chunk - 1 ? a_blk : a_end(i); };
+  if (w < shares) {
+    const int64_t lo = g0 + w * m, hi = min(lo + m, chunk);
+    float st[VEC], a_prev = ae_of(lo);  // (the first fold: decay 1)
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) st[v] = 0.f;
+    for (int64_t i0 = lo; i0 < hi; i0 += BATCH) {
+      float vals[BATCH][VEC], aes[BATCH];
+#pragma unroll
+      for (int q = 0; q < BATCH; ++q) aes[q] = ae_of(min(i0 + q, hi - 1));
+      spin_until([&] {
+        bool ok = true;
+#pragma unroll
+        for (int q = 0; q < BATCH; ++q) ok &= poll<VEC>(at(aggs, min(i0 + q, hi - 1)), vals[q]);
+        return ok;
+      });
+      fold_batch(vals, aes, i0, hi, a_prev, st);
+    }
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) part[w][lane][v] = st[v];
+  }
+  __syncthreads();
+  if (w == S - 1) {
+    const float a_base = g0 == chunk ? a_blk : (g0 > 0 ? a_end(g0 - 1) : a_start());
+    float comp[VEC], a_c = a_blk;
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) comp[v] = 0.f;
+    for (int sh = 0; sh < shares; ++sh) {
+      const float ae = ae_of(min(g0 + (sh + 1) * m, chunk) - 1);
+      const float d = sh == 0 ? 1.f : expf(ae - a_c);
+      a_c = ae;
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) comp[v] = fmaf(d, comp[v], part[sh][lane][v]);
+    }
+    // the group predecessor's prefix, polled once every share is in
+    float pg[VEC];
+    if (g0 > 0) {
+      spin_until([&] { return poll<VEC>(at(incl, g0 - 1), pg); });
+    } else {
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) pg[v] = h0_at(v);
+    }
+    const float d = expf(a_blk - a_base);
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) part[0][lane][v] = fmaf(d, pg[v], comp[v]);
+  }
+  __syncthreads();
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) carry[v] = part[0][lane][v];
+}
+
+}  // namespace nanossm
