@@ -282,6 +282,11 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	if v.packed() {
 		slots += packedSegments(MaxSegments, pl.Tiles, pl.Chunks) - 1
 	}
+	// Few tiles, many chunks: the look-back's chain would set the time (see plan).
+	fewTiles, fewGroup := pl.Tiles*32 <= dev.SMs && pl.Chunks >= 64, int64(0)
+	if v == Forward && fewTiles {
+		fewGroup = fewTileGroup(p.DType, vec, pl.Tiles)
+	}
 	groupBytes := int64(0)
 	if pl.Chunks > 2 && pl.Tiles <= maxPrefixTiles { // chunks 1 .. Chunks-2 need a prefix
 		m := pl.Chunks - 2
@@ -290,9 +295,7 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 		groupBytes = align256(pl.Tiles * pl.Groups * 32 * (vec + 2) * 4)
 		// (a forward over packets takes large carry groups instead, unless its kernel has none or
 		// NANOSSM_TUNE_GROUP=1 asks for the per-chunk look-back)
-		few := TunePasses != 1 && pl.Tiles*32 <= dev.SMs && pl.Chunks >= 64
-		grouped := v == Forward && fewTileGroup(p.DType, vec, pl.Tiles) > 0 && TuneGroup != 1
-		if TunePasses == 3 || few && !grouped {
+		if TunePasses == 3 || TunePasses != 1 && fewTiles && (fewGroup == 0 || TuneGroup == 1) {
 			pl.Passes = 3
 			pl.Prefix = prefixKernels[vec]
 		}
@@ -303,9 +306,8 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	}
 	if pl.Passes == 1 && pl.Chunks > 1 {
 		pl.Group = groupChunks(v, p.DType, vec, pl.Chunks)
-		if g := fewTileGroup(p.DType, vec, pl.Tiles); v == Forward && TuneGroup == 0 && g > 0 &&
-			pl.Tiles*32 <= dev.SMs && pl.Chunks >= 64 {
-			pl.Group = g
+		if fewGroup > 0 && TuneGroup == 0 {
+			pl.Group = fewGroup
 		}
 		if k, ok := scanKernels[kernelKey{p.DType, v, vec, true, false}]; ok && pl.Group > 1 {
 			pl.Kernel = k

@@ -87,6 +87,18 @@ __device__ __forceinline__ void look_back(const float* aggs, const float* incl, 
   }
 }
 
+// The state before a group's first chunk g0: the prefix its predecessor published (incl_at(i):
+// this lane's words of chunk i), polled until out, or before chunk 0 the initial state.
+template <int VEC, typename At, typename H0>
+__device__ __forceinline__ void group_prefix(const At& incl_at, int64_t g0, const H0& h0_at, float (&pg)[VEC]) {
+  if (g0 > 0) {
+    spin_until([&] { return poll<VEC>(incl_at(g0 - 1), pg); });
+  } else {
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) pg[v] = h0_at(v);
+  }
+}
+
 // The carry into chunk `chunk` by groups of G chunks (v19; core/plan.go picks G for long chains
 // of the 16-bit forward):
 // with g0 = chunk - chunk % G, the first chunk of its group,
@@ -125,12 +137,7 @@ __device__ __forceinline__ void group_carry(const float* aggs, const float* incl
     fold_batch(vals, aes, i0, chunk, a_prev, comp);
   }
   float pg[VEC];
-  if (g0 > 0) {
-    spin_until([&] { return poll<VEC>(at(incl, g0 - 1), pg); });
-  } else {
-#pragma unroll
-    for (int v = 0; v < VEC; ++v) pg[v] = h0_at(v);
-  }
+  group_prefix([&](int64_t i) { return at(incl, i); }, g0, h0_at, pg);
   const float d = expf(a_blk - a_base);
 #pragma unroll
   for (int v = 0; v < VEC; ++v) carry[v] = fmaf(d, pg[v], comp[v]);
@@ -175,6 +182,8 @@ __device__ __forceinline__ void group_carry_wide(const float* aggs, const float*
     float st[VEC], a_prev = ae_of(lo);  // (the first fold: decay 1)
 #pragma unroll
     for (int v = 0; v < VEC; ++v) st[v] = 0.f;
+    // (group_carry's loop over [g0, chunk); one helper for both changed the 16-bit grouped
+    // kernels' machine code, untimed, so each keeps its own)
     for (int64_t i0 = lo; i0 < hi; i0 += BATCH) {
       float vals[BATCH][VEC], aes[BATCH];
 #pragma unroll
@@ -205,12 +214,7 @@ __device__ __forceinline__ void group_carry_wide(const float* aggs, const float*
     }
     // the group predecessor's prefix, polled once every share is in
     float pg[VEC];
-    if (g0 > 0) {
-      spin_until([&] { return poll<VEC>(at(incl, g0 - 1), pg); });
-    } else {
-#pragma unroll
-      for (int v = 0; v < VEC; ++v) pg[v] = h0_at(v);
-    }
+    group_prefix([&](int64_t i) { return at(incl, i); }, g0, h0_at, pg);
     const float d = expf(a_blk - a_base);
 #pragma unroll
     for (int v = 0; v < VEC; ++v) part[0][lane][v] = fmaf(d, pg[v], comp[v]);
