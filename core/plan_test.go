@@ -100,6 +100,7 @@ func TestNamedPlans(t *testing.T) {
 		{"few chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 1},
 		{"bench: one tile, groups of 64", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 2048, 1, 64},
 		{"bf16 one tile of 4-channel lanes", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: BFloat16}, 4, 2048, 1, 64},
+		{"two tiles, groups of 32", Forward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: Float32}, 4, 1024, 1, 32},
 		{"four tiles, groups of 16", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: Float32}, 4, 2048, 1, 16},
 		{"bf16 two tiles of 8-channel lanes, groups of 8", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: BFloat16}, 8, 2048, 1, 8},
 		{"bf16 one tile of 8-channel lanes, groups of 16", Forward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: BFloat16}, 8, 1024, 1, 16},

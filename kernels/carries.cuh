@@ -143,21 +143,22 @@ __device__ __forceinline__ void group_carry(const float* aggs, const float* incl
   for (int v = 0; v < VEC; ++v) carry[v] = fmaf(d, pg[v], comp[v]);
 }
 
-// group_carry spread over the block (v33; the grouped kernels over 4-channel lanes): the G - 1
-// earlier aggregates a chunk of a group may need are read by up to PW warps at once,
-// m = ceil((G-1)/PW) each, instead of by one warp two per round trip, so that large groups (a
-// tile's chain of prefixes takes one hop per G chunks) cost each block a few round trips, not
-// G/2. Warp s folds share s, chunks [g0 + s*m, min(g0 + s*m + m, chunk)), from a zero state into
-// part[s]. After the block barrier the last warp alone folds the shares in order,
-//     comp = sum over shares s of exp(a_blk - a_end(last chunk of s)) * part[s],
-// the sum group_carry forms, in another order (a fixed one: results stay bit-identical run to
-// run), then polls the group predecessor's prefix and forms the carry, which reaches the other
-// warps through part[0] after a second barrier. The poll comes last: what the last warp does
-// between the prefix's arrival and its carry is on the tile's chain, and the forms that polled
-// first and then loaded the shares' a values ran the few-tile plans up to 1.5x slower; eight
-// pollers per block (and four shares) cost 12% at G = 64 (docs/performance.md v33). At G = 2 this
-// form costs 1.7% against group_carry (f32 1,65536,64,64: 1.082 -> 1.100), whose path beside it
-// made these kernels spill.
+// group_carry spread over the block (v33; the grouped kernels over 4-channel lanes, groups of 5
+// chunks or more): the G - 1 earlier aggregates a chunk of a group may need are read by up to PW
+// warps at once, m = ceil((G-1)/PW) each, instead of by one warp two per round trip, so that large
+// groups (a tile's chain of prefixes takes one hop per G chunks) cost each block a few round trips,
+// not G/2. Warp s folds share s, chunks [g0 + s*m, min(g0 + s*m + m, chunk)), from a zero state,
+// scales it to the end of the chunk before this one and leaves it in part[s]:
+//     part[s] = exp(a_blk - a_end(last chunk of s)) * (share s folded),
+// the terms group_carry sums, grouped otherwise. After the block barrier the last warp adds the
+// shares in order (a fixed order: results stay bit-identical run to run), then polls the group
+// predecessor's prefix and forms the carry, which reaches the other warps through part[0] after a
+// second barrier. What the last warp does between the prefix's arrival and its carry is on the
+// tile's chain, so everything else comes before the poll: the a before the group is loaded first,
+// and the shares come scaled (v34: 1 tile 1.48 -> 1.43, 4 tiles 1.24 -> 1.20). The forms that
+// polled first and then loaded the shares' a values ran the few-tile plans up to 1.5x slower; a
+// poll by the last warp while the others fold gained 1% in fp32 and lost 2% in bf16; eight pollers
+// per block cost 12% at G = 64 (docs/performance.md v33, v34).
 // part: PW x 32 lanes x VEC floats of shared memory free after phase 1 (the caller's). Every
 // thread of the block must call it (it holds two barriers).
 template <int VEC, int PW, typename AEnd, typename AStart, typename H0>
@@ -177,6 +178,8 @@ __device__ __forceinline__ void group_carry_wide(const float* aggs, const float*
   const int shares = static_cast<int>((chunk - g0 + m - 1) / m);          // (block-uniform)
   // a at the end of chunk i (a_blk for the chunk before this one)
   auto ae_of = [&](int64_t i) { return i == chunk - 1 ? a_blk : a_end(i); };
+  // (the last warp's a before the group, loaded before anything waits)
+  const float a_base = w == S - 1 ? (g0 == chunk ? a_blk : (g0 > 0 ? a_end(g0 - 1) : a_start())) : 0.f;
   if (w < shares) {
     const int64_t lo = g0 + w * m, hi = min(lo + m, chunk);
     float st[VEC], a_prev = ae_of(lo);  // (the first fold: decay 1)
@@ -196,24 +199,21 @@ __device__ __forceinline__ void group_carry_wide(const float* aggs, const float*
       });
       fold_batch(vals, aes, i0, hi, a_prev, st);
     }
+    const float sc = hi == chunk ? 1.f : expf(a_blk - a_prev);
 #pragma unroll
-    for (int v = 0; v < VEC; ++v) part[w][lane][v] = st[v];
+    for (int v = 0; v < VEC; ++v) part[w][lane][v] = sc * st[v];
   }
+  float pg[VEC];
   __syncthreads();
   if (w == S - 1) {
-    const float a_base = g0 == chunk ? a_blk : (g0 > 0 ? a_end(g0 - 1) : a_start());
-    float comp[VEC], a_c = a_blk;
+    float comp[VEC];
 #pragma unroll
     for (int v = 0; v < VEC; ++v) comp[v] = 0.f;
     for (int sh = 0; sh < shares; ++sh) {
-      const float ae = ae_of(min(g0 + (sh + 1) * m, chunk) - 1);
-      const float d = sh == 0 ? 1.f : expf(ae - a_c);
-      a_c = ae;
 #pragma unroll
-      for (int v = 0; v < VEC; ++v) comp[v] = fmaf(d, comp[v], part[sh][lane][v]);
+      for (int v = 0; v < VEC; ++v) comp[v] += part[sh][lane][v];
     }
     // the group predecessor's prefix, polled once every share is in
-    float pg[VEC];
     group_prefix([&](int64_t i) { return at(incl, i); }, g0, h0_at, pg);
     const float d = expf(a_blk - a_base);
 #pragma unroll
