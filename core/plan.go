@@ -50,9 +50,9 @@ func (v Variant) backward() bool { return v == Backward || v == BackwardPacked }
 func (v Variant) packed() bool { return v == ForwardPacked || v == BackwardPacked }
 
 // kernelKey is one row of the dispatch table: element type x variant x vector width, whether
-// carries go by groups in a kernel of their own (grouped: the fp32 forward's), and whether the
-// call has no initial and no final state (nostate: the packed forward's and backward's lean
-// kernels).
+// carries go by groups in a kernel of their own (grouped: the forward's over 4-channel lanes,
+// the backward's over packets), and whether the call has no initial and no final state
+// (nostate: the packed forward's and backward's lean kernels).
 type kernelKey struct {
 	dtype   DType
 	variant Variant
@@ -91,6 +91,10 @@ var scanKernels = func() map[kernelKey]string {
 	// So have the 16-bit forward's 4-channel lanes: the few-tile plans (1,262144,4,32 takes them).
 	t[kernelKey{Float16, Forward, 4, true, false}] = "nanossm_scan_fwd_grouped_f16_v4"
 	t[kernelKey{BFloat16, Forward, 4, true, false}] = "nanossm_scan_fwd_grouped_bf16_v4"
+	// The plain backward over packets with carries by groups (v35; groupChunks).
+	t[kernelKey{Float32, Backward, 4, true, false}] = "nanossm_scan_bwd_grouped_f32_v4"
+	t[kernelKey{Float16, Backward, 8, true, false}] = "nanossm_scan_bwd_grouped_f16_v8"
+	t[kernelKey{BFloat16, Backward, 8, true, false}] = "nanossm_scan_bwd_grouped_bf16_v8"
 	return t
 }()
 

@@ -42,14 +42,30 @@ var TuneGroup int64
 // against group_carry's 1.082, still ahead of the ungrouped kernel; fewTileGroup takes larger
 // groups where tiles are few.)
 func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
-	if v != Forward {
+	if v.packed() {
 		return 1
 	}
-	// (the knob applies to every plain forward, to time variant modules that compile the grouped
-	// path into other kernels; a kernel without it ignores the flag bits. For the fp32 forward
-	// over 4-float lanes a group above 1 also selects its grouped kernel, in plan.)
+	// (the knob applies to every plain forward and backward, to time variant modules that compile
+	// the grouped path into other kernels; a kernel without it ignores the flag bits. Where the
+	// table has a grouped kernel, a group above 1 also selects it, in layout.)
 	if TuneGroup >= 1 && TuneGroup <= MaxGroup {
 		return TuneGroup
+	}
+	// The backward has grouped kernels of its own since v35 (the plain one keeps its machine
+	// code). Measured on the H200 (ratio to the copy, same run; G = 1 / 2 / 4): 1,65536,64,64
+	// (1024 chunks) bf16 3.176 / 3.000 / 2.986, f32 2.538 / 2.679 / 2.855. So the 16-bit
+	// backward over 8-channel lanes takes G = 2 on its longest chains (the one measured class: the
+	// G the tests ran, 2, over the class of chains timed, 1024+ chunks), and the fp32 one none:
+	// its blocks wait on the group's aggregates in one warp behind a second barrier, which costs
+	// more than the hops save (v19 at G = 8: f32 2.54 -> 3.04). Few tiles stay three passes: a
+	// single pass with G = 16 / 64 took f32 1,262144,4,32 from 3.36 to 4.14 / 4.25 (chunks of 64
+	// steps, 4096 of them, each block waiting on its group's reads), bf16 2,262144,8,32 from 3.62
+	// to 3.44 / 5.93 (docs/performance.md v35).
+	if v == Backward {
+		if dt.Size() == 2 && vec == 8 && chunks >= 1024 {
+			return 2
+		}
+		return 1
 	}
 	switch {
 	case dt.Size() == 2 && vec == 8 && chunks >= 128:

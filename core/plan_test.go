@@ -61,11 +61,12 @@ func TestPlanInvariants(t *testing.T) {
 				case pl.Passes == 3 && (pl.Chunks <= 2 || pl.Tiles > maxPrefixTiles || pl.Prefix == "" ||
 					pl.PrefixWarps < 1 || pl.PrefixWarps > PrefixMaxWarps || pl.Groups*pl.PrefixWarps*8 < pl.Chunks-2):
 					t.Fatalf("%+v %v vec %d: three passes %+v", p, v, vec, pl)
-				case pl.Group < 1 || pl.Group > 1 && (pl.Passes != 1 || v != Forward ||
-					!(p.DType.Size() == 2 && vec == 8 && pl.Chunks >= 128 || p.DType == Float32 && vec == 4 && pl.Chunks >= 128 ||
+				case pl.Group < 1 || pl.Group > 1 && (pl.Passes != 1 || v.packed() ||
+					v == Backward && !(p.DType.Size() == 2 && vec == 8 && pl.Chunks >= 1024 && pl.Group == 2) ||
+					v == Forward && !(p.DType.Size() == 2 && vec == 8 && pl.Chunks >= 128 || p.DType == Float32 && vec == 4 && pl.Chunks >= 128 ||
 						tune != 3 && pl.Group == fewTileGroup(p.DType, vec, pl.Tiles) && pl.Chunks >= 64 && pl.Tiles*32 <= sms)):
 					t.Fatalf("%+v %v vec %d: carry group %+v", p, v, vec, pl)
-				case (pl.Kernel == scanKernels[kernelKey{p.DType, v, vec, true, false}]) != (pl.Group > 1 && vec == 4):
+				case (pl.Kernel == scanKernels[kernelKey{p.DType, v, vec, true, false}]) != (pl.Group > 1 && hasGrouped(p.DType, v, vec)):
 					t.Fatalf("%+v %v vec %d: kernel %s for carry group %d", p, v, vec, pl.Kernel, pl.Group)
 				case pl.Segments < 1 || pl.Segments > 1 && (pl.Passes != 1 || v != ForwardPacked && v != BackwardPacked ||
 					pl.Segments > min(p.Seqs, MaxSegments) || base < 4*pl.Segments) ||
@@ -104,6 +105,10 @@ func TestNamedPlans(t *testing.T) {
 		{"four tiles, groups of 16", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: Float32}, 4, 2048, 1, 16},
 		{"bf16 two tiles of 8-channel lanes, groups of 8", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: BFloat16}, 8, 2048, 1, 8},
 		{"bf16 one tile of 8-channel lanes, groups of 16", Forward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: BFloat16}, 8, 1024, 1, 16},
+		{"bf16 backward, 1024 chunks: groups of 2", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 1024, 1, 2},
+		{"tests/test_backward.py's long chain: groups of 2", Backward, Problem{B: 1, T: 65601, R: 20, C: 64, DType: Float16}, 8, 1026, 1, 2},
+		{"fp32 backward, 1024 chunks: not grouped", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 1024, 1, 1},
+		{"bf16 backward, 512 chunks: not grouped", Backward, Problem{B: 1, T: 32768, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 1},
 		{"backward, one tile: three passes", Backward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 8192, 3, 1},
 	} {
 		pl := plan(c.v, c.p, c.vec, h200)
@@ -188,4 +193,10 @@ func TestPackedPlansWithoutStates(t *testing.T) {
 			}
 		}
 	}
+}
+
+// hasGrouped: the dispatch table has a kernel with carries by groups for (dtype, variant, width).
+func hasGrouped(dt DType, v Variant, vec int64) bool {
+	_, ok := scanKernels[kernelKey{dt, v, vec, true, false}]
+	return ok
 }

@@ -116,7 +116,8 @@ using nanossm::WARP;
   }
 
 // The backward adds the forward's x and out, dA, dA's partial sums and K (tiles per row).
-#define NANOSSM_BWD(NAME, TYPE, VEC, PACKED, STATES)                                              \
+#define NANOSSM_BWD(NAME, TYPE, VEC, PACKED, STATES) NANOSSM_BWD_KERNEL(NAME, TYPE, VEC, PACKED, STATES, false)
+#define NANOSSM_BWD_KERNEL(NAME, TYPE, VEC, PACKED, STATES, GROUPED)                              \
   extern "C" __global__ void __launch_bounds__(WARP * BWD_MAX_WARPS, 2)                           \
       NAME(NANOSSM_COMMON_PARAMS(TYPE), const TYPE *xo, int64_t sxob, int64_t sxot, int64_t sxor, \
            int64_t sxoc, const TYPE *yo, int64_t syob, int64_t syot, int64_t syor, int64_t syoc,  \
@@ -126,7 +127,7 @@ using nanossm::WARP;
     p.sxo[0] = sxob, p.sxo[1] = sxot, p.sxo[2] = sxor, p.sxo[3] = sxoc;                           \
     p.syo[0] = syob, p.syo[1] = syot, p.syo[2] = syor, p.syo[3] = syoc;                           \
     p.sdA[0] = sdAb, p.sdA[1] = sdAt, p.sdA[2] = sdAr;                                            \
-    scan_kernel<TYPE, VEC, true, PACKED, false, STATES>(p);                                       \
+    scan_kernel<TYPE, VEC, true, PACKED, GROUPED, STATES>(p);                                     \
   }
 
 #define NANOSSM_ALL(KIND, MACRO, PACKED, STATES, SUFFIX)                              \
@@ -163,6 +164,13 @@ NANOSSM_FWD_GROUPED(nanossm_scan_fwd_grouped_bf16_v4, __nv_bfloat16)
 NANOSSM_ALL(bwd, NANOSSM_BWD, false, true, )
 NANOSSM_ALL(bwd, NANOSSM_BWD, true, true, _packed)
 NANOSSM_ALL(bwd, NANOSSM_BWD, true, false, _packed_nostate)
+// The backward with carries by groups of chunks (v35), over packets (4 fp32 or 8 16-bit channels
+// per lane): its look-back's chain sets the time of long sequences (1,65536,64,64: 1.26 us per
+// chunk, docs/performance.md v34), as the forward's did before groups. Kernels of their own, so
+// that the plain backward keeps its machine code (v19 compiled group_carry into it, and it lost).
+NANOSSM_BWD_KERNEL(nanossm_scan_bwd_grouped_f32_v4, float, 4, false, true, true)
+NANOSSM_BWD_KERNEL(nanossm_scan_bwd_grouped_f16_v8, __half, 8, false, true, true)
+NANOSSM_BWD_KERNEL(nanossm_scan_bwd_grouped_bf16_v8, __nv_bfloat16, 8, false, true, true)
 
 // Pass 2 of three (kernels/chunk_prefix.cuh): one block of up to 32 warps per tile; VEC is the
 // floats per lane of an aggregate (the scan's packet width). bwd: the tile holds the backward's

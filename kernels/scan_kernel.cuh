@@ -7,7 +7,8 @@
 
 namespace nanossm {
 
-// GROUPED: the fp32 forward's kernel with carries by groups (group_carry), a kernel of its own.
+// GROUPED: a plain forward's or backward's kernel with carries by groups (group_carry, or
+// group_carry_wide for groups of 5+ chunks), a kernel of its own.
 // STATES = false: a packed call with no initial and no final state (the host passes none; in the
 // backward: no final state's gradient in, no initial state's gradient out).
 template <typename T, int VEC, bool BWD, bool PACKED, bool GROUPED = false, bool STATES = true>
@@ -26,8 +27,9 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // GROUPED: a chunk's group's earlier aggregates read by several warps at once, their sums
   // held where the A table was (group_carry_wide)
   constexpr bool kWide = GROUPED;
-  // (its partial sums overwrite the tables, which the packed forward reads again in phase 3)
-  static_assert(!GROUPED || (!PACKED && !BWD), "carries by groups: the plain forward only");
+  // (its partial sums overwrite the tables, which the packed forward reads again in phase 3; the
+  // plain backward holds its decays in registers from phase 1 on)
+  static_assert(!GROUPED || !PACKED, "carries by groups: the plain forward and backward only");
   const bool reverse = flags & F_REVERSE, undecayed = !kFwdPacked && (flags & F_UNDECAYED);
   const bool agg_only = flags & F_AGG_ONLY, prefixed = flags & F_PREFIXED;
   const float* h0 = STATES ? P.h0 : nullptr;
@@ -354,10 +356,10 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
     const bool publisher = w == S - 1 && !last && !prefixed;  // (pass 3: all published)
     // Carries by groups (group_carry): compiled into the 16-bit forward over 8-channel lanes and
-    // into the fp32 forward's GROUPED kernel (core/plan_heuristics.go groupChunks). Compiled into the plain
-    // fp32 kernel it cost the plans that do not group 1-3% (v24); the 4-channel 16-bit forward
-    // spilled with it, and the backward timed slower grouped.
-    constexpr bool kGrouped = !BWD && !PACKED && (GROUPED || (sizeof(T) == 2 && VEC == 8));
+    // into the GROUPED kernels (core/plan_heuristics.go groupChunks, fewTileGroup). Compiled into
+    // the plain fp32 forward it cost the plans that do not group 1-3% (v24); the 4-channel 16-bit
+    // forward spilled with it, and the plain backward timed slower with it (v19).
+    constexpr bool kGrouped = !PACKED && (GROUPED || (!BWD && sizeof(T) == 2 && VEC == 8));
     // GROUPED: the publisher folds its aggregate again after the carry (same folds, same bits)
     // instead of holding it in registers across group_carry: at 80 registers it spilled 32 bytes.
     constexpr bool kRefold = GROUPED;

@@ -136,3 +136,29 @@ def test_backward64_reference_over_a_long_decay():
     assert rel_err(dx, dx_ref) <= 1e-13
     dA_ref = (g * out_ref - x * dx_ref).sum(-1)
     assert (dA - dA_ref).norm() <= 1e-12 * dA_ref.norm()
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_long_chains_with_carry_groups_match_float64(dtype):
+    """The 16-bit backward over 8-channel lanes on a chain of 1025 chunks over 5 tiles, the plan
+    that carries by groups of 2 chunks (core/plan_heuristics.go groupChunks, its grouped kernel):
+    dx and dA against float64 (reference.ssm_scan_backward64), every element written (NaN-poisoned
+    outputs), bit-identical run to run."""
+    from conftest import GRAD_TOL, dA_err
+    from nanossm.reference import ssm_scan_backward64
+    A, x, g, _, _ = _case("cuda", dtype, (1, 65601, 20, 64), "plain", seed=17)
+    out = ssm_scan(A, x)
+    runs = []
+    for _ in range(2):
+        dx, dA = torch.full_like(x, float("nan")), torch.full_like(A, float("nan"))
+        _launch_backward(A, x, out, g, dx, dA, None, None, None, None, False)
+        runs.append((dx, dA))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1]), "results differ between runs"
+    dx, dA = runs[0]
+    assert torch.isfinite(dx).all() and torch.isfinite(dA).all(), "unwritten elements"
+    dx64, dA64, out64 = ssm_scan_backward64(A, x, g)
+    tx, tA = GRAD_TOL[dtype]
+    assert rel_err(dx, dx64) <= tx, f"dx: {rel_err(dx, dx64):.2e}"
+    e = dA_err(dA, dA64, x, g, out64, dx64)
+    assert e <= tA, f"dA: {e:.2e}"

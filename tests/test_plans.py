@@ -148,12 +148,14 @@ def test_three_passes_match_the_single_pass(tmp_path):
 @pytest.mark.parametrize("group", [2, 3, 4, 5, 8, 16, 33])
 def test_grouped_carries_match_the_cpu_backend(tmp_path, group):
     """The single pass with carries by groups of chunks (core/plan_heuristics.go groupChunks: the
-    16-bit forward over 8-channel lanes, here bf16-wide, and the fp32 forward's grouped kernel
-    over 4-float lanes; every other case runs its per-chunk look-back under the same knobs),
-    forced on 157 chunks (a group size that does not divide it) against the CPU backend;
-    bit-identical in two processes. (2 and 3: the fp32 and 16-bit many-tile defaults; 16 and 33:
-    the grouped kernels' shares read by eight warps, group_carry_wide: 2 chunks each, the last
-    share short, and 4 each.)"""
+    16-bit forward over 8-channel lanes, here bf16-wide, the forward's grouped kernels over
+    4-channel lanes, and the backward's grouped kernels over packets, fp32 and bf16, with states,
+    reverse and a row over 5 tiles; the packed and single-channel cases run their per-chunk
+    look-back under the same knobs), forced on 157 forward and 313 backward chunks (group sizes
+    that do not divide them) against the CPU backend; bit-identical in two processes. (2 and 3:
+    the fp32 and 16-bit many-tile defaults; 16 and 33: group_carry_wide's shares, over eight
+    warps in the forward (2 chunks each, the last share short, and 4 each), over four in the
+    fp32 backward and two in the 16-bit one.)"""
     _knob_runs_match_cpu(tmp_path, "CASES", PASSES=1, GROUP=group)
 
 

@@ -76,7 +76,7 @@ func kernelParamCounts() (map[string]int, error) {
 		{"nanossm_scan_fwd", "#define NANOSSM_FWD(", "NAME(", true},
 		// (declared on its own; the longest prefix wins in the fake driver)
 		{"nanossm_scan_fwd_grouped", "#define NANOSSM_FWD_GROUPED(", "NAME(", true},
-		{"nanossm_scan_bwd", "#define NANOSSM_BWD(", "NAME(", true},
+		{"nanossm_scan_bwd", "#define NANOSSM_BWD_KERNEL(", "NAME(", true}, // (grouped ones too)
 		{"nanossm_chunk_prefix", "#define NANOSSM_PREFIX(", "NAME(", true},
 		{core.KernelDAReduce, "void " + core.KernelDAReduce, "(", false},
 		{core.KernelDAH0Term, "void " + core.KernelDAH0Term, "(", false},
