@@ -138,16 +138,33 @@ def test_backward64_reference_over_a_long_decay():
     assert (dA - dA_ref).norm() <= 1e-12 * dA_ref.norm()
 
 
+def _chunkwise_err(got, ref, steps):
+    """The largest relative error over the chunks of `steps` steps (the last one short) of (B,T,R,C)
+    tensors: a wrong carry into one chunk of a thousand moves the whole tensor's error by less
+    than bf16's rounding, and its chunk's error by the carry's share of it."""
+    B, T, R, C = got.shape
+    pad = (-T) % steps
+    d = torch.nn.functional.pad((got.double() - ref).reshape(B, T, R * C), (0, 0, 0, pad))
+    r = torch.nn.functional.pad(ref.double().reshape(B, T, R * C), (0, 0, 0, pad))
+    num = d.reshape(B, -1, steps * R * C).norm(dim=-1)
+    den = r.reshape(B, -1, steps * R * C).norm(dim=-1).clamp_min(1e-300)
+    return (num / den).max().item()
+
+
 @requires_cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_long_chains_with_carry_groups_match_float64(dtype):
-    """The 16-bit backward over 8-channel lanes on a chain of 1025 chunks over 5 tiles, the plan
-    that carries by groups of 2 chunks (core/plan_heuristics.go groupChunks, its grouped kernel):
-    dx and dA against float64 (reference.ssm_scan_backward64), every element written (NaN-poisoned
-    outputs), bit-identical run to run."""
+    """The 16-bit backward over 8-channel lanes on a chain of 1026 chunks (64 steps each, the last
+    of one step) over more tiles than a third of a pass could leave to three passes (tiles * 32 >
+    SMs: core/plan.go), the plan that carries by groups of 2 chunks (core/plan_heuristics.go
+    groupChunks, its grouped kernel): dx chunk by chunk and dA against float64
+    (reference.ssm_scan_backward64), every element written (NaN-poisoned outputs), bit-identical
+    run to run. (States and reverse on the grouped kernels: test_plans, under the knobs.)"""
     from conftest import GRAD_TOL, dA_err
     from nanossm.reference import ssm_scan_backward64
-    A, x, g, _, _ = _case("cuda", dtype, (1, 65601, 20, 64), "plain", seed=17)
+    # 64 channels: 8 lanes of 8 per row, 4 rows per tile; one tile more than SMs / 32
+    tiles = torch.cuda.get_device_properties(0).multi_processor_count // 32 + 1
+    A, x, g, _, _ = _case("cuda", dtype, (1, 65601, 4 * tiles, 64), "plain", seed=17)
     out = ssm_scan(A, x)
     runs = []
     for _ in range(2):
@@ -159,6 +176,7 @@ def test_long_chains_with_carry_groups_match_float64(dtype):
     assert torch.isfinite(dx).all() and torch.isfinite(dA).all(), "unwritten elements"
     dx64, dA64, out64 = ssm_scan_backward64(A, x, g)
     tx, tA = GRAD_TOL[dtype]
-    assert rel_err(dx, dx64) <= tx, f"dx: {rel_err(dx, dx64):.2e}"
+    e = _chunkwise_err(dx, dx64, 64)
+    assert e <= tx, f"dx, worst chunk: {e:.2e}"
     e = dA_err(dA, dA64, x, g, out64, dx64)
     assert e <= tA, f"dA: {e:.2e}"

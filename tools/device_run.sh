@@ -35,14 +35,15 @@ for tool in memcheck racecheck initcheck synccheck; do
     echo "$tool $case: rc=$? $(grep -E 'ERROR SUMMARY|hazard' "$OUT/sanitizer.log" | tail -1)"
   done
 done
-# carries by groups (the 16-bit forward over 8-channel lanes, the fp32 forward's grouped kernel;
-# forced on: 71 chunks, single pass)
+# carries by groups (the 16-bit forward over 8-channel lanes, the fp32 forward's grouped kernel,
+# the backward's grouped kernels: group_carry at G <= 4, group_carry_wide above, both over the A
+# table's shared memory; forced on: 71 forward / 141 backward chunks, single pass)
 for tool in memcheck racecheck; do
-  for dt in "bf16 3" "f32 2"; do
+  for dt in "bf16 3" "f32 2" "bf16 2 bwd" "bf16 16 bwd" "f32 2 bwd" "f32 16 bwd"; do
     set -- $dt
     NANOSSM_TUNE_PASSES=1 NANOSSM_TUNE_GROUP=$2 timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 \
-      python3 tools/profile_one.py 1,9000,4,64 $1 1 > "$OUT/sanitizer.log" 2>&1
-    echo "$tool 1,9000,4,64 $1 1 (grouped by $2): rc=$? $(grep -E 'ERROR SUMMARY|hazard' "$OUT/sanitizer.log" | tail -1)"
+      python3 tools/profile_one.py 1,9000,4,64 $1 1 ${3:-} > "$OUT/sanitizer.log" 2>&1
+    echo "$tool 1,9000,4,64 $1 1 ${3:-} (grouped by $2): rc=$? $(grep -E 'ERROR SUMMARY|hazard' "$OUT/sanitizer.log" | tail -1)"
   done
 done
 [ -n "${NO_BENCH:-}" ] && exit 0
