@@ -224,4 +224,37 @@ __device__ __forceinline__ void group_carry_wide(const float* aggs, const float*
   for (int v = 0; v < VEC; ++v) carry[v] = part[0][lane][v];
 }
 
+// The carry into a block of a grouped kernel (chunk > 0), for every thread of the block (it holds
+// a barrier): group_carry in the last warp, handed to the others through sh_carry_s (the
+// caller's WARP x VEC floats of shared memory, declared in the kernel so that the kernels keep
+// their shared-memory layout) or the dead tables, or in the kernels with WIDE (their A and decay tables, tab_mem's TAB_FLOATS floats, dead after
+// phase 1: a before the block comes from its own load) group_carry_wide for groups of 5+ chunks,
+// its shares' sums in the tables. (Groups of up to 4 chunks keep group_carry there too: its one
+// warp reads the 3 earlier aggregates at most in two round trips and skips the wide form's second
+// barrier; f32 1,65536,64,64 at G = 2: 1.082 against 1.095, docs/performance.md v34.)
+template <int VEC, bool WIDE, int TAB_FLOATS, typename AEnd, typename AStart, typename H0>
+__device__ __forceinline__ void block_group_carry(const float* aggs, const float* incl, int64_t chunk, int64_t tile,
+                                                  int64_t n_tiles, int64_t group, float a_blk, const AEnd& a_end,
+                                                  const AStart& a_start, const H0& h0_at, float* tab_mem,
+                                                  float (*sh_carry_s)[VEC], float (&carry)[VEC]) {
+  const int lane = threadIdx.x, w = threadIdx.y, S = blockDim.y;
+  if (WIDE && group > 4) {
+    constexpr int PW = TAB_FLOATS / (WARP * VEC);
+    static_assert(PW >= 1, "the tables hold at least one share");
+    group_carry_wide<VEC, PW>(aggs, incl, chunk, tile, n_tiles, group, a_blk, a_end, a_start, h0_at,
+                              reinterpret_cast<float(*)[WARP][VEC]>(tab_mem), carry);
+  } else {  // the last warp finds the carry, the others take it
+    // (in the wide kernels the carry goes through the dead tables too: no shared memory added)
+    float(*sh_carry)[VEC] = WIDE ? reinterpret_cast<float(*)[VEC]>(tab_mem) : sh_carry_s;
+    if (w == S - 1) {
+      group_carry<VEC>(aggs, incl, chunk, tile, n_tiles, group, a_blk, a_end, a_start, h0_at, carry);
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) sh_carry[lane][v] = carry[v];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) carry[v] = sh_carry[lane][v];
+  }
+}
+
 }  // namespace nanossm

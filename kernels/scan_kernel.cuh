@@ -385,29 +385,10 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       if (chunk > 0) {
         auto a_start = [&] { return a_before_use(0, a_before_load(0, false)); };
         auto h0_at = [&](int v) { return h0 && active ? h0[st_b + v] : 0.f; };
-        // (groups of up to 4 chunks keep group_carry in these kernels too: its one warp reads the
-        // 3 earlier aggregates at most in two round trips, and skips the wide form's second barrier;
-        // f32 1,65536,64,64 at G = 2: 1.082 against 1.095, docs/performance.md v34)
-        if (kWide && group > 4) {
-          // the shares' sums go where the A and decay tables were (dead after phase 1 in these
-          // kernels: a before the block comes from its own load, a_blk_raw)
-          constexpr int PW = kTabFloats / (WARP * VEC);
-          static_assert(PW >= 1, "the tables hold at least one share");
-          group_carry_wide<VEC, PW>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk, a_end_of, a_start, h0_at,
-                                    reinterpret_cast<float(*)[WARP][VEC]>(tab_mem), carry);
-        } else {  // the last warp finds the carry, the others take it
-          // (in the wide kernels the carry goes through the dead tables too: no shared memory added)
-          __shared__ float sh_carry_s[kWide ? 1 : WARP][VEC];
-          float(*sh_carry)[VEC] = kWide ? reinterpret_cast<float(*)[VEC]>(tab_mem) : sh_carry_s;
-          if (w == S - 1) {
-            group_carry<VEC>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk, a_end_of, a_start, h0_at, carry);
-#pragma unroll
-            for (int v = 0; v < VEC; ++v) sh_carry[lane][v] = carry[v];
-          }
-          __syncthreads();
-#pragma unroll
-          for (int v = 0; v < VEC; ++v) carry[v] = sh_carry[lane][v];
-        }
+        // (the narrow form's carry: through sh_carry_s, or in the wide kernels the dead tables)
+        __shared__ float sh_carry_s[kWide ? 1 : WARP][VEC];
+        block_group_carry<VEC, kWide, kTabFloats>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk, a_end_of, a_start,
+                                                  h0_at, tab_mem, sh_carry_s, carry);
       }
     } else if (seg_later && active && (need_carry || (publisher && !block_reset))) {
       look_back<VEC>(aggs, incl, chunk, tile, P.n_tiles, a_blk, a_end_of, carry);
