@@ -91,10 +91,9 @@ func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 // is loaded before the poll, which moved the two-tile optimum (call 2, that form: G = 32 1.327,
 // 64 1.397; 1 tile: 64 1.427, 32 1.527; 4 tiles: 16 1.199, 32 1.241): hence 64 for 1 tile, 32
 // for 2, 16 above (a tile's chain of chunks/G hops against a group's G/8 round trips per
-// block). The 16-bit forward over
-// 8-channel lanes has group_carry (one warp, two aggregates per round trip): bf16 2,262144,8,32
-// (2 tiles) three passes 1.923, G = 8 1.592, 16 1.602; bf16 1,131072,8,32 (1 tile) 2.50, G = 8
-// 2.60, 16 1.89, 32 2.14 (v33 calls 1-3, 5).
+// block). The 16-bit forward over 8-channel lanes has group_carry (one warp, two aggregates per
+// round trip): bf16 2,262144,8,32 (2 tiles) three passes 1.923, G = 8 1.592, 16 1.602; bf16
+// 1,131072,8,32 (1 tile) 2.50, G = 8 2.60, 16 1.89, 32 2.14 (v33 calls 1-3, 5).
 func fewTileGroup(dt DType, vec, tiles int64) int64 {
 	switch {
 	case vec == 4 && tiles == 1:

@@ -185,8 +185,9 @@ __device__ __forceinline__ void group_carry_wide(const float* aggs, const float*
     float st[VEC], a_prev = ae_of(lo);  // (the first fold: decay 1)
 #pragma unroll
     for (int v = 0; v < VEC; ++v) st[v] = 0.f;
-    // (group_carry's loop over [g0, chunk); one helper for both changed the 16-bit grouped
-    // kernels' machine code, untimed, so each keeps its own)
+    // (group_carry's loop over [g0, chunk); one helper for both changed the machine code of the
+    // grouped kernels and the 16-bit forwards (8 kernels in v35's read-through, in two forms),
+    // untimed, so each keeps its own)
     for (int64_t i0 = lo; i0 < hi; i0 += BATCH) {
       float vals[BATCH][VEC], aes[BATCH];
 #pragma unroll
