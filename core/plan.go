@@ -194,8 +194,8 @@ func PlanBackward(a *BackwardArgs, p Problem, dev Device) ScanPlan {
 // the workspace (decoupled look-back), so every shape exposes tiles*chunks blocks of parallelism.
 //
 // Three passes (the backward, and the forward over single-channel lanes; the forward over
-// packets takes large carry groups instead, fewTileGroup): the look-back's chain advances one
-// chunk per L2 round trip (~0.4 us on an H200)
+// packets and the fp32 backward over one tile take large carry groups instead, fewTileGroup):
+// the look-back's chain advances one chunk per L2 round trip (~0.4 us on an H200)
 // for each tile, while the tiles together move ~128 KB per block at ~4.2 TB/s (~31 ns per
 // block); with few tiles the chain, not the bandwidth, sets the time (measured: one tile of
 // 2048 chunks at 12x the copy). Three passes read x twice and pay two more launches, so they
@@ -288,8 +288,8 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	}
 	// Few tiles, many chunks: the look-back's chain would set the time (see plan).
 	fewTiles, fewGroup := pl.Tiles*32 <= dev.SMs && pl.Chunks >= 64, int64(0)
-	if v == Forward && fewTiles {
-		fewGroup = fewTileGroup(p.DType, vec, pl.Tiles)
+	if (v == Forward || v == Backward) && fewTiles {
+		fewGroup = fewTileGroup(v, p.DType, vec, pl.Tiles, pl.Chunks)
 	}
 	groupBytes := int64(0)
 	if pl.Chunks > 2 && pl.Tiles <= maxPrefixTiles { // chunks 1 .. Chunks-2 need a prefix

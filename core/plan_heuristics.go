@@ -60,7 +60,8 @@ func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 	// more than the hops save (v19 at G = 8: f32 2.54 -> 3.04). Few tiles stay three passes: a
 	// single pass with G = 16 / 64 took f32 1,262144,4,32 from 3.36 to 4.14 / 4.25 (chunks of 64
 	// steps, 4096 of them, each block waiting on its group's reads), bf16 2,262144,8,32 from 3.62
-	// to 3.44 / 5.93 (docs/performance.md v35).
+	// to 3.44 / 5.93 (docs/performance.md v35). Since v37 one class of
+	// them, one tile of fp32 lanes, takes one pass with G = 32 (fewTileGroup).
 	if v == Backward {
 		if dt.Size() == 2 && vec == 8 && chunks >= 1024 {
 			return 2
@@ -76,7 +77,7 @@ func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 	return 1
 }
 
-// fewTileGroup is the carry group of a forward over few tiles and many chunks (tiles * 32 <= SMs,
+// fewTileGroup is the carry group of a forward (and one backward class, below) over few tiles and many chunks (tiles * 32 <= SMs,
 // 64+ chunks), where the per-chunk look-back's chain of ~0.5 us hops sets the time (one tile of
 // 2048 chunks: 12x the copy): 0 where the kernel has no carries by groups (single-channel
 // lanes), and the plan then takes three passes (x read twice: 1.89x the copy on f32
@@ -94,7 +95,21 @@ func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 // block). The 16-bit forward over 8-channel lanes has group_carry (one warp, two aggregates per
 // round trip): bf16 2,262144,8,32 (2 tiles) three passes 1.923, G = 8 1.592, 16 1.602; bf16
 // 1,131072,8,32 (1 tile) 2.50, G = 8 2.60, 16 1.89, 32 2.14 (v33 calls 1-3, 5).
-func fewTileGroup(dt DType, vec, tiles int64) int64 {
+//
+// The backward (v37, session 16): its wide shares read 8 aggregates a round trip in fp32 (4 over
+// 16-bit lanes), so an fp32 share of 31 chunks over 4 warps takes one. One tile of fp32 lanes
+// (f32 1,262144,4,32: one pass in 4096 chunks of 64 steps, three in 8192 of 32), ratio to the
+// copy, two calls: three passes 3.32 / 3.28, one pass G = 24 3.28, 32 3.10 / 3.10, 48 3.73, 64
+// 3.90; so G = 32 from the chunks timed there (2048+ in one pass: fewer keep three passes,
+// untimed). Not for two tiles (f32 1,131072,8,32: three passes 3.23, G = 24 3.27, 32 3.38), four
+// (2,262144,8,32: 3.07 against 3.23+) or bf16 (1 tile: 6.21 against 6.64 at G = 32).
+func fewTileGroup(v Variant, dt DType, vec, tiles, chunks int64) int64 {
+	if v == Backward {
+		if dt == Float32 && vec == 4 && tiles == 1 && chunks >= 2048 {
+			return 32
+		}
+		return 0
+	}
 	switch {
 	case vec == 4 && tiles == 1:
 		return 64

@@ -62,9 +62,10 @@ func TestPlanInvariants(t *testing.T) {
 					pl.PrefixWarps < 1 || pl.PrefixWarps > PrefixMaxWarps || pl.Groups*pl.PrefixWarps*8 < pl.Chunks-2):
 					t.Fatalf("%+v %v vec %d: three passes %+v", p, v, vec, pl)
 				case pl.Group < 1 || pl.Group > 1 && (pl.Passes != 1 || v.packed() ||
-					v == Backward && !(p.DType.Size() == 2 && vec == 8 && pl.Chunks >= 1024 && pl.Group == 2) ||
+					v == Backward && !(p.DType.Size() == 2 && vec == 8 && pl.Chunks >= 1024 && pl.Group == 2 ||
+						tune != 3 && pl.Group == fewTileGroup(v, p.DType, vec, pl.Tiles, pl.Chunks) && pl.Tiles*32 <= sms) ||
 					v == Forward && !(p.DType.Size() == 2 && vec == 8 && pl.Chunks >= 128 || p.DType == Float32 && vec == 4 && pl.Chunks >= 128 ||
-						tune != 3 && pl.Group == fewTileGroup(p.DType, vec, pl.Tiles) && pl.Chunks >= 64 && pl.Tiles*32 <= sms)):
+						tune != 3 && pl.Group == fewTileGroup(v, p.DType, vec, pl.Tiles, pl.Chunks) && pl.Chunks >= 64 && pl.Tiles*32 <= sms)):
 					t.Fatalf("%+v %v vec %d: carry group %+v", p, v, vec, pl)
 				case (pl.Kernel == scanKernels[kernelKey{p.DType, v, vec, true, false}]) != (pl.Group > 1 && hasGrouped(p.DType, v, vec)):
 					t.Fatalf("%+v %v vec %d: kernel %s for carry group %d", p, v, vec, pl.Kernel, pl.Group)
@@ -109,7 +110,11 @@ func TestNamedPlans(t *testing.T) {
 		{"tests/test_backward.py's long chain: groups of 2", Backward, Problem{B: 1, T: 65601, R: 20, C: 64, DType: Float16}, 8, 1026, 1, 2},
 		{"fp32 backward, 1024 chunks: not grouped", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 1024, 1, 1},
 		{"bf16 backward, 512 chunks: not grouped", Backward, Problem{B: 1, T: 32768, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 1},
-		{"backward, one tile: three passes", Backward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 8192, 3, 1},
+		{"backward, one tile of 4096 chunks: one pass, groups of 32", Backward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 4096, 1, 32},
+		{"tests/test_plans.py's long chain: one pass, groups of 32", Backward, Problem{B: 1, T: 131100, R: 2, C: 8, DType: Float32}, 4, 2049, 1, 32},
+		{"backward, one tile of 1024 chunks: three passes", Backward, Problem{B: 1, T: 32768, R: 4, C: 32, DType: Float32}, 4, 1024, 3, 1},
+		{"bf16 backward, one tile: three passes", Backward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: BFloat16}, 8, 4096, 3, 1},
+		{"backward, two tiles: three passes", Backward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: Float32}, 4, 4096, 3, 1},
 	} {
 		pl := plan(c.v, c.p, c.vec, h200)
 		if pl.Chunks != c.chunks || pl.Passes != c.passes || pl.Group != c.group {

@@ -161,7 +161,7 @@ __device__ __forceinline__ void group_carry(const float* aggs, const float* incl
 // per block cost 12% at G = 64 (docs/performance.md v33, v34).
 // part: PW x 32 lanes x VEC floats of shared memory free after phase 1 (the caller's). Every
 // thread of the block must call it (it holds two barriers).
-template <int VEC, int PW, typename AEnd, typename AStart, typename H0>
+template <int VEC, int PW, int BATCH_ = 0, typename AEnd, typename AStart, typename H0>
 __device__ __forceinline__ void group_carry_wide(const float* aggs, const float* incl, int64_t chunk, int64_t tile,
                                                  int64_t n_tiles, int64_t G, float a_blk, const AEnd& a_end,
                                                  const AStart& a_start, const H0& h0_at, float (*part)[WARP][VEC],
@@ -169,7 +169,8 @@ __device__ __forceinline__ void group_carry_wide(const float* aggs, const float*
 #ifndef NANOSSM_WIDE_BATCH
 #define NANOSSM_WIDE_BATCH 2
 #endif
-  constexpr int BATCH = NANOSSM_WIDE_BATCH;
+  // (v37: the backward, 128 registers a thread, takes larger batches: fewer round trips a share)
+  constexpr int BATCH = BATCH_ > 0 ? BATCH_ : NANOSSM_WIDE_BATCH;
   const int lane = threadIdx.x, w = threadIdx.y, S = blockDim.y;
   auto at = [&](const float* base, int64_t i) { return &base[((i * n_tiles + tile) * WARP + lane) * VEC]; };
   const int64_t g0 = chunk - chunk % G;
@@ -228,12 +229,13 @@ __device__ __forceinline__ void group_carry_wide(const float* aggs, const float*
 // The carry into a block of a grouped kernel (chunk > 0), for every thread of the block (it holds
 // a barrier): group_carry in the last warp, handed to the others through sh_carry_s (the
 // caller's WARP x VEC floats of shared memory, declared in the kernel so that the kernels keep
-// their shared-memory layout) or the dead tables, or in the kernels with WIDE (their A and decay tables, tab_mem's TAB_FLOATS floats, dead after
-// phase 1: a before the block comes from its own load) group_carry_wide for groups of 5+ chunks,
-// its shares' sums in the tables. (Groups of up to 4 chunks keep group_carry there too: its one
+// their shared-memory layout) or the dead tables, or in the kernels with WIDE (their A and decay
+// tables, tab_mem's TAB_FLOATS floats, dead after phase 1: a before the block comes from its own
+// load) group_carry_wide for groups of 5+ chunks, its shares' sums in the tables, BATCH
+// aggregates a round trip (0: NANOSSM_WIDE_BATCH). (Groups of up to 4 chunks keep group_carry there too: its one
 // warp reads the 3 earlier aggregates at most in two round trips and skips the wide form's second
 // barrier; f32 1,65536,64,64 at G = 2: 1.082 against 1.095, docs/performance.md v34.)
-template <int VEC, bool WIDE, int TAB_FLOATS, typename AEnd, typename AStart, typename H0>
+template <int VEC, bool WIDE, int TAB_FLOATS, int BATCH = 0, typename AEnd, typename AStart, typename H0>
 __device__ __forceinline__ void block_group_carry(const float* aggs, const float* incl, int64_t chunk, int64_t tile,
                                                   int64_t n_tiles, int64_t group, float a_blk, const AEnd& a_end,
                                                   const AStart& a_start, const H0& h0_at, float* tab_mem,
@@ -242,8 +244,8 @@ __device__ __forceinline__ void block_group_carry(const float* aggs, const float
   if (WIDE && group > 4) {
     constexpr int PW = TAB_FLOATS / (WARP * VEC);
     static_assert(PW >= 1, "the tables hold at least one share");
-    group_carry_wide<VEC, PW>(aggs, incl, chunk, tile, n_tiles, group, a_blk, a_end, a_start, h0_at,
-                              reinterpret_cast<float(*)[WARP][VEC]>(tab_mem), carry);
+    group_carry_wide<VEC, PW, BATCH>(aggs, incl, chunk, tile, n_tiles, group, a_blk, a_end, a_start, h0_at,
+                                     reinterpret_cast<float(*)[WARP][VEC]>(tab_mem), carry);
   } else {  // the last warp finds the carry, the others take it
     // (in the wide kernels the carry goes through the dead tables too: no shared memory added)
     float(*sh_carry)[VEC] = WIDE ? reinterpret_cast<float(*)[VEC]>(tab_mem) : sh_carry_s;

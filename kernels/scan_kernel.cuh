@@ -281,22 +281,10 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     return step_decay(i, ldg_if(&Ab[(reverse ? T_ - 1 - tau : tau) * P.sA[1]], active && i < nst), al);
   };
   if (kFwdPacked && smask) {
-    float al = a_prev;
-#pragma unroll 1
-    for (int i = 0; i < nst; ++i) {
-      float xf[VEC];
-      unpack(xs[i * WARP], xf);
-      const float d = decay_at(i, al);
-      if (smask >> i & 1) {
-        reset = true;
-        start_state(sh_seq[w][i], d, h);
-#pragma unroll
-        for (int v = 0; v < VEC; ++v) h[v] += xf[v];
-      } else {
-#pragma unroll
-        for (int v = 0; v < VEC; ++v) h[v] = fmaf(d, h[v], xf[v]);
-      }
-    }
+    packed_fold_rolled<T, VEC>(xs, nst, smask, a_prev, decay_at, [&](int i, float d, float (&st)[VEC]) {
+      reset = true;
+      start_state(sh_seq[w][i], d, st);
+    }, h);
   } else {
 #pragma unroll
     for (int i = 0; i < NS; ++i) {
@@ -387,8 +375,12 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
         auto h0_at = [&](int v) { return h0 && active ? h0[st_b + v] : 0.f; };
         // (the narrow form's carry: through sh_carry_s, or in the wide kernels the dead tables)
         __shared__ float sh_carry_s[kWide ? 1 : WARP][VEC];
-        block_group_carry<VEC, kWide, kTabFloats>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk, a_end_of, a_start,
-                                                  h0_at, tab_mem, sh_carry_s, carry);
+        // The backward's wide shares poll more aggregates a round trip (v37): 8 fit the fp32
+        // backward's 128 registers (16-bit lanes spilled 200 bytes with 8 and fit 4); the
+        // forward's 80 spilled with 4 (96 bytes, 1,65536,64,64 1.08 -> 1.55: v38's wb4).
+        constexpr int kWideBatch = !BWD ? 0 : VEC >= 8 ? 4 : 8;
+        block_group_carry<VEC, kWide, kTabFloats, kWideBatch>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk,
+                                                              a_end_of, a_start, h0_at, tab_mem, sh_carry_s, carry);
       }
     } else if (seg_later && active && (need_carry || (publisher && !block_reset))) {
       look_back<VEC>(aggs, incl, chunk, tile, P.n_tiles, a_blk, a_end_of, carry);
@@ -432,28 +424,15 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // (an end matters only with a final state to write: hT is the same for every lane; every lane
   // is active here, the forward's idle lanes left)
   if (kFwdPacked && (smask | (hT ? emask : 0u))) {
-    float al = a_prev;
-#pragma unroll 1
-    for (int i = 0; i < nst; ++i) {
-      float xf[VEC];
-      unpack(xs[i * WARP], xf);
-      const float d = decay_at(i, al);
-      if (smask >> i & 1) {
-        float st[VEC];
-        start_state(sh_seq[w][i], d, st);
-#pragma unroll
-        for (int v = 0; v < VEC; ++v) carry[v] = st[v] + xf[v];
-      } else {
-#pragma unroll
-        for (int v = 0; v < VEC; ++v) carry[v] = fmaf(d, carry[v], xf[v]);
-      }
-      store_packet<T, VEC>(po, P.so[3], carry);
+    auto start_at = [&](int i, float d, float (&st)[VEC]) { start_state(sh_seq[w][i], d, st); };
+    packed_replay_rolled<T, VEC>(xs, nst, smask, a_prev, decay_at, start_at, [&](int i, const float (&c)[VEC]) {
+      store_packet<T, VEC>(po, P.so[3], c);
       po += dout;
       if (hT && (emask >> i & 1)) {
         const int64_t k = seq_row(sh_seq[w][i]);
-        write_state(k, state_off(k), carry, 1.f);
+        write_state(k, state_off(k), c, 1.f);
       }
-    }
+    }, carry);
     return;
   }
   // The others take their decays again, so that dec[] holds no register across phase 2 (16

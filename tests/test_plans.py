@@ -39,6 +39,11 @@ CASES = [("plain", (1, 20000, 2, 8), torch.float32, "plain"),
          ("bf16-packed0-reverse", (1, 20000, 1, 64), torch.bfloat16, "packed0-reverse"),
          ("packed0", (1, 20000, 2, 8), torch.float32, "packed0")]
 SEQLENS = [0, 3000, 1, 0, 7777, 129, 5000, 4093, 0]  # sums to 20000
+# The default plan of a long one-tile chain: the fp32 backward over one tile of 2048+ chunks takes
+# one pass with carries by groups of 32 (core/plan_heuristics.go fewTileGroup; 2049 chunks here,
+# the last group short; core/plan_test.go names the plan).
+LONG_CASES = [("one-tile-one-pass", (1, 131100, 2, 8), torch.float32, "states"),
+              ("one-tile-one-pass-reverse", (1, 131100, 2, 8), torch.float32, "reverse")]
 
 
 def _inputs(shape, dtype, mode, seed=21):
@@ -107,7 +112,7 @@ def _assert_runs_match_cpu(name, shape, dtype, mode, run1, run2):
 
 
 @requires_cuda
-@pytest.mark.parametrize("name,shape,dtype,mode", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("name,shape,dtype,mode", CASES + LONG_CASES, ids=[c[0] for c in CASES + LONG_CASES])
 def test_default_plans_match_the_cpu_backend(name, shape, dtype, mode):
     A, x, g, h0, gT, cu = _inputs(shape, dtype, mode)
     _assert_runs_match_cpu(name, shape, dtype, mode, _run("cuda", A, x, g, h0, gT, mode, cu),
