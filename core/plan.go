@@ -289,7 +289,7 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	// Few tiles, many chunks: the look-back's chain would set the time (see plan).
 	fewTiles, fewGroup := pl.Tiles*32 <= dev.SMs && pl.Chunks >= 64, int64(0)
 	if (v == Forward || v == Backward) && fewTiles {
-		fewGroup = fewTileGroup(v, p.DType, vec, pl.Tiles, pl.Chunks)
+		fewGroup = fewTileGroup(v, p.DType, vec, pl.Tiles, p.T)
 	}
 	groupBytes := int64(0)
 	if pl.Chunks > 2 && pl.Tiles <= maxPrefixTiles { // chunks 1 .. Chunks-2 need a prefix

@@ -63,9 +63,9 @@ func TestPlanInvariants(t *testing.T) {
 					t.Fatalf("%+v %v vec %d: three passes %+v", p, v, vec, pl)
 				case pl.Group < 1 || pl.Group > 1 && (pl.Passes != 1 || v.packed() ||
 					v == Backward && !(p.DType.Size() == 2 && vec == 8 && pl.Chunks >= 1024 && pl.Group == 2 ||
-						tune != 3 && pl.Group == fewTileGroup(v, p.DType, vec, pl.Tiles, pl.Chunks) && pl.Tiles*32 <= sms) ||
+						tune != 3 && pl.Group == fewTileGroup(v, p.DType, vec, pl.Tiles, p.T) && pl.Tiles*32 <= sms) ||
 					v == Forward && !(p.DType.Size() == 2 && vec == 8 && pl.Chunks >= 128 || p.DType == Float32 && vec == 4 && pl.Chunks >= 128 ||
-						tune != 3 && pl.Group == fewTileGroup(v, p.DType, vec, pl.Tiles, pl.Chunks) && pl.Chunks >= 64 && pl.Tiles*32 <= sms)):
+						tune != 3 && pl.Group == fewTileGroup(v, p.DType, vec, pl.Tiles, p.T) && pl.Chunks >= 64 && pl.Tiles*32 <= sms)):
 					t.Fatalf("%+v %v vec %d: carry group %+v", p, v, vec, pl)
 				case (pl.Kernel == scanKernels[kernelKey{p.DType, v, vec, true, false}]) != (pl.Group > 1 && hasGrouped(p.DType, v, vec)):
 					t.Fatalf("%+v %v vec %d: kernel %s for carry group %d", p, v, vec, pl.Kernel, pl.Group)
@@ -112,6 +112,7 @@ func TestNamedPlans(t *testing.T) {
 		{"bf16 backward, 512 chunks: not grouped", Backward, Problem{B: 1, T: 32768, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 1},
 		{"backward, one tile of 4096 chunks: one pass, groups of 32", Backward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 4096, 1, 32},
 		{"tests/test_plans.py's long chain: one pass, groups of 32", Backward, Problem{B: 1, T: 131100, R: 2, C: 8, DType: Float32}, 4, 2049, 1, 32},
+		{"backward, one tile, T below 131072: three passes over 4-warp blocks", Backward, Problem{B: 1, T: 100000, R: 4, C: 32, DType: Float32}, 4, 3125, 3, 1},
 		{"backward, one tile of 1024 chunks: three passes", Backward, Problem{B: 1, T: 32768, R: 4, C: 32, DType: Float32}, 4, 1024, 3, 1},
 		{"bf16 backward, one tile: three passes", Backward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: BFloat16}, 8, 4096, 3, 1},
 		{"backward, two tiles: three passes", Backward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: Float32}, 4, 4096, 3, 1},
