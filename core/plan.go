@@ -297,8 +297,9 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 		pl.Groups = (m + prefixGroupChunks - 1) / prefixGroupChunks
 		pl.PrefixWarps = min(PrefixMaxWarps, (m+pl.Groups-1)/pl.Groups)
 		groupBytes = align256(pl.Tiles * pl.Groups * 32 * (vec + 2) * 4)
-		// (a forward over packets takes large carry groups instead, unless its kernel has none or
-		// NANOSSM_TUNE_GROUP=1 asks for the per-chunk look-back)
+		// (a forward over packets, and the fp32 backward over one tile of T >= 131072, take large
+		// carry groups instead, unless the kernel has none or NANOSSM_TUNE_GROUP=1 asks for the
+		// per-chunk look-back)
 		if TunePasses == 3 || TunePasses != 1 && fewTiles && (fewGroup == 0 || TuneGroup == 1) {
 			pl.Passes = 3
 			pl.Prefix = prefixKernels[vec]

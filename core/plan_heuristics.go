@@ -80,7 +80,8 @@ func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 // fewTileGroup is the carry group of a forward (and of one backward class, below) over few
 // tiles and many chunks (tiles * 32 <= SMs, 64+ chunks), where the per-chunk look-back's chain
 // of ~0.5 us hops sets the time (one tile of 2048 chunks: 12x the copy): 0 where the kernel has
-// no carries by groups (single-channel lanes), and the plan then takes three passes (x read twice: 1.89x the copy on f32
+// no carries by groups (single-channel lanes) or they were not measured to win (the backward
+// but one class), and the plan then takes three passes (x read twice: 1.89x the copy on f32
 // 1,262144,4,32). The grouped kernels over 4-channel lanes read a group's earlier aggregates
 // spread over the block's warps (group_carry_wide), so a large group costs a block a few round
 // trips. Measured on the H200 (ratio to the copy, same run, v33 call 2, the committed kernels;
@@ -100,10 +101,11 @@ func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 // 16-bit lanes), so an fp32 share of 31 chunks over 4 warps takes one. One tile of fp32 lanes
 // (f32 1,262144,4,32: one pass in 4096 chunks of 64 steps, three in 8192 of 32), ratio to the
 // copy, two calls: three passes 3.32 / 3.28, one pass G = 24 3.28, 32 3.10 / 3.10, 48 3.73, 64
-// 3.90; so G = 32 from the length timed there (T >= 131072, 2048+ chunks of 64 steps; shorter
-// ones keep three passes, untimed). The bound is on T, not on the chunks of the layout at hand:
-// plan() weighs three passes over 4-warp blocks against the 8-warp layout, and both must then
-// agree on the passes. Not for two tiles (f32 1,131072,8,32: three passes 3.23, G = 24 3.27, 32 3.38), four
+// 3.90; so G = 32 for one tile from T >= 131072 (2048+ chunks of 64 steps: timed at 262144 only,
+// 131072-262144 taken by extension; tests/test_plans.py runs 2049 chunks; shorter ones keep
+// three passes). The bound is on T, not on the chunks of the layout at hand: plan() weighs three
+// passes over 4-warp blocks against the 8-warp layout, and both must then agree on the passes.
+// Not for two tiles (f32 1,131072,8,32: three passes 3.23, G = 24 3.27, 32 3.38), four
 // (2,262144,8,32: 3.07 against 3.23+) or bf16 (1 tile: 6.21 against 6.64 at G = 32).
 func fewTileGroup(v Variant, dt DType, vec, tiles, T int64) int64 {
 	if v == Backward {

@@ -11,23 +11,34 @@ import (
 // exactly, the tiles cover every lane, the staging fits the shared memory the backend allows,
 // the workspace does not depend on the device or the pass knob (it is sized before a device is
 // loaded) nor on the number of sequences (callers cache it by layout), a three-pass plan gives
-// pass 2 at most one batch (8 chunks) per warp, carries go by groups only in a single-pass
-// 16-bit forward over 8-channel lanes of 128+ chunks or an fp32 forward over 4-float lanes of
-// 128+ chunks (the fp32 one in its grouped kernel), and packed calls are cut into segments only
-// in a single pass, at most one per sequence and MaxSegments, with a look-back slot for every
-// chunk the segments may need (one more per segment).
+// pass 2 at most one batch (8 chunks) per warp, carries go by groups only in a single pass (a
+// 16-bit forward over 8-channel lanes of 128+ chunks, an fp32 forward over 4-float lanes of 128+
+// chunks, a 16-bit backward over 8-channel lanes of 1024+ chunks, or the few-tile groups of
+// fewTileGroup), in the kernel with the grouped path where there is one, and packed calls are
+// cut into segments only in a single pass, at most one per sequence and MaxSegments, with a
+// look-back slot for every chunk the segments may need (one more per segment). Besides the random
+// shapes, a few long one-tile chains (the one-pass grouped backward of fewTileGroup, which the
+// random ones seldom reach).
 func TestPlanInvariants(t *testing.T) {
 	rng := rand.New(rand.NewSource(3))
 	dtypes := []DType{Float32, Float16, BFloat16}
-	for n := 0; n < 20000; n++ {
+	long := []Problem{ // fp32 backwards over one tile of 4-float lanes, around T = 131072
+		{B: 1, T: 131071, R: 4, C: 32, DType: Float32}, {B: 1, T: 131072, R: 1, C: 8, DType: Float32},
+		{B: 1, T: 200001, R: 2, C: 12, DType: Float32}, {B: 1, T: 262144, R: 4, C: 32, DType: Float32},
+		{B: 2, T: 140000, R: 1, C: 16, DType: Float32}, {B: 1, T: 300000, R: 3, C: 4, DType: Float32}}
+	longGrouped := 0
+	for n := 0; n < 20000+len(long); n++ {
 		p := Problem{B: 1 + rng.Int63n(8), T: 1 + rng.Int63n(1<<uint(rng.Intn(19))), R: 1 + rng.Int63n(70),
 			C: 1 + rng.Int63n(700), DType: dtypes[rng.Intn(3)]}
 		v := Variant(rng.Intn(4))
+		if n >= 20000 {
+			p, v = long[n-20000], Backward
+		}
 		if v.packed() {
 			p.Seqs = rng.Int63n(3 + p.T/(1+rng.Int63n(64)))
 		}
 		vec := int64(1)
-		if rng.Intn(2) == 0 && p.C%(16/p.DType.Size()) == 0 {
+		if n >= 20000 || rng.Intn(2) == 0 && p.C%(16/p.DType.Size()) == 0 {
 			vec = 16 / p.DType.Size()
 		}
 		ref := plan(v, p, vec, Device{})
@@ -41,6 +52,9 @@ func TestPlanInvariants(t *testing.T) {
 				TunePasses = tune
 				pl := plan(v, p, vec, Device{SMs: sms})
 				TunePasses = 0
+				if n >= 20000 && tune == 0 && pl.Passes == 1 && pl.Group > 1 {
+					longGrouped++
+				}
 				chunk := pl.Warps * pl.Steps
 				base := pl.Chunks - (pl.Segments - 1) // the chunks of one row
 				lanes := p.B * p.R * (p.C / vec)
@@ -78,6 +92,9 @@ func TestPlanInvariants(t *testing.T) {
 				}
 			}
 		}
+	}
+	if longGrouped == 0 {
+		t.Fatal("no long one-tile backward took the one-pass grouped plan")
 	}
 }
 

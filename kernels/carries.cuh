@@ -145,9 +145,9 @@ __device__ __forceinline__ void group_carry(const float* aggs, const float* incl
 
 // group_carry spread over the block (v33; the grouped kernels over 4-channel lanes, groups of 5
 // chunks or more): the G - 1 earlier aggregates a chunk of a group may need are read by up to PW
-// warps at once, m = ceil((G-1)/PW) each, instead of by one warp two per round trip, so that large
-// groups (a tile's chain of prefixes takes one hop per G chunks) cost each block a few round trips,
-// not G/2. Warp s folds share s, chunks [g0 + s*m, min(g0 + s*m + m, chunk)), from a zero state,
+// warps at once, m = ceil((G-1)/PW) each (BATCH a round trip), instead of by one warp, so that
+// large groups (a tile's chain of prefixes takes one hop per G chunks) cost each block a few round
+// trips, not G/2. Warp s folds share s, chunks [g0 + s*m, min(g0 + s*m + m, chunk)), from a zero state,
 // scales it to the end of the chunk before this one and leaves it in part[s]:
 //     part[s] = exp(a_blk - a_end(last chunk of s)) * (share s folded),
 // the terms group_carry sums, grouped otherwise. After the block barrier the last warp adds the
@@ -232,9 +232,10 @@ __device__ __forceinline__ void group_carry_wide(const float* aggs, const float*
 // their shared-memory layout) or the dead tables, or in the kernels with WIDE (their A and decay
 // tables, tab_mem's TAB_FLOATS floats, dead after phase 1: a before the block comes from its own
 // load) group_carry_wide for groups of 5+ chunks, its shares' sums in the tables, BATCH
-// aggregates a round trip (0: NANOSSM_WIDE_BATCH). (Groups of up to 4 chunks keep group_carry there too: its one
-// warp reads the 3 earlier aggregates at most in two round trips and skips the wide form's second
-// barrier; f32 1,65536,64,64 at G = 2: 1.082 against 1.095, docs/performance.md v34.)
+// aggregates a round trip (0: NANOSSM_WIDE_BATCH). (Groups of up to 4 chunks keep group_carry
+// there too: its one warp reads the 3 earlier aggregates at most in two round trips and skips the
+// wide form's second barrier; f32 1,65536,64,64 at G = 2: 1.082 against 1.095, docs/performance.md
+// v34.)
 template <int VEC, bool WIDE, int TAB_FLOATS, int BATCH = 0, typename AEnd, typename AStart, typename H0>
 __device__ __forceinline__ void block_group_carry(const float* aggs, const float* incl, int64_t chunk, int64_t tile,
                                                   int64_t n_tiles, int64_t group, float a_blk, const AEnd& a_end,

@@ -50,8 +50,9 @@
 // packed.cuh).
 //
 // Few tiles, many chunks: the look-back's chain (one link per L2 round trip, ~0.4 us) would set
-// the time. The forward over packets then takes carries by large groups (below; v33); the
-// backward and single-channel lanes take three launches (core/plan.go): pass 1 (F_AGG_ONLY) stages
+// the time. The forward over packets then takes carries by large groups (below; v33), and so
+// does the fp32 backward over one tile of a long T (v37); the other backwards and single-channel
+// lanes take three launches (core/plan.go): pass 1 (F_AGG_ONLY) stages
 // x, publishes every chunk's aggregate and returns (chunk 0 runs in full); pass 2
 // (nanossm_chunk_prefix_v*, kernels/chunk_prefix.cuh) turns the aggregates into every chunk's
 // prefix in parallel; pass 3 (F_PREFIXED) is the single pass above, whose look-back now finds

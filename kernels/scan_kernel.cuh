@@ -271,9 +271,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // code for starts and ends between their steps (kBits, the packed backward's way: that code,
   // inline in every step, had the packed forward stall on instruction fetch, v25). A rolled loop
   // cannot index dec[]: decay_at takes a step's decay again, from the table or from A as phase 1
-  // read it (step_decay: the same bits). (Phase 3's rolled loop repeats this one's step: one
-  // lambda for both changed the machine code of 21 kernels, the plain backward's included, so the
-  // two stay written out until a GPU run can time that.)
+  // read it (step_decay: the same bits). The two rolled loops are helpers in packed.cuh (v36,
+  // timed neutral); one helper for both changed the machine code of 21 kernels, untimed.
   constexpr bool kBits = PACKED && BWD;
   auto decay_at = [&](int i, float& al) -> float {
     if (use_tab) return d_tab[w][q_row][i];

@@ -1,8 +1,9 @@
 """The GPU plans of few tiles and many chunks (core/plan.go) against the CPU backend (float64
 state), forward and gradients, plain, with states, reverse and packed (with and without states),
 fp32 and bf16, a row over several tiles; bit-identical run to run. By default the forward over
-packets takes one pass with carries by large groups (fewTileGroup), the backward and
-single-channel lanes three passes (aggregates, every chunk's prefix, then the scan); forced
+packets takes one pass with carries by large groups (fewTileGroup), and so does the fp32
+backward over one tile of T >= 131072 (LONG_CASES); the other backwards and single-channel
+lanes three passes (aggregates, every chunk's prefix, then the scan); forced
 plans (three passes everywhere, the single pass, other carry groups, packed segments) run in a
 child process with a knob set (NANOSSM_TUNE_*): knobs are read when the library loads."""
 import os
