@@ -117,9 +117,14 @@ using nanossm::WARP;
   }
 
 // The backward adds the forward's x and out, dA, dA's partial sums and K (tiles per row).
+// (NANOSSM_BWD_MIN_BLOCKS: the blocks of BWD_MAX_WARPS warps an SM must hold, 2; a build knob for
+// variants with other NANOSSM_BWD_STEPS, whose blocks have more warps)
+#ifndef NANOSSM_BWD_MIN_BLOCKS
+#define NANOSSM_BWD_MIN_BLOCKS 2
+#endif
 #define NANOSSM_BWD(NAME, TYPE, VEC, PACKED, STATES) NANOSSM_BWD_KERNEL(NAME, TYPE, VEC, PACKED, STATES, false)
 #define NANOSSM_BWD_KERNEL(NAME, TYPE, VEC, PACKED, STATES, GROUPED)                              \
-  extern "C" __global__ void __launch_bounds__(WARP * BWD_MAX_WARPS, 2)                           \
+  extern "C" __global__ void __launch_bounds__(WARP * BWD_MAX_WARPS, NANOSSM_BWD_MIN_BLOCKS)      \
       NAME(NANOSSM_COMMON_PARAMS(TYPE), const TYPE *xo, int64_t sxob, int64_t sxot, int64_t sxor, \
            int64_t sxoc, const TYPE *yo, int64_t syob, int64_t syot, int64_t syor, int64_t syoc,  \
            float *dA, int64_t sdAb, int64_t sdAt, int64_t sdAr, float *dA_part, int64_t K) {      \
