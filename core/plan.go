@@ -286,9 +286,10 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	if v.packed() {
 		slots += packedSegments(MaxSegments, pl.Tiles, pl.Chunks) - 1
 	}
-	// Few tiles, many chunks: the look-back's chain would set the time (see plan).
-	fewTiles, fewGroup := pl.Tiles*32 <= dev.SMs && pl.Chunks >= 64, int64(0)
-	if (v == Forward || v == Backward) && fewTiles {
+	// Few tiles, many chunks: the look-back's chain would set the time (see plan). (few: not the
+	// constant fewTiles, which bounds the tiles of plan's 4-warp fp32 backward)
+	few, fewGroup := pl.Tiles*32 <= dev.SMs && pl.Chunks >= 64, int64(0)
+	if few && !v.packed() {
 		fewGroup = fewTileGroup(v, p.DType, vec, pl.Tiles, p.T)
 	}
 	groupBytes := int64(0)
@@ -300,7 +301,7 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 		// (a forward over packets, and the fp32 backward over one tile of T >= 131072, take large
 		// carry groups instead, unless the kernel has none or NANOSSM_TUNE_GROUP=1 asks for the
 		// per-chunk look-back)
-		if TunePasses == 3 || TunePasses != 1 && fewTiles && (fewGroup == 0 || TuneGroup == 1) {
+		if TunePasses == 3 || TunePasses != 1 && few && (fewGroup == 0 || TuneGroup == 1) {
 			pl.Passes = 3
 			pl.Prefix = prefixKernels[vec]
 		}

@@ -60,8 +60,8 @@ func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 	// more than the hops save (v19 at G = 8: f32 2.54 -> 3.04). Few tiles stay three passes: a
 	// single pass with G = 16 / 64 took f32 1,262144,4,32 from 3.36 to 4.14 / 4.25 (chunks of 64
 	// steps, 4096 of them, each block waiting on its group's reads), bf16 2,262144,8,32 from 3.62
-	// to 3.44 / 5.93 (docs/performance.md v35). Since v37 one class of
-	// them, one tile of fp32 lanes, takes one pass with G = 32 (fewTileGroup).
+	// to 3.44 / 5.93 (docs/performance.md v35); since v37 one class of them, one tile of fp32
+	// lanes, takes one pass with G = 32 (fewTileGroup).
 	if v == Backward {
 		if dt.Size() == 2 && vec == 8 && chunks >= 1024 {
 			return 2

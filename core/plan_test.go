@@ -55,6 +55,9 @@ func TestPlanInvariants(t *testing.T) {
 				if n >= 20000 && tune == 0 && pl.Passes == 1 && pl.Group > 1 {
 					longGrouped++
 				}
+				// (the few-tile groups: a single pass over few tiles and many chunks)
+				fewGroup := tune != 3 && pl.Group == fewTileGroup(v, p.DType, vec, pl.Tiles, p.T) && pl.Chunks >= 64 &&
+					pl.Tiles*32 <= sms
 				chunk := pl.Warps * pl.Steps
 				base := pl.Chunks - (pl.Segments - 1) // the chunks of one row
 				lanes := p.B * p.R * (p.C / vec)
@@ -76,10 +79,9 @@ func TestPlanInvariants(t *testing.T) {
 					pl.PrefixWarps < 1 || pl.PrefixWarps > PrefixMaxWarps || pl.Groups*pl.PrefixWarps*8 < pl.Chunks-2):
 					t.Fatalf("%+v %v vec %d: three passes %+v", p, v, vec, pl)
 				case pl.Group < 1 || pl.Group > 1 && (pl.Passes != 1 || v.packed() ||
-					v == Backward && !(p.DType.Size() == 2 && vec == 8 && pl.Chunks >= 1024 && pl.Group == 2 ||
-						tune != 3 && pl.Group == fewTileGroup(v, p.DType, vec, pl.Tiles, p.T) && pl.Tiles*32 <= sms) ||
+					v == Backward && !(p.DType.Size() == 2 && vec == 8 && pl.Chunks >= 1024 && pl.Group == 2 || fewGroup) ||
 					v == Forward && !(p.DType.Size() == 2 && vec == 8 && pl.Chunks >= 128 || p.DType == Float32 && vec == 4 && pl.Chunks >= 128 ||
-						tune != 3 && pl.Group == fewTileGroup(v, p.DType, vec, pl.Tiles, p.T) && pl.Chunks >= 64 && pl.Tiles*32 <= sms)):
+						fewGroup)):
 					t.Fatalf("%+v %v vec %d: carry group %+v", p, v, vec, pl)
 				case (pl.Kernel == scanKernels[kernelKey{p.DType, v, vec, true, false}]) != (pl.Group > 1 && hasGrouped(p.DType, v, vec)):
 					t.Fatalf("%+v %v vec %d: kernel %s for carry group %d", p, v, vec, pl.Kernel, pl.Group)
