@@ -146,6 +146,13 @@ __device__ __forceinline__ void stage_land(Packet<T, VEC>* dst, const Packet<T, 
 __device__ __forceinline__ void staged_wait() {
   asm volatile("cp.async.wait_all;" ::: "memory");
 }
+// The backward's two groups of copies (issue_steps): close a group; wait for all but the last.
+__device__ __forceinline__ void staged_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+__device__ __forceinline__ void staged_wait_g() {
+  asm volatile("cp.async.wait_group 1;" ::: "memory");
+}
 
 // Output stores: a 16-byte packet goes out as one vector store (a plain store of a type-punned
 // packet was split by the compiler into four 4-byte stores); with NANOSSM_STORE_STREAMING it is

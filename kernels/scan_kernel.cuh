@@ -103,7 +103,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // ---- phase 1: stage this thread's NS packets in shared memory (every copy in flight at
   // once, none held in registers), read its NS A values, fold a zero-carry aggregate.
   // Shared layout: row (w*NS + i), lane -> xs[i * WARP]; a warp's row is 32 adjacent packets.
-  // The backward stages x and out the same way, in two more regions.
+  // The backward stages x and out the same way, in two more regions (with asynchronous copies
+  // as a second group, issued after g's: issue_steps, v40).
   extern __shared__ __align__(16) unsigned char smem[];
   const int64_t region = (int64_t)S * NS * WARP;
   Packet<T, VEC>* xs = reinterpret_cast<Packet<T, VEC>*>(smem) + (int64_t)w * NS * WARP + lane;
@@ -228,7 +229,14 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       }
     }
   }
-  staged_wait();  // each thread reads back only the rows it staged: no barrier needed
+  // each thread reads back only the rows it staged: no barrier needed (the backward over
+  // asynchronous copies waits for g and the A table here, for x and out before phase 3)
+  constexpr bool kStaged2 = BWD && kAsyncStage<T, VEC>;
+  if constexpr (kStaged2) {
+    staged_wait_g();
+  } else {
+    staged_wait();
+  }
   // (but the table's entries were copied by other lanes of the warp: every lane has waited for
   // its own copies once it reaches the warp barrier; v17 read a_tab before it, a race that
   // racecheck reported)
@@ -400,6 +408,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   }
 
   // ---- phase 3: fold the sub-chunks before this warp, replay the steps with the true carry
+  if constexpr (kStaged2) staged_wait();  // x and out landed (before any exit: none left in flight)
   if ((PACKED ? nst == 0 : ts >= T_) || (!BWD && !active)) return;  // the backward keeps idle lanes for the dA sums
   {
     float ap = a_blk;

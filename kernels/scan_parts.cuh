@@ -112,11 +112,16 @@ __device__ __forceinline__ void issue_steps(Packet<T, VEC>* xs, Packet<T, VEC>* 
                                             const T* pyo, const int64_t (&sx)[4], const int64_t (&sxo)[4],
                                             const int64_t (&syo)[4], int64_t dir, int64_t dx, bool active, int nst,
                                             bool stage_xy, bool use_tab, const float* pa, int64_t da, float (&dec)[NS]) {
+  // The backward over asynchronous copies (kStaged2) issues g first, as a group of its own with
+  // the A table's copies before it, then x and out as a second: phase 1 needs g alone and waits
+  // for the first group only (staged_wait_g), so the fold, the aggregate's publication and the
+  // look-back overlap the landing of x and out, which phase 3 waits for (staged_wait).
+  constexpr bool kStaged2 = BWD && kAsyncStage<T, VEC>;
 #pragma unroll
   for (int i = 0; i < NS; ++i) {
     const bool ok = active && i < nst;
     stage_issue<T, VEC>(&xs[i * WARP], held[i], px, sx[3], ok);
-    if constexpr (BWD) {
+    if constexpr (BWD && !kStaged2) {
       if (stage_xy) {
         stage_issue<T, VEC>(&xos[i * WARP], held_x[i], pxo, sxo[3], ok);
         stage_issue<T, VEC>(&yos[i * WARP], held_y[i], pyo, syo[3], ok);
@@ -129,6 +134,19 @@ __device__ __forceinline__ void issue_steps(Packet<T, VEC>* xs, Packet<T, VEC>* 
       pa += da;
     }
     px += dx;
+  }
+  if constexpr (kStaged2) {
+    staged_commit();
+    if (stage_xy) {
+#pragma unroll
+      for (int i = 0; i < NS; ++i) {
+        const bool ok = active && i < nst;
+        stage_issue<T, VEC>(&xos[i * WARP], held_x[i], pxo, sxo[3], ok);
+        stage_issue<T, VEC>(&yos[i * WARP], held_y[i], pyo, syo[3], ok);
+        pxo += dir * sxo[1], pyo += dir * syo[1];
+      }
+    }
+    staged_commit();
   }
   if (kSplitA && !use_tab) {
 #pragma unroll
