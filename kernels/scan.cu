@@ -34,7 +34,8 @@
 // through a deterministic decoupled look-back (single pass: x is read once and out written once;
 // results are bit-identical run to run).  With the carry known, each thread replays its STEPS
 // steps from shared memory and writes out.  Blocks are numbered chunk-major, so a block only
-// waits on blocks dispatched before it: no deadlock.
+// waits on blocks dispatched before it: no deadlock.  (The backward's copies of x and out, which
+// only the replay reads, are a second group that the fold does not wait for: issue_steps, v40.)
 //
 // Packed variable-length sequences (PACKED, B = 1): at a sequence start the state restarts from
 // h0[k] (decayed by exp(A[s] - A[s-1]), as SPEC defines) or 0. A sub-chunk or chunk holding a
