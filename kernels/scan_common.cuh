@@ -151,7 +151,10 @@ __device__ __forceinline__ void stage_land(Packet<T, VEC>* dst, const Packet<T, 
 __device__ __forceinline__ void staged_wait() {
   asm volatile("cp.async.wait_all;" ::: "memory");
 }
-// The backward's two groups of copies (issue_steps): close a group; wait for all but the last.
+// The backward over asynchronous copies stages in two groups (issue_steps, v40): g's, then x's
+// and out's. Close a group; wait for all but the last.
+template <bool BWD, typename T, int VEC>
+constexpr bool kTwoGroups = BWD && kAsyncStage<T, VEC>;
 __device__ __forceinline__ void staged_commit() {
   asm volatile("cp.async.commit_group;" ::: "memory");
 }

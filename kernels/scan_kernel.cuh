@@ -231,7 +231,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   }
   // each thread reads back only the rows it staged: no barrier needed (the backward over
   // asynchronous copies waits for g and the A table here, for x and out before phase 3)
-  constexpr bool kStaged2 = BWD && kAsyncStage<T, VEC>;
+  constexpr bool kStaged2 = kTwoGroups<BWD, T, VEC>;
   if constexpr (kStaged2) {
     staged_wait_g();
   } else {

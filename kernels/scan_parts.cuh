@@ -116,7 +116,7 @@ __device__ __forceinline__ void issue_steps(Packet<T, VEC>* xs, Packet<T, VEC>* 
   // the A table's copies before it, then x and out as a second: phase 1 needs g alone and waits
   // for the first group only (staged_wait_g), so the fold, the aggregate's publication and the
   // look-back overlap the landing of x and out, which phase 3 waits for (staged_wait).
-  constexpr bool kStaged2 = BWD && kAsyncStage<T, VEC>;
+  constexpr bool kStaged2 = kTwoGroups<BWD, T, VEC>;
 #pragma unroll
   for (int i = 0; i < NS; ++i) {
     const bool ok = active && i < nst;
