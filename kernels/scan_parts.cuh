@@ -117,17 +117,19 @@ __device__ __forceinline__ void issue_steps(Packet<T, VEC>* xs, Packet<T, VEC>* 
   // for the first group only (staged_wait_g), so the fold, the aggregate's publication and the
   // look-back overlap the landing of x and out, which phase 3 waits for (staged_wait).
   constexpr bool kStaged2 = kTwoGroups<BWD, T, VEC>;
+  // step i's x and out (the backward's), the pointers then one step on
+  auto issue_xy = [&](int i, bool ok) {
+    if (stage_xy) {
+      stage_issue<T, VEC>(&xos[i * WARP], held_x[i], pxo, sxo[3], ok);
+      stage_issue<T, VEC>(&yos[i * WARP], held_y[i], pyo, syo[3], ok);
+    }
+    pxo += dir * sxo[1], pyo += dir * syo[1];
+  };
 #pragma unroll
   for (int i = 0; i < NS; ++i) {
     const bool ok = active && i < nst;
     stage_issue<T, VEC>(&xs[i * WARP], held[i], px, sx[3], ok);
-    if constexpr (BWD && !kStaged2) {
-      if (stage_xy) {
-        stage_issue<T, VEC>(&xos[i * WARP], held_x[i], pxo, sxo[3], ok);
-        stage_issue<T, VEC>(&yos[i * WARP], held_y[i], pyo, syo[3], ok);
-      }
-      pxo += dir * sxo[1], pyo += dir * syo[1];
-    }
+    if constexpr (BWD && !kStaged2) issue_xy(i, ok);
     if constexpr (!kSplitA) {
       prefetch_if(pa, ok && !use_tab);
       dec[i] = ldg_if(pa, ok && !use_tab);
@@ -139,12 +141,7 @@ __device__ __forceinline__ void issue_steps(Packet<T, VEC>* xs, Packet<T, VEC>* 
     staged_commit();
     if (stage_xy) {
 #pragma unroll
-      for (int i = 0; i < NS; ++i) {
-        const bool ok = active && i < nst;
-        stage_issue<T, VEC>(&xos[i * WARP], held_x[i], pxo, sxo[3], ok);
-        stage_issue<T, VEC>(&yos[i * WARP], held_y[i], pyo, syo[3], ok);
-        pxo += dir * sxo[1], pyo += dir * syo[1];
-      }
+      for (int i = 0; i < NS; ++i) issue_xy(i, active && i < nst);
     }
     staged_commit();
   }
