@@ -25,12 +25,7 @@ constexpr int MAX_WARPS = 8;   // warps per block along T (block <= 256 threads)
 #define NANOSSM_BWD_STEPS 8
 #endif
 constexpr int BWD_STEPS = NANOSSM_BWD_STEPS;
-// (NANOSSM_BWD_MAX_WARPS: a build knob for variants whose backward blocks have more warps, with
-// NANOSSM_BWD_MIN_BLOCKS=1 and NANOSSM_TUNE_BWD_MAX_WARPS at run time)
-#ifndef NANOSSM_BWD_MAX_WARPS
-#define NANOSSM_BWD_MAX_WARPS (64 / NANOSSM_BWD_STEPS)
-#endif
-constexpr int BWD_MAX_WARPS = NANOSSM_BWD_MAX_WARPS;
+constexpr int BWD_MAX_WARPS = 64 / BWD_STEPS;
 // Resident blocks per SM that the register budget must allow (ptxas caps registers to fit).
 #ifndef NANOSSM_MIN_BLOCKS
 #define NANOSSM_MIN_BLOCKS 3

@@ -47,9 +47,6 @@ func init() {
 	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_BWD_STEPS")); err == nil && (v == 4 || v == 8 || v == 16) {
 		core.BackwardSteps = int64(v)
 	}
-	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_BWD_MAX_WARPS")); err == nil && v >= 1 && v <= 32 {
-		core.BackwardMaxWarps = int64(v)
-	}
 	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_FWD_STEPS")); err == nil && v >= 1 && v <= core.ScanSteps {
 		core.ForwardSteps = int64(v)
 	}
@@ -198,9 +195,7 @@ func (d *device) load(ordinal int) (err error) {
 		// staged rows of x live in dynamic shared memory: allow the most a plan asks for, or
 		// what the device allows (a larger plan is refused by name at launch: run)
 		cfn := *(*C.CUfunction)(unsafe.Pointer(&fn))
-		// (NANOSSM_TUNE_BWD_MAX_WARPS: the backward blocks of a variant module may stage more)
-		allow := min(max(int64(core.ScanMaxSharedBytes), 3*core.BackwardMaxWarps*core.BackwardSteps*32*16),
-			d.info.MaxShared)
+		allow := min(int64(core.ScanMaxSharedBytes), d.info.MaxShared)
 		if r := C.cuFuncSetAttribute(cfn, C.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, C.int(allow)); r != C.CUDA_SUCCESS {
 			return core.CUDAError("cuFuncSetAttribute("+name+")", cErrName(r))
 		}
