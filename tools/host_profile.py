@@ -21,7 +21,7 @@ import time
 import torch
 
 sys.path.insert(0, "python")
-from nanossm import _call, _loader, op, ssm_scan  # noqa: E402
+from nanossm import _call, _loader, op, ssm_scan, ssm_step  # noqa: E402
 
 
 def main():
@@ -55,6 +55,8 @@ def main():
     A = torch.cumsum(-0.2 * torch.rand(B, T, R, device=args.device), 1)
     x = torch.randn(B, T, R, C, device=args.device)
     out = torch.empty_like(x)
+    h0 = torch.randn(B, R, C, device=args.device)
+    g, dx, dA = torch.randn_like(x), torch.empty_like(x), torch.empty_like(A)
     ssm_scan(A, x)
     L = _loader.lib()
     _call._launch_plain(A, x, out)  # leaves this call's descriptors in the thread's buffer
@@ -77,6 +79,12 @@ def main():
         "pack the three descriptors": lambda: _call._PLAIN.pack_into(
             _call._buffer()[0], 0, A.data_ptr(), 0, 3, *A.shape, *A.stride(), x.data_ptr(), 0, 4, *x.shape,
             *x.stride(), out.data_ptr(), 0, 4, *x.shape, *out.stride()),
+        "ssm_scan(A, x, initial_state=h0, return_final_state=True)": lambda: ssm_scan(
+            A, x, initial_state=h0, return_final_state=True),
+        "ssm_scan(A, x, reverse=True)": lambda: ssm_scan(A, x, reverse=True),
+        "ssm_step(state, log_a, x_t) (decode)": lambda: ssm_step(h0, A[:, 0], x[:, 0]),
+        "_call._launch_backward (pack + call)": lambda: _call._launch_backward(
+            A, x, out, g, dx, dA, None, None, None, None, False),
         "torch.empty_like(x) for out (the fast path's)": lambda: torch.empty_like(x, memory_format=torch.contiguous_format),
         "torch.empty(shape, dtype=, device=) for out": lambda: torch.empty(x.shape, dtype=x.dtype, device=x.device),
         "x.clone() (a torch op, for scale)": lambda: x.clone(),

@@ -16,26 +16,30 @@ _CPU_DTYPES = (torch.float32, torch.float64)
 
 
 # The call's descriptors (include/nanossm.h) are packed into one reusable per-thread buffer with
-# struct.pack_into: building ctypes Structures field by field costs microseconds, and small calls
-# are dominated by host time. Layout: A, x, out (80 bytes each), then nanossm_scan_options.
-_TENSOR = {1: struct.Struct("<Qiiq24xq24x"), 3: struct.Struct("<Qii3q8x3q8x"), 4: struct.Struct("<Qii4q4q")}
-_OPT_HEAD = struct.Struct("<II")
+# struct.pack_into, the whole argument block in one pack: building ctypes Structures field by
+# field costs microseconds, and small calls are dominated by host time. Layout: A, x, out (80
+# bytes each), then nanossm_scan_options; a descriptor of n dims is _TENSOR[n] (shape and
+# strides zero-padded to 4).
+_TENSOR = {3: struct.Struct("<Qii3q8x3q8x"), 4: struct.Struct("<Qii4q4q")}
 _OPT_WS = struct.Struct("<Qq")
 # sizes and offsets come from the ctypes mirrors of the header's structs (nanossm._loader)
 _TSIZE = ctypes.sizeof(_loader.Tensor)
 _OPT_SIZE = ctypes.sizeof(_loader.ScanOptions)
 _OFF_A, _OFF_X, _OFF_OUT, _OFF_OPT = 0, _TSIZE, 2 * _TSIZE, 3 * _TSIZE
-_OFF_H0, _OFF_HT, _OFF_SEQ, _OFF_WS = (_OFF_OPT + getattr(_loader.ScanOptions, f).offset for f in
-                                       ("initial_state", "final_state", "cu_seqlens", "workspace"))
+_OFF_WS = _OFF_OPT + _loader.ScanOptions.workspace.offset
 _BUF_SIZE = _OFF_OPT + _OPT_SIZE
 # the backward's: A, x, out, grad_out, grad_x, grad_A, then nanossm_backward_options
 _BOFF_OPT = 6 * _TSIZE
 _BOPT_SIZE = ctypes.sizeof(_loader.BackwardOptions)
-_BOFF_H0, _BOFF_GT, _BOFF_DH0, _BOFF_SEQ, _BOFF_WS = (
-    _BOFF_OPT + getattr(_loader.BackwardOptions, f).offset
-    for f in ("initial_state", "grad_final_state", "grad_initial_state", "cu_seqlens", "workspace"))
+_BOFF_WS = _BOFF_OPT + _loader.BackwardOptions.workspace.offset
 assert all(s.size == _TSIZE for s in _TENSOR.values())
-_ZERO_T = bytes(_TSIZE)
+# (the packs below write the options' descriptors one after another from offset 8, then the
+# workspace: what the mirrors say)
+assert [getattr(_loader.ScanOptions, f).offset for f in ("initial_state", "final_state", "cu_seqlens", "workspace")] \
+    == [8 + k * _TSIZE for k in range(4)]
+assert [getattr(_loader.BackwardOptions, f).offset for f in
+        ("initial_state", "grad_final_state", "grad_initial_state", "cu_seqlens", "workspace")] \
+    == [8 + k * _TSIZE for k in range(5)]
 _tls = threading.local()
 
 
@@ -46,14 +50,6 @@ def _buffer(kind="fwd", size=_BUF_SIZE):
         setattr(_tls, kind, b)
         setattr(_tls, kind + "_addr", ctypes.addressof(b))
     return b, getattr(_tls, kind + "_addr")
-
-
-def _pack(buf, off, t):
-    """Describe t (no copy) at buf[off:off+80]; None -> an absent tensor."""
-    if t is None:
-        buf[off:off + _TSIZE] = _ZERO_T
-    else:
-        _TENSOR[t.dim()].pack_into(buf, off, t.data_ptr(), _DTYPE_CODES[t.dtype], t.dim(), *t.shape, *t.stride())
 
 
 # Workspace bytes depend only on the layout (shapes, strides, dtype, 16-byte alignment) and the
@@ -93,26 +89,43 @@ def _attach_workspace(buf, off, need, device):
     return ws
 
 
+# The general call's buffer in one pack: A (3 dims), x and out (4 dims), then the options with
+# every optional descriptor in the 4-dim layout (fewer dims: zero-padded; absent: all zero).
+_DESC4 = _TENSOR[4].format.lstrip("<")
+_CALL = struct.Struct("<" + "".join(_TENSOR[n].format.lstrip("<") for n in (3, 4, 4)) + "II" + _DESC4 * 3 + "Qq")
+assert _CALL.size == _OFF_OPT + _OPT_SIZE
+_PAD = tuple((0,) * (4 - n) for n in range(5))
+_ABSENT = (0,) * 11
+
+
+def _desc(t):
+    """t's descriptor fields in the 4-dim layout (None: absent)."""
+    if t is None:
+        return _ABSENT
+    shape, pad = t.shape, _PAD[t.dim()]
+    return (t.data_ptr(), _DTYPE_CODES[t.dtype], len(shape), *shape, *pad, *t.stride(), *pad)
+
+
 def _launch(A, x, out, h0, hT, reverse, seq=None):
-    """One library call: out (and hT) = scan(A, x). All tensors on one device, already checked."""
+    """One library call: out (and hT) = scan(A, x). All tensors on one device, already checked.
+    (The whole argument block in one pack: the calls with options are small calls too, e.g.
+    ssm_step, and each descriptor packed alone cost ~1 us.)"""
     L = _loader.lib()
     buf, addr = _buffer()
     _tls.plain = False  # the options part now holds this call's (see _launch_plain)
-    _pack(buf, _OFF_A, A)
-    _pack(buf, _OFF_X, x)
-    _pack(buf, _OFF_OUT, out)
-    _OPT_HEAD.pack_into(buf, _OFF_OPT, _OPT_SIZE, _loader.SCAN_REVERSE if reverse else 0)
-    _pack(buf, _OFF_H0, h0)
-    _pack(buf, _OFF_HT, hT)
-    _pack(buf, _OFF_SEQ, seq)
-    _OPT_WS.pack_into(buf, _OFF_WS, 0, 0)
+    xd = _DTYPE_CODES[x.dtype]
+    shape, strides, xp, op = x.shape, x.stride(), x.data_ptr(), out.data_ptr()
+    _CALL.pack_into(buf, 0, A.data_ptr(), _DTYPE_CODES[A.dtype], 3, *A.shape, *A.stride(),
+                    xp, xd, 4, *shape, *strides, op, _DTYPE_CODES[out.dtype], 4, *out.shape, *out.stride(),
+                    _OPT_SIZE, _loader.SCAN_REVERSE if reverse else 0, *_desc(h0), *_desc(hT), *_desc(seq), 0, 0)
     pA, px, po, popt = addr + _OFF_A, addr + _OFF_X, addr + _OFF_OUT, addr + _OFF_OPT
     if x.is_cuda:
-        dev = x.device.index
-        key = (x.shape, x.stride(), out.stride(), x.dtype, x.data_ptr() % 16, out.data_ptr() % 16, reverse,
-               seq is not None)
-        need = _workspace_bytes(lambda n: L.nanossm_scan_workspace_size(pA, px, po, popt, dev, n), _ws_cache, key)
-        ws = _attach_workspace(buf, _OFF_WS, need, x.device)  # noqa: F841 (alive through the call)
+        dev = x.get_device()
+        key = (shape, strides, out.stride(), xd, xp & 15, op & 15, reverse, seq is not None)
+        need = _ws_cache.get(key)
+        if need is None:
+            need = _workspace_bytes(lambda n: L.nanossm_scan_workspace_size(pA, px, po, popt, dev, n), _ws_cache, key)
+        ws = _attach_workspace(buf, _OFF_WS, need, x.device) if need else None  # noqa: F841 (alive through the call)
         _loader.check(L.nanossm_scan(pA, px, po, popt, dev, _raw_stream(dev)))
     else:
         _loader.check(L.nanossm_scan(pA, px, po, popt, -1, None))
@@ -172,11 +185,11 @@ def _forward(A, x, h0, reverse, want_final, out=None, seq=None):
     if (out is None and h0 is None and not reverse and not want_final and seq is None
             and A.dtype is torch.float32 and x.dtype is not torch.float64):
         return _plain(A, x), None
-    if out is None:
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    if out is None:  # (empty_like and new_empty: a third of torch.empty's host time)
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
     hT = None
     if want_final:
-        hT = torch.empty(_state_shape(x, seq), dtype=_state_dtype(x), device=x.device)
+        hT = x.new_empty(_state_shape(x, seq), dtype=_state_dtype(x))
     _launch(A, x, out, h0, hT, reverse, seq)
     return out, hT
 
@@ -191,21 +204,38 @@ def _state_dtype(x):
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+# The backward's buffer in one pack, as _CALL: A, x, out, grad_out, grad_x (4 dims but A's 3),
+# grad_A (3 dims), then its options with every optional descriptor in the 4-dim layout.
+_BCALL = struct.Struct("<" + "".join(_TENSOR[n].format.lstrip("<") for n in (3, 4, 4, 4, 4, 3)) + "II" + _DESC4 * 4
+                       + "Qq")
+assert _BCALL.size == _BOFF_OPT + _BOPT_SIZE
+_ws_bwd = {}
+
+
 def _launch_backward(A, x, out, g, dx, dA, h0, gT, dh0, seq, reverse):
-    """One nanossm_scan_backward call; every tensor on one device, already allocated."""
+    """One nanossm_scan_backward call; every tensor on one device, already allocated. (One pack for
+    the whole argument block, and the workspace size cached by layout, as the forward's.)"""
     L = _loader.lib()
     buf, addr = _buffer("bwd", _BOFF_OPT + _BOPT_SIZE)
-    for i, t in enumerate((A, x, out, g, dx, dA)):
-        _pack(buf, i * _TSIZE, t)
-    _OPT_HEAD.pack_into(buf, _BOFF_OPT, _BOPT_SIZE, _loader.SCAN_REVERSE if reverse else 0)
-    for off, t in ((_BOFF_H0, h0), (_BOFF_GT, gT), (_BOFF_DH0, dh0), (_BOFF_SEQ, seq)):
-        _pack(buf, off, t)
-    _OPT_WS.pack_into(buf, _BOFF_WS, 0, 0)
+    xd = _DTYPE_CODES[x.dtype]
+    shape, xs, os_, gs, ds = x.shape, x.stride(), out.stride(), g.stride(), dx.stride()
+    ptrs4 = (x.data_ptr(), out.data_ptr(), g.data_ptr(), dx.data_ptr())
+    _BCALL.pack_into(buf, 0, A.data_ptr(), _DTYPE_CODES[A.dtype], 3, *A.shape, *A.stride(),
+                     ptrs4[0], xd, 4, *shape, *xs, ptrs4[1], _DTYPE_CODES[out.dtype], 4, *out.shape, *os_,
+                     ptrs4[2], _DTYPE_CODES[g.dtype], 4, *g.shape, *gs, ptrs4[3], _DTYPE_CODES[dx.dtype], 4,
+                     *dx.shape, *ds, dA.data_ptr(), _DTYPE_CODES[dA.dtype], 3, *dA.shape, *dA.stride(),
+                     _BOPT_SIZE, _loader.SCAN_REVERSE if reverse else 0,
+                     *_desc(h0), *_desc(gT), *_desc(dh0), *_desc(seq), 0, 0)
     ptrs = [addr + i * _TSIZE for i in range(6)] + [addr + _BOFF_OPT]
     if x.is_cuda:
-        dev = x.device.index
-        need = _workspace_bytes(lambda n: L.nanossm_scan_backward_workspace_size(*ptrs, dev, n))
-        ws = _attach_workspace(buf, _BOFF_WS, need, x.device)  # noqa: F841 (alive through the call)
+        dev = x.get_device()
+        # (what the plan reads: the shapes, the strides and 16-byte alignment of the four large
+        # tensors, which select the packet width, and whether the call is packed)
+        key = (shape, xs, os_, gs, ds, xd, tuple(p & 15 for p in ptrs4), reverse, seq is not None)
+        need = _ws_bwd.get(key)
+        if need is None:
+            need = _workspace_bytes(lambda n: L.nanossm_scan_backward_workspace_size(*ptrs, dev, n), _ws_bwd, key)
+        ws = _attach_workspace(buf, _BOFF_WS, need, x.device) if need else None  # noqa: F841 (alive through the call)
         _loader.check(L.nanossm_scan_backward(*ptrs, dev, _raw_stream(dev)))
     else:
         _loader.check(L.nanossm_scan_backward(*ptrs, -1, None))

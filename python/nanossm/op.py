@@ -22,6 +22,20 @@ def _plain_ok(cumsum_A, x):
             and x.numel() > 0 and cumsum_A.numel() > 0 and not torch.compiler.is_compiling())
 
 
+def _options_ok(x, h0, seq):
+    """True when the options of a call whose (A, x) passed _plain_ok need no conversion: h0
+    absent or a contiguous float32 (B,R,C)-dimmed tensor, cu_seqlens absent or an int32/int64
+    vector, both on x's device (the library checks their shapes and values)."""
+    return ((h0 is None or (type(h0) is torch.Tensor and h0.dtype is torch.float32 and h0.dim() == 3
+                            and h0.is_cuda == x.is_cuda and h0.get_device() == x.get_device()
+                            and h0.is_contiguous()))
+            and (seq is None or (type(seq) is torch.Tensor and seq.dtype in _SEQ_DTYPES and seq.dim() == 1
+                                 and seq.is_cuda == x.is_cuda and seq.get_device() == x.get_device())))
+
+
+_SEQ_DTYPES = (torch.int32, torch.int64)
+
+
 def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_final_state=False,
              reverse=False, cu_seqlens=None, out=None):
     """out[b,t,r,c] = sum_{j<=t} exp(A[b,t,r] - A[b,j,r]) * x[b,j,r,c], in O(T).
@@ -44,18 +58,26 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
     Differentiable in A, x and initial_state.
     """
     del use_assoc_scan
-    # Fast path: the plain call (no options) with inputs already in the kernel's dtypes, eager.
-    # Anything unusual takes the general path below, which explains itself. With gradients it
-    # goes straight to _Scan (autograd.py), whose forward is this call.
-    if (out is None and initial_state is None and cu_seqlens is None and not return_final_state
-            and not reverse and _plain_ok(cumsum_A, x)):
-        if (x.requires_grad or cumsum_A.requires_grad) and torch.is_grad_enabled():
-            return scan_function(cumsum_A, x).apply(cumsum_A, x, None, False, False, None)[0]
-        try:
-            return _plain(cumsum_A, x)
-        except RuntimeError:
-            refuse_vmap(cumsum_A, x)  # (vmap's tensors fail in _plain: say why)
-            raise
+    # Fast paths: inputs already in the kernel's dtypes, eager (_plain_ok), and options (if any)
+    # already as the library takes them (_options_ok). The plain call (no options) has its own;
+    # anything unusual takes the general path below, which explains itself. With gradients they go
+    # straight to _Scan (autograd.py), whose forward is this call.
+    if out is None and _plain_ok(cumsum_A, x):
+        h0, seq = initial_state, cu_seqlens
+        plain = h0 is None and seq is None and not return_final_state and not reverse
+        if plain or _options_ok(x, h0, seq):
+            if ((x.requires_grad or cumsum_A.requires_grad or (h0 is not None and h0.requires_grad))
+                    and torch.is_grad_enabled()):
+                y, hT = scan_function(cumsum_A, x, h0).apply(cumsum_A, x, h0, reverse, return_final_state, seq)
+            else:
+                try:
+                    if plain:
+                        return _plain(cumsum_A, x)
+                    y, hT = _forward(cumsum_A, x, h0, reverse, return_final_state, seq=seq)
+                except RuntimeError:
+                    refuse_vmap(cumsum_A, x, h0)  # (vmap's tensors fail in the call: say why)
+                    raise
+            return (y, hT) if return_final_state else y
     _check_tensor("cumsum_A", cumsum_A, 3, "(B,T,R)")
     _check_tensor("x", x, 4, "(B,T,R,C)")
     if cu_seqlens is not None:
