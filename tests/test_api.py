@@ -150,6 +150,73 @@ def test_plain_fast_path_matches_the_general_path(device):
             assert torch.equal(ssm_scan(Av, xv), fast)
 
 
+def _as_tuple(r):
+    return r if isinstance(r, tuple) else (r,)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_option_fast_path_matches_the_general_path(device, monkeypatch):
+    """Calls with options whose tensors need no conversion (op._options_ok) take a fast path and
+    one pack of the whole argument block: the same bits as the general path (a non-contiguous
+    initial state, or host offsets for CUDA x, take that one), gradients included, and a
+    layout switch between calls (aligned packets, then single channels) reads the right
+    workspace size from the caches."""
+    from nanossm import _call, op
+    taken, options_ok = [], op._options_ok
+    monkeypatch.setattr(op, "_options_ok", lambda *a: taken.append(options_ok(*a)) or taken[-1])
+    dtypes = [torch.float32, torch.bfloat16] if device == "cuda" else [torch.float32]
+    for dtype in dtypes:
+        A, x = make_inputs((2, 700, 3, 8), dtype, device, seed=61)
+        h0 = torch.randn(2, 3, 8, device=device)
+        h0_view = torch.randn(8, 3, 2, device=device).permute(2, 1, 0)  # not contiguous: general path
+        h0_view.copy_(h0)
+        calls = [  # (the fast path's form, the general path's)
+            (lambda: ssm_scan(A, x, initial_state=h0), lambda: ssm_scan(A, x, initial_state=h0_view)),
+            (lambda: ssm_scan(A, x, initial_state=h0, return_final_state=True),
+             lambda: ssm_scan(A, x, initial_state=h0_view, return_final_state=True)),
+            (lambda: ssm_scan(A, x, reverse=True, return_final_state=True),
+             lambda: ssm_scan(A.double().float(), x, reverse=True, return_final_state=True,
+                              out=torch.empty_like(x))),  # (out=: the general path)
+        ]
+        for k, (fast, general) in enumerate(calls):
+            for f, g in zip(_as_tuple(fast()), _as_tuple(general())):
+                assert torch.equal(f, g), f"{dtype} call {k}"
+        Ap, xp = A.reshape(1, 1400, 3), x.reshape(1, 1400, 3, 8)
+        cu = torch.tensor([0, 3, 3, 900, 1400], dtype=torch.int32)
+        h0p = torch.randn(4, 3, 8, device=device)
+        fast = ssm_scan(Ap, xp, cu_seqlens=cu.to(device), initial_state=h0p, return_final_state=True)
+        general = ssm_scan(Ap, xp, cu_seqlens=cu, initial_state=h0p.transpose(0, 2).contiguous().transpose(0, 2),
+                          return_final_state=True)
+        assert torch.equal(fast[0], general[0]) and torch.equal(fast[1], general[1]), dtype
+        # gradients: through the fast path (h0 a contiguous leaf) and the general one (a view)
+        grads = []
+        for init in (h0.clone(), h0_view.clone().permute(2, 1, 0).contiguous().permute(2, 1, 0)):
+            Ag, xg, hg = A.clone().requires_grad_(), x.clone().requires_grad_(), init.requires_grad_()
+            y, hT = ssm_scan(Ag, xg, initial_state=hg, return_final_state=True)
+            (y.float().square().sum() + hT.sum()).backward()
+            grads.append((Ag.grad, xg.grad, hg.grad))
+        for u, v in zip(*grads):
+            assert torch.equal(u, v), dtype
+    assert True in taken and False in taken  # both paths ran
+    if device == "cuda":  # the backward's workspace cache across layouts, in alternation
+        shape = (1, 3000, 2, 8)
+        A, x = make_inputs(shape, torch.float32, device, seed=62)
+        A64, x64 = A.double().requires_grad_(), x.double().requires_grad_()
+        ssm_scan_einsum(A64, x64).square().sum().backward()
+        for _ in range(2):
+            # 16-byte aligned (4-channel packets), then 4 bytes off (single channels: another
+            # plan, a workspace of another size, under the same shapes and strides)
+            for off in (0, 1):
+                base = torch.empty(x.numel() + off, device=device)
+                base[off:].copy_(x.flatten())
+                base.requires_grad_()
+                Ag = A.clone().requires_grad_()
+                ssm_scan(Ag, base[off:].view(shape)).square().sum().backward()
+                assert rel_err(base.grad[off:].view(shape), x64.grad) <= 1e-5, off
+                assert rel_err(Ag.grad, A64.grad) <= 1e-4, off
+        assert len({k[6] for k in _call._ws_bwd}) >= 2  # (both alignments were planned)
+
+
 FAKE_DRIVER = os.path.join(os.path.dirname(__file__), "..", "build", "fakecuda")
 
 
