@@ -136,17 +136,18 @@ __device__ __forceinline__ void packed_walk(const Bound& bound, int64_t N, int64
   __syncwarp();
 }
 
-// The packed forward's rolled step loops (v32): the warps with a sequence start in their steps
-// (phase 1), or a start or an end (phase 3), a few in a launch, take these; the others run the
+// The packed forward's rolled step loop (v32): the warps with a sequence start in their steps
+// (phase 1), or a start or an end (phase 3), a few in a launch, take it; the others run the
 // plain scan's unrolled loops, with no code for starts and ends between their steps. A rolled
 // loop cannot index the unrolled loops' decays: decay_at(i, a) takes step i's again (the same
-// bits). start_at(i, d, st) writes into st the state a sequence starting at step i restarts
-// from. (The two loops stay separate: one helper for both changed the machine code of 21
-// kernels, untimed.)
-// Phase 1: fold the thread's nst staged steps into h (from zero).
-template <typename T, int VEC, typename Decay, typename Start>
-__device__ __forceinline__ void packed_fold_rolled(const Packet<T, VEC>* xs, int nst, uint32_t smask, float a_prev,
-                                                   const Decay& decay_at, const Start& start_at, float (&h)[VEC]) {
+// bits). start_at(i, d, st) writes into st the state a sequence starting at step i restarts from.
+// It runs the thread's nst staged steps from the state h (phase 1: zero, folding the aggregate;
+// phase 3: the true carry), out_step(i, h) after each (phase 3 stores step i's output, and a
+// final state where a sequence ends; phase 1 nothing).
+template <typename T, int VEC, typename Decay, typename Start, typename Out>
+__device__ __forceinline__ void packed_steps_rolled(const Packet<T, VEC>* xs, int nst, uint32_t smask, float a_prev,
+                                                    const Decay& decay_at, const Start& start_at, const Out& out_step,
+                                                    float (&h)[VEC]) {
   float al = a_prev;
 #pragma unroll 1
   for (int i = 0; i < nst; ++i) {
@@ -161,31 +162,7 @@ __device__ __forceinline__ void packed_fold_rolled(const Packet<T, VEC>* xs, int
 #pragma unroll
       for (int v = 0; v < VEC; ++v) h[v] = fmaf(d, h[v], xf[v]);
     }
-  }
-}
-
-// Phase 3: replay the steps from the true carry; out_step(i, carry) stores step i's output (and a
-// final state where a sequence ends).
-template <typename T, int VEC, typename Decay, typename Start, typename Out>
-__device__ __forceinline__ void packed_replay_rolled(const Packet<T, VEC>* xs, int nst, uint32_t smask, float a_prev,
-                                                     const Decay& decay_at, const Start& start_at, const Out& out_step,
-                                                     float (&carry)[VEC]) {
-  float al = a_prev;
-#pragma unroll 1
-  for (int i = 0; i < nst; ++i) {
-    float xf[VEC];
-    unpack(xs[i * WARP], xf);
-    const float d = decay_at(i, al);
-    if (smask >> i & 1) {
-      float st[VEC];
-      start_at(i, d, st);
-#pragma unroll
-      for (int v = 0; v < VEC; ++v) carry[v] = st[v] + xf[v];
-    } else {
-#pragma unroll
-      for (int v = 0; v < VEC; ++v) carry[v] = fmaf(d, carry[v], xf[v]);
-    }
-    out_step(i, carry);
+    out_step(i, h);
   }
 }
 

@@ -279,19 +279,21 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // code for starts and ends between their steps (kBits, the packed backward's way: that code,
   // inline in every step, had the packed forward stall on instruction fetch, v25). A rolled loop
   // cannot index dec[]: decay_at takes a step's decay again, from the table or from A as phase 1
-  // read it (step_decay: the same bits). The two rolled loops are helpers in packed.cuh (v36,
-  // timed neutral); one helper for both changed the machine code of 21 kernels, untimed.
+  // read it (step_decay: the same bits). Both phases run packed_steps_rolled (packed.cuh; v46:
+  // one helper for the two loops, timed neutral). start_at: the state a sequence starting at step
+  // i restarts from.
   constexpr bool kBits = PACKED && BWD;
+  auto start_at = [&](int i, float d, float (&st)[VEC]) { start_state(sh_seq[w][i], d, st); };
   auto decay_at = [&](int i, float& al) -> float {
     if (use_tab) return d_tab[w][q_row][i];
     const int64_t tau = ts + i;
     return step_decay(i, ldg_if(&Ab[(reverse ? T_ - 1 - tau : tau) * P.sA[1]], active && i < nst), al);
   };
   if (kFwdPacked && smask) {
-    packed_fold_rolled<T, VEC>(xs, nst, smask, a_prev, decay_at, [&](int i, float d, float (&st)[VEC]) {
+    packed_steps_rolled<T, VEC>(xs, nst, smask, a_prev, decay_at, [&](int i, float d, float (&st)[VEC]) {
       reset = true;
-      start_state(sh_seq[w][i], d, st);
-    }, h);
+      start_at(i, d, st);
+    }, [](int, const float (&)[VEC]) {}, h);
   } else {
 #pragma unroll
     for (int i = 0; i < NS; ++i) {
@@ -432,8 +434,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // (an end matters only with a final state to write: hT is the same for every lane; every lane
   // is active here, the forward's idle lanes left)
   if (kFwdPacked && (smask | (hT ? emask : 0u))) {
-    auto start_at = [&](int i, float d, float (&st)[VEC]) { start_state(sh_seq[w][i], d, st); };
-    packed_replay_rolled<T, VEC>(xs, nst, smask, a_prev, decay_at, start_at, [&](int i, const float (&c)[VEC]) {
+    packed_steps_rolled<T, VEC>(xs, nst, smask, a_prev, decay_at, start_at, [&](int i, const float (&c)[VEC]) {
       store_packet<T, VEC>(po, P.so[3], c);
       po += dout;
       if (hT && (emask >> i & 1)) {
