@@ -259,7 +259,7 @@ def test_cuda_flavour_loads_and_enqueues_over_the_fake_driver():
 
 def test_workspace_helpers():
     """The workspace sizing and attachment every CUDA call goes through (_call.py), on the CPU:
-    one query per layout with a cache, one per call without; the scratch tensor's address and
+    one query per layout key, its arguments passed through; the scratch tensor's address and
     size land in the options, and nothing is allocated when nothing is needed."""
     import ctypes
     import struct
@@ -268,13 +268,14 @@ def test_workspace_helpers():
 
     asked = []
 
-    def query(n):
-        asked.append(1)
+    def query(a, b, n):
+        asked.append((a, b))
         ctypes.cast(n, ctypes.POINTER(ctypes.c_int64))[0] = 4096
         return 0
     cache = {}
-    assert [_call._workspace_bytes(query, cache, "k") for _ in range(3)] == [4096] * 3 and len(asked) == 1
-    assert [_call._workspace_bytes(query) for _ in range(2)] == [4096] * 2 and len(asked) == 3
+    assert [_call._workspace_bytes(cache, "k", query, 1, 2) for _ in range(3)] == [4096] * 3
+    assert asked == [(1, 2)] and cache == {"k": 4096}
+    assert _call._workspace_bytes(cache, "j", query, 3, 4) == 4096 and asked == [(1, 2), (3, 4)]
     buf = ctypes.create_string_buffer(64)
     ws = _call._attach_workspace(buf, 8, 4096, torch.device("cpu"))
     assert ws.numel() == 4096 and struct.unpack_from("<Qq", buf, 8) == (ws.data_ptr(), 4096)

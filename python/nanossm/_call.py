@@ -65,15 +65,16 @@ def _raw_stream(index):
         return torch.cuda.current_stream(index).cuda_stream
 
 
-def _workspace_bytes(query, cache=None, key=None):
-    """Bytes of device scratch a call needs: query(c_int64 pointer) asks the library (a
-    *_workspace_size call on the packed descriptors); with a cache, once per layout key."""
-    need = cache.get(key) if cache is not None else None
+def _workspace_bytes(cache, key, query, *args):
+    """Bytes of device scratch a call needs, from cache[key] or else asked of the library once per
+    layout key: query(*args, c_int64 pointer) (a *_workspace_size call on the packed descriptors;
+    the arguments apart, so that the hot path makes no closure)."""
+    need = cache.get(key)
     if need is None:
         n = ctypes.c_int64(0)
-        _loader.check(query(ctypes.byref(n)))
+        _loader.check(query(*args, ctypes.byref(n)))
         need = n.value
-        if cache is not None and len(cache) < 4096:
+        if len(cache) < 4096:
             cache[key] = need
     return need
 
@@ -122,9 +123,7 @@ def _launch(A, x, out, h0, hT, reverse, seq=None):
     if x.is_cuda:
         dev = x.get_device()
         key = (shape, strides, out.stride(), xd, xp & 15, op & 15, reverse, seq is not None)
-        need = _ws_cache.get(key)
-        if need is None:
-            need = _workspace_bytes(lambda n: L.nanossm_scan_workspace_size(pA, px, po, popt, dev, n), _ws_cache, key)
+        need = _workspace_bytes(_ws_cache, key, L.nanossm_scan_workspace_size, pA, px, po, popt, dev)
         ws = _attach_workspace(buf, _OFF_WS, need, x.device) if need else None  # noqa: F841 (alive through the call)
         _loader.check(L.nanossm_scan(pA, px, po, popt, dev, _raw_stream(dev)))
     else:
@@ -162,9 +161,7 @@ def _launch_plain(A, x, out):
         return
     dev = x.get_device()
     key = (shape, strides, xd, xp & 15, dev)
-    need = _ws_plain.get(key)  # (looked up here first: no lambda made on the hot path)
-    if need is None:
-        need = _workspace_bytes(lambda n: L.nanossm_scan_workspace_size(pA, px, po, popt, dev, n), _ws_plain, key)
+    need = _workspace_bytes(_ws_plain, key, L.nanossm_scan_workspace_size, pA, px, po, popt, dev)
     if need:  # (x.device costs a device object: only made when a workspace is)
         ws = _attach_workspace(buf, _OFF_WS, need, x.device)  # noqa: F841 (alive through the call)
         _tls.plain = False  # the workspace pointer must not outlive this call in the buffer
@@ -232,9 +229,7 @@ def _launch_backward(A, x, out, g, dx, dA, h0, gT, dh0, seq, reverse):
         # (what the plan reads: the shapes, the strides and 16-byte alignment of the four large
         # tensors, which select the packet width, and whether the call is packed)
         key = (shape, xs, os_, gs, ds, xd, tuple(p & 15 for p in ptrs4), reverse, seq is not None)
-        need = _ws_bwd.get(key)
-        if need is None:
-            need = _workspace_bytes(lambda n: L.nanossm_scan_backward_workspace_size(*ptrs, dev, n), _ws_bwd, key)
+        need = _workspace_bytes(_ws_bwd, key, L.nanossm_scan_backward_workspace_size, *ptrs, dev)
         ws = _attach_workspace(buf, _BOFF_WS, need, x.device) if need else None  # noqa: F841 (alive through the call)
         _loader.check(L.nanossm_scan_backward(*ptrs, dev, _raw_stream(dev)))
     else:
