@@ -311,7 +311,7 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 		pl.Chunks += pl.Segments - 1
 	}
 	if pl.Passes == 1 && pl.Chunks > 1 {
-		pl.Group = groupChunks(v, p.DType, vec, pl.Chunks)
+		pl.Group = groupChunks(v, p.DType, vec, pl.Tiles, pl.Chunks, dev.SMs)
 		if fewGroup > 0 && TuneGroup == 0 {
 			pl.Group = fewGroup
 		}

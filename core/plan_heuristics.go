@@ -41,7 +41,34 @@ var TuneGroup int64
 // group's aggregates spread over its warps, group_carry_wide: at G = 2 1,65536,64,64 took 1.100
 // against group_carry's 1.082, still ahead of the ungrouped kernel; fewTileGroup takes larger
 // groups where tiles are few.)
-func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
+//
+// Deep chains (v50; 4+ chunks): a tile's chain holds many of the resident blocks when the grid
+// is about one wave (tiles * chunks <= oneWaveBlocks * SMs: every block is resident at once,
+// nothing queued hides a hop, and a tile's chunks - 1 hops are the time after the loads) or
+// when tiles are few (tiles * 4 <= SMs: 12+ of a tile's chunks in flight at 3 blocks per SM). There the group's
+// extra reads cost less than the hops they save. Measured on the H200 (ratio to the copy, same
+// run; session 20 calls 2-3; G = 1 / 2 / 3 / 4), the 16-bit forward over 8-channel lanes:
+// bf16 2,1024,64,64 (32 tiles x 8 chunks) 1.638 / 1.469 / 1.454 / 1.479, 4,512,64,64 (64 x 4)
+// 1.519 / 1.351 / 1.377 / 1.355, 2,1024,32,128 1.564 / 1.403 / 1.456 / 1.489, 4,1024,64,64 (64 x 8,
+// 512 blocks) 1.434 / 1.354 / 1.388 / 1.376, 1,2048,64,64 (16 x 16) 1.913 / 1.627 / 1.560 / 1.513,
+// 1,4096,64,64 (16 x 32) 1.695 / 1.463 / 1.436 / 1.494, 1,8192,64,64 (16 x 64, 1024 blocks) 1.599 /
+// 1.374 / 1.361, 2,8192,64,64 (32 x 64) 1.399 / 1.320 / 1.325; f16 alike; many tiles past ~4
+// blocks per SM gained nothing: 8,1024,64,64 (128 x 8) 1.344 / 1.356 / 1.358 / 1.327,
+// 16,1024,16,128 1.313 / 1.353 / - / 1.342, 4,8192,64,64 (64 x 64, v25) 1.234 / 1.262 / 1.247.
+// Hence G = 2 below 16 chunks, 3 from 16. Further out (call 6; G = 1 / 2 / 3), 768 blocks:
+// bf16 4,1536,64,64 1.375 / 1.331 / 1.371, 3,2048 1.380 / 1.331 / 1.366, 6,1024 1.364 / 1.312 /
+// 1.313; 48 tiles x 64 chunks, 3,8192 1.304 / 1.249 / 1.271: G = 2 up to 6 blocks per SM or 48
+// tiles (SMs * 3/8). The fp32 forward (4-float lanes), few tiles only:
+// 1,1024,64,64 (32 x 8) 1.520 / 1.485 / 1.393, 1,2048 1.393 / 1.317 / 1.329, 1,4096 1.301 / 1.258 /
+// 1.277, but one wave of many tiles lost (4,512,64,64, 128 x 4: 1.235 / 1.296): G = 2 for few
+// tiles. The 16-bit backward (8-channel lanes; G = 1 / 2 / 4): 16 tiles, bf16 1,1024,64,64 3.209 /
+// 2.996 / 2.572, 1,2048 3.017 / 2.891 / 2.648, 1,4096 2.993 / 2.950 / 2.741, 1,8192 3.164 / 3.033
+// / 2.949, 1,32768 3.441 / 3.015 / 2.947; 32 tiles, 2,1024,64,64 2.823 / 2.645 / 2.589,
+// 2,1024,32,128 2.653 / 2.469 / 2.558, 2,8192,64,64 2.988 / 2.772 / 2.974; one wave of 64 tiles,
+// 4,512,64,64 2.614 / 2.471 / 2.507; not past that: 4,1024,64,64 (64 x 16) 2.595 / 2.619 / 2.646,
+// 8,1024 2.366 / 2.670 / 2.731, 4,8192 (64 x 128) 2.386 / 2.780 / -. Hence G = 4 over SMs / 8
+// tiles or fewer, else 2. The fp32 backward gained nowhere (1,1024,64,64 2.396 / 2.375 / 2.473).
+func groupChunks(v Variant, dt DType, vec, tiles, chunks, sms int64) int64 {
 	if v.packed() {
 		return 1
 	}
@@ -54,28 +81,44 @@ func groupChunks(v Variant, dt DType, vec, chunks int64) int64 {
 	// The backward has grouped kernels of its own since v35 (the plain one keeps its machine
 	// code). Measured on the H200 (ratio to the copy, same run; G = 1 / 2 / 4): 1,65536,64,64
 	// (1024 chunks) bf16 3.176 / 3.000 / 2.986, f32 2.538 / 2.679 / 2.855. So the 16-bit
-	// backward over 8-channel lanes takes G = 2 on its longest chains (the one measured class: the
-	// G the tests ran, 2, over the class of chains timed, 1024+ chunks), and the fp32 one none:
+	// backward over 8-channel lanes takes G = 2 on its longest chains (1024+ chunks; over 16 tiles
+	// or fewer, a deep chain, 4: v50 above), and the fp32 one none:
 	// its blocks wait on the group's aggregates in one warp behind a second barrier, which costs
 	// more than the hops save (v19 at G = 8: f32 2.54 -> 3.04). Few tiles stay three passes: a
 	// single pass with G = 16 / 64 took f32 1,262144,4,32 from 3.36 to 4.14 / 4.25 (chunks of 64
 	// steps, 4096 of them, each block waiting on its group's reads), bf16 2,262144,8,32 from 3.62
 	// to 3.44 / 5.93 (docs/performance.md v35); since v37 one class of them, one tile of fp32
 	// lanes, takes one pass with G = 32 (fewTileGroup).
+	deep := sms > 0 && chunks >= 4 && (tiles*chunks <= oneWaveBlocks*sms || tiles*4 <= sms)
+	few := deep && tiles*4 <= sms
+	w16 := dt.Size() == 2 && vec == 8
 	if v == Backward {
-		if dt.Size() == 2 && vec == 8 && chunks >= 1024 {
+		switch {
+		case w16 && deep && tiles*8 <= sms:
+			return 4
+		case w16 && (deep || chunks >= 1024):
 			return 2
 		}
 		return 1
 	}
+	// (the 16-bit forward gains a little further out too: up to 6 blocks per SM, 48 tiles)
+	edge := sms > 0 && chunks >= 4 && (tiles*chunks <= 6*sms || tiles*8 <= 3*sms)
 	switch {
-	case dt.Size() == 2 && vec == 8 && chunks >= 128:
+	case w16 && deep && chunks < 16:
+		return 2
+	case w16 && (deep || chunks >= 128):
 		return 3
-	case dt == Float32 && vec == 4 && chunks >= 128:
+	case w16 && edge:
+		return 2
+	case dt == Float32 && vec == 4 && (chunks >= 128 || few):
 		return 2
 	}
 	return 1
 }
+
+// oneWaveBlocks is the blocks per SM up to which groupChunks counts a grid as one wave (the
+// forward holds 3 blocks per SM, the backward 2; 4 per SM still gained, 8 did not).
+const oneWaveBlocks = 4
 
 // fewTileGroup is the carry group of a forward (and of one backward class, below) over few
 // tiles and many chunks (tiles * 32 <= SMs, 64+ chunks), where the per-chunk look-back's chain

@@ -12,9 +12,9 @@ import (
 // the workspace does not depend on the device or the pass knob (it is sized before a device is
 // loaded) nor on the number of sequences (callers cache it by layout), a three-pass plan gives
 // pass 2 at most one batch (8 chunks) per warp, carries go by groups only in a single pass (a
-// 16-bit forward over 8-channel lanes of 128+ chunks, an fp32 forward over 4-float lanes of 128+
-// chunks, a 16-bit backward over 8-channel lanes of 1024+ chunks, or the few-tile groups of
-// fewTileGroup), in the kernel with the grouped path where there is one, and packed calls are
+// 16-bit forward over 8-channel lanes of 128+ chunks or of a deep chain (groupChunks), an fp32
+// forward over 4-float lanes of 128+ chunks or few tiles, a 16-bit backward over 8-channel lanes of
+// 1024+ chunks or of a deep chain, or the few-tile groups of fewTileGroup), in the kernel with the grouped path where there is one, and packed calls are
 // cut into segments only in a single pass, at most one per sequence and MaxSegments, with a
 // look-back slot for every chunk the segments may need (one more per segment). Besides the random
 // shapes, a few long one-tile chains (the one-pass grouped backward of fewTileGroup, which the
@@ -58,6 +58,10 @@ func TestPlanInvariants(t *testing.T) {
 				// (the few-tile groups: a single pass over few tiles and many chunks)
 				fewGroup := tune != 3 && pl.Group == fewTileGroup(v, p.DType, vec, pl.Tiles, p.T) && pl.Chunks >= 64 &&
 					pl.Tiles*32 <= sms
+				// (deep chains: groupChunks' grids of about one wave or of few tiles)
+				wide16 := p.DType.Size() == 2 && vec == 8
+				deep := sms > 0 && pl.Chunks >= 4 && (pl.Tiles*pl.Chunks <= oneWaveBlocks*sms || pl.Tiles*4 <= sms)
+				edge := sms > 0 && pl.Chunks >= 4 && (pl.Tiles*pl.Chunks <= 6*sms || pl.Tiles*8 <= 3*sms)
 				chunk := pl.Warps * pl.Steps
 				base := pl.Chunks - (pl.Segments - 1) // the chunks of one row
 				lanes := p.B * p.R * (p.C / vec)
@@ -79,9 +83,9 @@ func TestPlanInvariants(t *testing.T) {
 					pl.PrefixWarps < 1 || pl.PrefixWarps > PrefixMaxWarps || pl.Groups*pl.PrefixWarps*8 < pl.Chunks-2):
 					t.Fatalf("%+v %v vec %d: three passes %+v", p, v, vec, pl)
 				case pl.Group < 1 || pl.Group > 1 && (pl.Passes != 1 || v.packed() ||
-					v == Backward && !(p.DType.Size() == 2 && vec == 8 && pl.Chunks >= 1024 && pl.Group == 2 || fewGroup) ||
-					v == Forward && !(p.DType.Size() == 2 && vec == 8 && pl.Chunks >= 128 || p.DType == Float32 && vec == 4 && pl.Chunks >= 128 ||
-						fewGroup)):
+					v == Backward && !(wide16 && (pl.Group == 4 && deep && pl.Tiles*8 <= sms || pl.Group == 2 && (deep || pl.Chunks >= 1024)) || fewGroup) ||
+					v == Forward && !(wide16 && (pl.Chunks >= 128 || deep || edge && pl.Group == 2) ||
+						p.DType == Float32 && vec == 4 && (pl.Chunks >= 128 || deep && pl.Tiles*4 <= sms) || fewGroup)):
 					t.Fatalf("%+v %v vec %d: carry group %+v", p, v, vec, pl)
 				case (pl.Kernel == scanKernels[kernelKey{p.DType, v, vec, true, false}]) != (pl.Group > 1 && hasGrouped(p.DType, v, vec)):
 					t.Fatalf("%+v %v vec %d: kernel %s for carry group %d", p, v, vec, pl.Kernel, pl.Group)
@@ -125,16 +129,32 @@ func TestNamedPlans(t *testing.T) {
 		{"four tiles, groups of 16", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: Float32}, 4, 2048, 1, 16},
 		{"bf16 two tiles of 8-channel lanes, groups of 8", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: BFloat16}, 8, 2048, 1, 8},
 		{"bf16 one tile of 8-channel lanes, groups of 16", Forward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: BFloat16}, 8, 1024, 1, 16},
-		{"bf16 backward, 1024 chunks: groups of 2", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 1024, 1, 2},
-		{"tests/test_backward.py's long chain: groups of 2", Backward, Problem{B: 1, T: 65601, R: 20, C: 64, DType: Float16}, 8, 1026, 1, 2},
+		{"bf16 backward, 16 tiles of 1024 chunks: groups of 4", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 1024, 1, 4},
+		{"bf16 backward, 64 tiles of 1024 chunks: groups of 2", Backward, Problem{B: 4, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 1024, 1, 2},
+		{"tests/test_backward.py's long chain: groups of 4", Backward, Problem{B: 1, T: 65601, R: 20, C: 64, DType: Float16}, 8, 1026, 1, 4},
 		{"fp32 backward, 1024 chunks: not grouped", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 1024, 1, 1},
-		{"bf16 backward, 512 chunks: not grouped", Backward, Problem{B: 1, T: 32768, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 1},
+		{"bf16 backward, 16 tiles of 512 chunks: groups of 4", Backward, Problem{B: 1, T: 32768, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 4},
+		{"bf16 backward, 64 tiles of 128 chunks: not grouped", Backward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 128, 1, 1},
+		{"bf16 backward, 32 tiles of 128 chunks: groups of 2", Backward, Problem{B: 2, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 128, 1, 2},
 		{"backward, one tile of 4096 chunks: one pass, groups of 32", Backward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 4096, 1, 32},
 		{"tests/test_plans.py's long chain: one pass, groups of 32", Backward, Problem{B: 1, T: 131100, R: 2, C: 8, DType: Float32}, 4, 2049, 1, 32},
 		{"backward, one tile, T below 131072: three passes over 4-warp blocks", Backward, Problem{B: 1, T: 100000, R: 4, C: 32, DType: Float32}, 4, 3125, 3, 1},
 		{"backward, one tile of 1024 chunks: three passes", Backward, Problem{B: 1, T: 32768, R: 4, C: 32, DType: Float32}, 4, 1024, 3, 1},
 		{"bf16 backward, one tile: three passes", Backward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: BFloat16}, 8, 4096, 3, 1},
 		{"backward, two tiles: three passes", Backward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: Float32}, 4, 4096, 3, 1},
+		{"bf16, one wave (32 tiles x 8 chunks): groups of 2", Forward, Problem{B: 2, T: 1024, R: 64, C: 64, DType: BFloat16}, 8, 8, 1, 2},
+		{"f16, one wave (16 tiles x 16 chunks): groups of 3", Forward, Problem{B: 1, T: 2048, R: 64, C: 64, DType: Float16}, 8, 16, 1, 3},
+		{"bf16, 1024 blocks: not grouped", Forward, Problem{B: 16, T: 1024, R: 16, C: 128, DType: BFloat16}, 8, 8, 1, 1},
+		{"bf16, 768 blocks: groups of 2", Forward, Problem{B: 6, T: 1024, R: 64, C: 64, DType: BFloat16}, 8, 8, 1, 2},
+		{"bf16, 48 tiles of 64 chunks: groups of 2", Forward, Problem{B: 3, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 2},
+		{"bf16, 64 tiles of 64 chunks: not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 1},
+		{"fp32, one wave of 128 tiles: not grouped", Forward, Problem{B: 4, T: 512, R: 64, C: 64, DType: Float32}, 4, 4, 1, 1},
+		{"fp32, 32 tiles: groups of 2", Forward, Problem{B: 1, T: 1024, R: 64, C: 64, DType: Float32}, 4, 8, 1, 2},
+		{"bf16, 16 tiles of 64 chunks: groups of 3", Forward, Problem{B: 1, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 3},
+		{"bf16 backward, one wave of 16 tiles: groups of 4", Backward, Problem{B: 1, T: 1024, R: 64, C: 64, DType: BFloat16}, 8, 16, 1, 4},
+		{"bf16 backward, one wave of 32 tiles: groups of 2", Backward, Problem{B: 2, T: 1024, R: 64, C: 64, DType: BFloat16}, 8, 16, 1, 2},
+		{"bf16 backward, 2048 blocks: not grouped", Backward, Problem{B: 8, T: 1024, R: 64, C: 64, DType: BFloat16}, 8, 16, 1, 1},
+		{"fp32 backward, one wave: not grouped", Backward, Problem{B: 1, T: 1024, R: 64, C: 64, DType: Float32}, 4, 16, 1, 1},
 	} {
 		pl := plan(c.v, c.p, c.vec, h200)
 		if pl.Chunks != c.chunks || pl.Passes != c.passes || pl.Group != c.group {

@@ -54,24 +54,27 @@ func TestForwardSinglePass(t *testing.T) {
 	}{
 		{"f32 vec4", core.Float32, 2, 300, 3, 8, nil, 0, 4},
 		{"f32 C=5", core.Float32, 2, 1000, 3, 5, nil, 0, 1},
-		{"bf16 vec8", core.BFloat16, 1, 4096, 4, 64, nil, 0, 8},
+		// one tile of 32 chunks: a grid of one wave, carries by groups of 3 (groupChunks)
+		{"bf16 vec8", core.BFloat16, 1, 4096, 4, 64, nil, 3 << 8, 8},
 		{"f16 reverse (narrow: vec4)", core.Float16, 2, 129, 2, 16, func(a *core.ScanArgs) { a.Reverse = true }, 1, 4},
 		{"f32 strided x", core.Float32, 2, 64, 3, 8, func(a *core.ScanArgs) {
 			a.X.Strides = []int64{64 * 3 * 16, 3 * 16, 16, 1} // a slice of a wider tensor
 		}, 0, 4},
+		// (one tile of 6 chunks: carries by groups of 2, groupChunks' few tiles)
 		{"f32 states", core.Float32, 2, 700, 3, 4, func(a *core.ScanArgs) {
 			a.InitialState, a.FinalState = tensor(addrH0, core.Float32, 2, 3, 4), tensor(addrHT, core.Float32, 2, 3, 4)
-		}, 0, 4},
+		}, 2 << 8, 4},
 		// 3 sequences, 8 chunks of 128 steps, one tile: 2 segments (flag bits 16-23; segments
 		// of 4+ chunks, core/plan_heuristics.go packedSegments)
 		{"f32 packed int32", core.Float32, 1, 900, 3, 4, func(a *core.ScanArgs) {
 			a.CuSeqlens = tensor(addrSeq, core.Int32, 4)
 		}, 16 | 2<<16, 4},
 		// 256 chunks of 128 steps, 5 tiles of 8-channel lanes: carries by groups of 3 (flag bits
-		// 8-15); the fp32 forward groups by 2 from 128 chunks, in its grouped kernel
+		// 8-15); the fp32 forward groups by 2 from 128 chunks or over few tiles, in its grouped
+		// kernel
 		{"bf16 grouped carries", core.BFloat16, 1, 256 * 128, 20, 64, nil, 3 << 8, 8},
 		{"f32 grouped carries", core.Float32, 1, 128 * 128, 20, 64, nil, 2 << 8, 4},
-		{"f32 64 chunks, not grouped", core.Float32, 1, 64 * 128, 20, 64, nil, 0, 4},
+		{"f32 64 chunks of 40 tiles, not grouped", core.Float32, 1, 64 * 128, 320, 16, nil, 0, 4},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
