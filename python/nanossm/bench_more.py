@@ -6,12 +6,14 @@ kernel moving the same bytes: three reads, one write); and a training step (forw
 autograd) against the einsum baseline's forward alone. Packed: B sequences of T steps packed as
 (1, B*T, R, C) with cu_seqlens, equal and uneven lengths, against the plain (B,T,R,C) scan; and
 the fused backward of the equal pack against the plain one's (no states: the lean kernels).
-Median times with a cold L2, like bench.py. Not a test: no pass/fail.
+Median times with a cold L2, like bench.py (with --timing graph, the library's calls, the copy and
+addcmul by CUDA-graph replay; the training step and the einsum baseline always by events). Not a
+test: no pass/fail.
 """
 import torch
 
 from . import ssm_scan
-from .bench import DTYPES, bench_ms
+from .bench import DTYPES, bench_ms, copy_ms
 from ._call import _launch_backward
 from .reference import rel_err, ssm_scan_backward64, ssm_scan_einsum
 
@@ -35,7 +37,7 @@ def bench_backward(shapes, dtypes):
             dx, dA = torch.empty_like(x), torch.empty_like(A)
             dst = torch.empty_like(x)
             row = {"shape": shape, "dtype": dname}
-            row["copy"] = bench_ms(lambda: dst.copy_(x))
+            row["copy"] = copy_ms(x, dst)
             row["backward"] = bench_ms(lambda: _launch_backward(A, x, out, grad, dx, dA, None, None, None, None, False))
             row["err_dx"], row["err_dA"] = _backward_errors(A, x, grad, dx, dA)
             # the same traffic in PyTorch's own elementwise kernel (read three tensors, write one)
@@ -44,11 +46,11 @@ def bench_backward(shapes, dtypes):
 
             def step():
                 ssm_scan(As, xs).backward(grad)
-            row["fwd+bwd"] = bench_ms(step)
+            row["fwd+bwd"] = bench_ms(step, graph=False)  # (autograd: timed by events)
             row["forward"] = bench_ms(lambda: ssm_scan(A, x))
             B, T, R, C = shape
             if B * T * T * R * 4 <= 40e9:
-                row["einsum_fwd"] = bench_ms(lambda: ssm_scan_einsum(A, x))
+                row["einsum_fwd"] = bench_ms(lambda: ssm_scan_einsum(A, x), graph=False)
             rows.append(row)
             extra = f"  einsum fwd {row['einsum_fwd']:.3f} ms" if "einsum_fwd" in row else ""
             print(f"{dname:>4} {str(shape):>20}  copy {row['copy']:.4f}  backward {row['backward']:.4f} ms "
