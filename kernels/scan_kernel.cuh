@@ -21,25 +21,19 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 
   const int lane = threadIdx.x, w = threadIdx.y, S = blockDim.y;
   const int64_t T_ = P.T, R = P.R, C = P.C, flags = P.flags;
-  // (F_UNDECAYED and F_SCALE_HT are the backward's: compiled out of the packed forward, whose
-  // rolled loops hold a sequence's start and end, v31-v32)
+  // (F_UNDECAYED, F_SCALE_HT: the backward's, compiled out of the packed forward, v31-v32)
   constexpr bool kFwdPacked = PACKED && !BWD;
-  // GROUPED: a chunk's group's earlier aggregates read by several warps at once, their sums
-  // held where the A table was (group_carry_wide)
+  // GROUPED: the group's aggregates read by several warps, their sums where the A table was
+  // (group_carry_wide; the packed forward reads its tables again in phase 3: not there)
   constexpr bool kWide = GROUPED;
-  // (its partial sums overwrite the tables, which the packed forward reads again in phase 3; the
-  // plain backward holds its decays in registers from phase 1 on)
   static_assert(!GROUPED || !PACKED, "carries by groups: the plain forward and backward only");
   const bool reverse = flags & F_REVERSE, undecayed = !kFwdPacked && (flags & F_UNDECAYED);
   const bool agg_only = flags & F_AGG_ONLY, prefixed = flags & F_PREFIXED;
   const float* h0 = STATES ? P.h0 : nullptr;
 
-  // (tile, chunk) in chunk-major order: chunk j of every tile has a lower block index than chunk
-  // j + 1, and blocks are dispatched in index order, so a block only waits on running blocks.
-  // (A packed call cut into segments maps the index to a segment's chunk level by level, below:
-  // `chunk` then names the chunk's look-back slot, and the same holds of its levels.)
-  // Pass 3 of the three-pass plan waits on nothing: it runs the chunks last to first, so it
-  // first reads what pass 1 read last (still in L2).
+  // (tile, chunk) chunk-major: blocks are dispatched in index order, so a block waits only on
+  // running blocks (packed segments: level by level, segment_chunk below). Pass 3 of three waits
+  // on nothing and runs the chunks last to first: it first reads what pass 1 read last (in L2).
   int64_t tile, chunk;
   divmod(blockIdx.x, P.n_tiles, chunk, tile);
   if (prefixed) {
@@ -57,20 +51,17 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   const float* Ab = P.A + b * P.sA[0] + r * P.sA[2];
   const T* xb = P.x + b * P.sx[0] + r * P.sx[2] + cv * VEC * P.sx[3];
   T* ob = P.out + b * P.so[0] + r * P.so[2] + cv * VEC * P.so[3];
-  // h0 / hT rows are contiguous (rows of states, R, C): row k of the states for (r, cv); b's row
-  // (unpacked) precomputed, so that b, r and cv die here (fewer live registers). The packed
-  // forward holds (r, cv)'s offset in 32 bits (one register less: its fp32 kernel with states
-  // spilled 40 bytes with 64; the host refuses R * C >= 2^31 there, core/validate.go).
+  // State rows (rows, R, C): b's row precomputed so b, r and cv die here. The packed forward
+  // holds the offset in 32 bits (its fp32 kernel with states spilled 40 bytes with 64; the host
+  // refuses R * C >= 2^31 there, core/validate.go).
   using StOff = std::conditional_t<kFwdPacked, int, int64_t>;
   const StOff st0 = static_cast<StOff>(r * C + cv * VEC);
   const int64_t st_b = b * R * C + st0;
   auto state_off = [&](int64_t k) { return k * R * C + st0; };
 
   auto a_at = [&](int64_t tau) { return a_scan(Ab, P.sA[1], T_, reverse, tau); };
-  // a just before step tau.  Before step 0 it is A[-1] := 0 when an initial state decays in;
-  // with no initial state (or an undecayed one) it is a(0): decay 1, every exponent <= 0.
-  // In two halves, a predicated load and a select, so that the load can be issued long before
-  // its value is needed (a branch's join, or an early select, would wait for it at once).
+  // a just before step tau: before step 0, A[-1] := 0 when an initial state decays in, else a(0)
+  // (decay 1). A predicated load, then a select, so the load issues long before its use.
   auto a_before_zero = [&](int64_t tau) { return !active || tau >= T_ || (tau == 0 && h0 && !undecayed); };
   auto a_before_load = [&](int64_t tau, bool skip) -> float {  // (skip: 0, nothing read)
     const int64_t s = tau > 0 ? tau - 1 : 0;
@@ -88,10 +79,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     return reverse ? T_ - v : v;
   };
   auto seq_row = [&](int64_t i) { return reverse ? N - 1 - i : i; };
-  // The block's first step and the end of its steps. A packed call cut into segments
-  // (segment_chunk in packed.cuh) maps the block's place in the order to a chunk of one
-  // segment and `chunk` to its look-back slot; seg_j: the chunk's place in its segment (none enters
-  // the first: it begins with a sequence), seg_last: the segment's last chunk.
+  // The block's first step and its steps' end; packed segments (segment_chunk) map `chunk` to its
+  // look-back slot, seg_j: its place in the segment (the first has no carry in).
   const int64_t chunk_len = (int64_t)S * NS;
   int64_t t0 = chunk * chunk_len, seg_end = T_, seg_j = chunk;
   if constexpr (PACKED) {
@@ -100,11 +89,9 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   }
   const bool seg_later = seg_j > 0, seg_last = PACKED && t0 + chunk_len >= seg_end;  // (a carry in; no successor)
 
-  // ---- phase 1: stage this thread's NS packets in shared memory (every copy in flight at
-  // once, none held in registers), read its NS A values, fold a zero-carry aggregate.
-  // Shared layout: row (w*NS + i), lane -> xs[i * WARP]; a warp's row is 32 adjacent packets.
-  // The backward stages x and out the same way, in two more regions (with asynchronous copies
-  // as a second group, issued after g's: issue_steps, v40).
+  // ---- phase 1: stage this thread's NS packets in shared memory (all copies in flight at once),
+  // read its NS A values, fold a zero-carry aggregate. Row (w*NS + i), lane -> xs[i * WARP]. The
+  // backward stages x and out in two more regions, a second group of copies (issue_steps, v40).
   extern __shared__ __align__(16) unsigned char smem[];
   const int64_t region = (int64_t)S * NS * WARP;
   Packet<T, VEC>* xs = reinterpret_cast<Packet<T, VEC>*>(smem) + (int64_t)w * NS * WARP + lane;
@@ -142,30 +129,23 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       write_state(seq_row(k), state_off(seq_row(k)), st, 1.f);
     }
   };
-  // The A values a thread needs beyond its own steps: a just before its first step, and just
-  // before the block's first step (phase 2). The packed kernels load them first (ptxas places
-  // their first uses among the staging copies whatever the source order); the others with the
-  // A table's decision, below.
+  // a before the thread's first step and before the block's (phase 2): the packed kernels load
+  // them first, the others after the A table's decision, below.
   float a_prev_raw = 0.f, a_blk_raw = 0.f;
   if constexpr (PACKED) {
     a_prev_raw = a_before_load(ts, false);
     a_blk_raw = a_before_load(t0, false);
   }
-  // Packed sequences: the steps of this warp that start (bit i of smask) or end one (emask), and
-  // the sequence of each (sh_seq), found by the walk behind the copies (below).
+  // Packed: this warp's steps that start (smask) or end (emask) a sequence, and its number (sh_seq).
   __shared__ int64_t sh_seq[NW][NS];
   uint32_t smask = 0, emask = 0;
 
-  // The A table (v14, issue_a_table): when a warp's lanes cover at most AT_ROWS (b, r) rows
-  // (C / VEC >= 8) and all are active, the warp's A values go to shared memory by asynchronous
-  // copies issued with the x copies (no register holds them in flight, no second round trip),
-  // and each step's decay is computed once per row into d_tab (v17, fill_decay_table). Else
-  // per-lane register loads. Measured on the H200 (docs/performance.md v16-v18): forward fp32
-  // 8,2048,64,64 1.17 -> 1.11, backward 2.64 -> 2.31; with idle lanes (1,262144,4,32 bf16) it
-  // was slower, hence "all active" (4.31 -> 3.84).
+  // The A table (v14-v18): when a warp's lanes cover at most AT_ROWS rows and all are active, its
+  // A values are copied to shared memory with the x copies and each step's decay is computed once
+  // per row (d_tab); else per-lane loads (fp32 8,2048,64,64 forward 1.17 -> 1.11, backward 2.64 ->
+  // 2.31; with idle lanes slower, 1,262144,4,32 bf16 3.84 -> 4.31: hence "all active").
   constexpr int AT_ROWS = 4;
-  // (kWide: both in one array, which group_carry_wide takes over after phase 1; an array a kernel
-  // does not name takes no shared memory)
+  // (kWide: both in one array, which group_carry_wide takes over after phase 1)
   __shared__ float a_tab_s[NW][AT_ROWS][NS + 1], d_tab_s[NW][AT_ROWS][NS];
   constexpr int kTabFloats = NW * AT_ROWS * (2 * NS + 1);
   __shared__ float tab_mem[kTabFloats];
@@ -177,30 +157,24 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   }
   const int64_t row_lo = __shfl_sync(0xffffffffu, row, 0);
   const int q_row = active ? static_cast<int>(row - row_lo) : 0;  // lanes' rows differ by < 32
-  // The packed forward without states has it since its chains are cut into segments (v30;
-  // packed / plain, same run: f32 8,2048,64,64 1.104 -> 1.080, 16,1024,16,128 1.106 -> 1.082,
-  // bf16 8,2048 1.211 -> 1.142), the one with states since its starts and ends left its step
-  // loops (v32); the packed backward took 3-6% longer with it.
+  // (the packed forward has it since v30/v32, bf16 8,2048 packed / plain 1.211 -> 1.142; the
+  // packed backward took 3-6% longer with it)
   constexpr bool kTable = !PACKED || !BWD;
   const bool use_tab = kTable && __reduce_max_sync(0xffffffffu, static_cast<unsigned>(q_row)) < AT_ROWS &&
                        __all_sync(0xffffffffu, active);
   if (use_tab) issue_a_table<NS, AT_ROWS>(a_tab[w], q_row, Ab, P.sA[1], T_, reverse, ts);
-  // Without the table, the A values a thread needs beyond its own steps are loaded with them
-  // (the packed kernels': above).
+  // (without the table: loaded with them)
   if constexpr (!PACKED) {
     a_prev_raw = a_before_load(ts, use_tab);
     a_blk_raw = a_before_load(t0, use_tab && !kWide);
   }
   float dec[NS];  // A at each step as loaded, then the step's decay
   {
-    // Step pointers, walked by increments (dir = +1, or -1 in reverse) instead of a 64-bit
-    // product per step and tensor; opaque() keeps ptxas from rematerialising them per step.
+    // Step pointers walked by increments (opaque(): not rematerialised per step).
     const int64_t t_first = reverse ? T_ - 1 - ts : ts, dir = reverse ? -1 : 1;
     const T* px = opaque(xb + t_first * P.sx[1]);
-    // Without the table, each step's A: in the loop of copies, or (kSplitA) in a loop of its own
-    // after them, which the table's warps skip (in the copies' loop they issue ~7 dead predicated
-    // instructions per step for it); the fp32 forward spilled 44 bytes with the split. (Not in
-    // the packed kernels: the packed forward has the table, the packed backward loads per lane.)
+    // Without the table, each step's A in the copies' loop, or (kSplitA) in a loop of its own
+    // that the table's warps skip (v18; the fp32 forward spilled 44 bytes with the split).
     constexpr bool kSplitA = !PACKED && (BWD || (sizeof(T) == 2 && VEC == 8));
     const float* pa = opaque(Ab + t_first * P.sA[1]);
     const int64_t dx = dir * P.sx[1], da = dir * P.sA[1];
@@ -210,11 +184,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     Packet<T, VEC> held[NS], held_x[BWD ? NS : 1], held_y[BWD ? NS : 1];  // narrow packets only
     issue_steps<T, VEC, NS, BWD, kSplitA>(xs, xos, yos, held, held_x, held_y, px, pxo, pyo, P.sx, P.sxo, P.syo,
                                           dir, dx, active, nst, stage_xy, use_tab, pa, da, dec);
-    // Packed sequences: which of this warp's steps start or end a sequence (packed_walk in
-    // packed.cuh), while the copies fly. Empty sequences get their final state here. (Before
-    // v30 the walk came before the copies, which waited for its round trips; after them, packed /
-    // plain on the H200, same run: fp32 forward 4,8192,64,64 1.053 -> 1.037, bf16 1.083 -> 1.048,
-    // fp32 backward 1.013 -> 0.953, bf16 8,2048 1.017 -> 0.989.)
+    // Packed: the warp's starts and ends (packed_walk), while the copies fly (v30: before them,
+    // the copies waited for its round trips); empty sequences get their final state here.
     if constexpr (PACKED) packed_walk<NS>(bound, N, ts, T_, seg_end, empty_state, sh_seq[w], smask, emask);
     if constexpr (!kAsyncStage<T, VEC>) {
 #pragma unroll
@@ -229,27 +200,23 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       }
     }
   }
-  // each thread reads back only the rows it staged: no barrier needed (the backward over
-  // asynchronous copies waits for g and the A table here, for x and out before phase 3)
+  // each thread reads back only its own rows: no barrier (the two-group backward waits for g and
+  // the table here, for x and out before phase 3)
   constexpr bool kStaged2 = kTwoGroups<BWD, T, VEC>;
   if constexpr (kStaged2) {
     staged_wait_g();
   } else {
     staged_wait();
   }
-  // (but the table's entries were copied by other lanes of the warp: every lane has waited for
-  // its own copies once it reaches the warp barrier; v17 read a_tab before it, a race that
-  // racecheck reported)
+  // (the table's entries were copied by other lanes: the warp barrier orders them; racecheck, v17)
   if (use_tab) __syncwarp();
   const float a_prev = a_before_use(ts, use_tab ? a_tab[w][q_row][0] : a_prev_raw);
-  // (the packed kernels take a before the block here, from their own load, table or not, as v12
-  // did: later, the packed fp32 forward spilled; ts - w * NS is t0, derived from ts rather than
-  // kept live across the copies, for the same reason)
+  // (the packed kernels' a before the block, here from their own load; ts - w * NS is t0, not
+  // kept live across the copies: the packed fp32 forward spilled otherwise)
   float a_blk_packed = 0.f;
   if constexpr (PACKED) a_blk_packed = a_before_use(ts - w * NS, a_blk_raw);
-  // a(tau) in scan order at step i from its raw A value, and the step's decay (a_last: a before
-  // the step, updated); past the end (or an idle lane) a stays: decay 1, input 0, the state rides
-  // through unchanged. (Warps without the table; the table's decays follow the same rule.)
+  // Step i's decay from its raw A (a_last: a before the step, updated); past the end or on an idle
+  // lane a stays: decay 1, input 0. (The table's decays follow the same rule.)
   auto step_decay = [&](int i, float raw, float& a_last) -> float {
     const float ai = (active && i < nst) ? (reverse ? -raw : raw) : a_last;
     const float d = expf(ai - a_last);
@@ -273,15 +240,11 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 #pragma unroll
     for (int i = 0; i < NS; ++i) dec[i] = step_decay(i, dec[i], a_last);
   }
-  // The packed forward (v32): the warps with a sequence start (phase 1), or a start or an end
-  // (phase 3), in their steps, a few in a launch, take rolled loops that hold the starts' initial
-  // states and the ends' final states; the others run the plain scan's unrolled loops, with no
-  // code for starts and ends between their steps (kBits, the packed backward's way: that code,
-  // inline in every step, had the packed forward stall on instruction fetch, v25). A rolled loop
-  // cannot index dec[]: decay_at takes a step's decay again, from the table or from A as phase 1
-  // read it (step_decay: the same bits). Both phases run packed_steps_rolled (packed.cuh; v46:
-  // one helper for the two loops, timed neutral). start_at: the state a sequence starting at step
-  // i restarts from.
+  // The packed forward (v32, v46): warps with a start (phase 1) or a start or an end (phase 3)
+  // take rolled loops (packed_steps_rolled) that hold the states; the others run the plain
+  // unrolled loops (kBits, the backward's way, inline in every step, stalled the forward on
+  // instruction fetch, v25). decay_at: a step's decay again (same bits), which a rolled loop
+  // cannot index from dec[]; start_at: the state a sequence starting at step i restarts from.
   constexpr bool kBits = PACKED && BWD;
   auto start_at = [&](int i, float d, float (&st)[VEC]) { start_state(sh_seq[w][i], d, st); };
   auto decay_at = [&](int i, float& al) -> float {
@@ -325,13 +288,11 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     for (int v = 0; v < VEC; ++v) st[v] = sh_reset[s] ? sh_agg[s][lane][v] : fmaf(d, st[v], sh_agg[s][lane][v]);
   };
 
-  // ---- phase 2: the carry into the block (state at step t0 - 1): h0 for chunk 0 (0 for a packed
-  // segment's first chunk, which begins with a sequence), else a look-back
-  // that every warp does for itself (no second barrier). Publication needs no flag or fence: the
-  // workspace starts as the NaN pattern 0xffffffff, which arithmetic never produces (GPU NaNs are
-  // canonical 0x7fffffff), and every 32-bit value is written once; a reader polls its own lane's
-  // values until none is the pattern, and each word it sees is final.
-  // (after the barrier: with the table, a before the block's first step is warp 0's entry)
+  // ---- phase 2: the carry into the block: h0 for chunk 0 (0 for a packed segment's first),
+  // else a look-back every warp does for itself (no second barrier). No flag or fence: the
+  // workspace starts as 0xffffffff, a NaN arithmetic never produces (GPU NaNs are 0x7fffffff),
+  // each word is written once, and a reader polls its lane's words until none is the pattern.
+  // (with the table, a before the block is warp 0's entry, after the barrier)
   const float a_blk = PACKED ? a_blk_packed : a_before_use(t0, use_tab && !kWide ? a_tab[0][q_row][0] : a_blk_raw);
   bool block_reset = false, need_carry = !(PACKED && (smask & 1));
   for (int s = 0; s < S; ++s) {
@@ -352,20 +313,18 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 #pragma unroll
     for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
     const bool publisher = w == S - 1 && !last && !prefixed;  // (pass 3: all published)
-    // Carries by groups (group_carry): compiled into the 16-bit forward over 8-channel lanes and
-    // into the GROUPED kernels (core/plan_heuristics.go groupChunks, fewTileGroup). Compiled into
-    // the plain fp32 forward it cost the plans that do not group 1-3% (v24); the 4-channel 16-bit
-    // forward spilled with it, and the plain backward timed slower with it (v19).
+    // Carries by groups: in the 16-bit forward over 8-channel lanes and the GROUPED kernels
+    // (groupChunks, fewTileGroup); in the plain fp32 forward it cost 1-3% (v24), the 4-channel
+    // 16-bit forward spilled, the plain backward slowed (v19).
     constexpr bool kGrouped = !PACKED && (GROUPED || (!BWD && sizeof(T) == 2 && VEC == 8));
-    // GROUPED: the publisher folds its aggregate again after the carry (same folds, same bits)
-    // instead of holding it in registers across group_carry: at 80 registers it spilled 32 bytes.
+    // GROUPED: the publisher folds its aggregate again after the carry (same bits): held across
+    // group_carry it spilled 32 bytes at 80 registers.
     constexpr bool kRefold = GROUPED;
     const int64_t group = (flags >> F_GROUP_SHIFT) & 0xff;
     const bool grouped = kGrouped && group > 1;
     if (publisher) {
-      // block aggregate over the S sub-chunks (all full: not the last chunk); publish it first,
-      // so successors can look past this block while it looks back.  With a sequence start in
-      // the block it is already an inclusive prefix.
+      // the block's aggregate, published first so successors can look past it while it looks
+      // back (with a sequence start in the block, it is an inclusive prefix)
       for (int s = 0; s < S; ++s) fold(s, a_end, agg);
       if (block_reset) {
         publish<VEC>(&incl[(me * WARP + lane) * VEC], agg);
@@ -384,9 +343,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
         auto h0_at = [&](int v) { return h0 && active ? h0[st_b + v] : 0.f; };
         // (the narrow form's carry: through sh_carry_s, or in the wide kernels the dead tables)
         __shared__ float sh_carry_s[kWide ? 1 : WARP][VEC];
-        // The backward's wide shares poll more aggregates a round trip (v37): 8 fit the fp32
-        // backward's 128 registers (16-bit lanes spilled 200 bytes with 8 and fit 4); the
-        // forward's 80 spilled with 4 (96 bytes, 1,65536,64,64 1.08 -> 1.55: v38's wb4).
+        // aggregates per round trip of the backward's wide shares (v37: 16-bit lanes spilled
+        // with 8; the forward's 80 registers spilled with 4, v38)
         constexpr int kWideBatch = !BWD ? 0 : VEC >= 8 ? 4 : 8;
         block_group_carry<VEC, kWide, kTabFloats, kWideBatch>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk,
                                                               a_end_of, a_start, h0_at, tab_mem, sh_carry_s, carry);
@@ -424,15 +382,12 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     return active ? expf(Ab[t * P.sA[1]] - prev) : 0.f;
   };
   float dpart[NS];  // backward: this lane's share of dA at each step
-  // The output pointer walks by increments, as in phase 1, where registers allow: the backward
-  // and the 16-byte 16-bit forward (at 80 registers, the fp32 forward spilled 32 bytes with it,
-  // the 8-byte 16-bit one 40; they recompute ~12 instructions of 64-bit index per step), and
-  // the packed forward's rolled loop always.
+  // The output pointer walks by increments where registers allow (the backward, the 16-byte
+  // 16-bit forward, the packed rolled loop; the fp32 forward spilled 32 bytes with it, v17).
   constexpr bool kStepPtr = BWD || (sizeof(T) == 2 && VEC == 8);
   T* po = ob + (reverse ? T_ - 1 - ts : ts) * P.so[1];
   const int64_t dout = reverse ? -P.so[1] : P.so[1];
-  // (an end matters only with a final state to write: hT is the same for every lane; every lane
-  // is active here, the forward's idle lanes left)
+  // (an end matters only with a final state; the forward's idle lanes have left)
   if (kFwdPacked && (smask | (hT ? emask : 0u))) {
     packed_steps_rolled<T, VEC>(xs, nst, smask, a_prev, decay_at, start_at, [&](int i, const float (&c)[VEC]) {
       store_packet<T, VEC>(po, P.so[3], c);
@@ -444,11 +399,9 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     }, carry);
     return;
   }
-  // The others take their decays again, so that dec[] holds no register across phase 2 (16
-  // fewer live values there: with the table and 64-bit state offsets the fp32 kernel with states
-  // spilled 40 bytes with this reload and 76 without it, docs/performance.md v32).
-  // (decay_at's two sources in two loops: decay_at itself, tested per step, made the fp32 kernel
-  // with states spill)
+  // The packed forward takes its decays again, so dec[] holds no register across phase 2 (v32:
+  // the fp32 kernel with states spilled without it), its two sources in two loops (decay_at,
+  // tested per step, spilled).
   if constexpr (kFwdPacked) {
     if (use_tab) {
 #pragma unroll
@@ -488,8 +441,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     }
     if (active) store_packet<T, VEC>(kStepPtr ? po : ob + (reverse ? T_ - 1 - tau : tau) * P.so[1], P.so[3], carry);
     po += dout;
-    // the last step of a packed sequence writes its final state (the packed backward; the packed
-    // forward in its rolled loop, above; unpacked: after the loop)
+    // a packed sequence's last step writes its final state (the forward's: in its rolled loop)
     if (kBits && hT && (emask >> i & 1)) {
       const int64_t k = seq_row(sh_seq[w][i]);
       write_state(k, state_off(k), carry, final_scale(tau));
@@ -507,8 +459,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // unpacked: the warp holding step T - 1 writes the final state (the carry after its last step)
   if (!PACKED && hT && ts + NS >= T_) write_state(0, st_b, carry, final_scale(T_ - 1));
   if constexpr (BWD) {
-    // the shares go through this warp's staged rows, free now (every lane has read its own:
-    // reduce_dA syncs the warp first), or a small array where those rows are too small
+    // the shares go through this warp's staged rows, free now (reduce_dA syncs the warp first),
+    // or a small array where those rows are too small
     float* red;
     if constexpr (sizeof(Packet<T, VEC>) >= sizeof(float)) {
       red = reinterpret_cast<float*>(xs - lane);
