@@ -43,9 +43,10 @@ var TuneGroup int64
 // groups where tiles are few.)
 //
 // Deep chains (v50; 4+ chunks): a tile's chain holds many of the resident blocks when the grid
-// is about one wave (tiles * chunks <= oneWaveBlocks * SMs: every block is resident at once,
-// nothing queued hides a hop, and a tile's chunks - 1 hops are the time after the loads) or
-// when tiles are few (tiles * 4 <= SMs: 12+ of a tile's chunks in flight at 3 blocks per SM). There the group's
+// is about one wave (tiles * chunks <= oneWaveBlocks * SMs; the forward holds 3 blocks per SM,
+// the backward 2, so most of the grid is resident at once, little queued work hides a hop, and
+// a tile's hops are the time after the loads) or when tiles are few (tiles * 4 <= SMs: 12+ of a
+// tile's chunks in flight at 3 blocks per SM). There the group's
 // extra reads cost less than the hops they save. Measured on the H200 (ratio to the copy, same
 // run; session 20 calls 2-3; G = 1 / 2 / 3 / 4), the 16-bit forward over 8-channel lanes:
 // bf16 2,1024,64,64 (32 tiles x 8 chunks) 1.638 / 1.469 / 1.454 / 1.479, 4,512,64,64 (64 x 4)
@@ -55,19 +56,26 @@ var TuneGroup int64
 // 1.374 / 1.361, 2,8192,64,64 (32 x 64) 1.399 / 1.320 / 1.325; f16 alike; many tiles past ~4
 // blocks per SM gained nothing: 8,1024,64,64 (128 x 8) 1.344 / 1.356 / 1.358 / 1.327,
 // 16,1024,16,128 1.313 / 1.353 / - / 1.342, 4,8192,64,64 (64 x 64, v25) 1.234 / 1.262 / 1.247.
-// Hence G = 2 below 16 chunks, 3 from 16. Further out (call 6; G = 1 / 2 / 3), 768 blocks:
+// Hence G = 2 below 16 chunks, 3 from 16 (one G per band: the best measured differs by a few %
+// in places, bf16 1,2048 G = 4 1.513 against 3's 1.560). Further out (call 6; G = 1 / 2 / 3), 768 blocks:
 // bf16 4,1536,64,64 1.375 / 1.331 / 1.371, 3,2048 1.380 / 1.331 / 1.366, 6,1024 1.364 / 1.312 /
 // 1.313; 48 tiles x 64 chunks, 3,8192 1.304 / 1.249 / 1.271: G = 2 up to 6 blocks per SM or 48
 // tiles (SMs * 3/8). The fp32 forward (4-float lanes), few tiles only:
 // 1,1024,64,64 (32 x 8) 1.520 / 1.485 / 1.393, 1,2048 1.393 / 1.317 / 1.329, 1,4096 1.301 / 1.258 /
 // 1.277, but one wave of many tiles lost (4,512,64,64, 128 x 4: 1.235 / 1.296): G = 2 for few
-// tiles. The 16-bit backward (8-channel lanes; G = 1 / 2 / 4): 16 tiles, bf16 1,1024,64,64 3.209 /
+// tiles (at 1,1024 G = 3 read better). The 16-bit backward (8-channel lanes; G = 1 / 2 / 4): 16 tiles, bf16 1,1024,64,64 3.209 /
 // 2.996 / 2.572, 1,2048 3.017 / 2.891 / 2.648, 1,4096 2.993 / 2.950 / 2.741, 1,8192 3.164 / 3.033
 // / 2.949, 1,32768 3.441 / 3.015 / 2.947; 32 tiles, 2,1024,64,64 2.823 / 2.645 / 2.589,
 // 2,1024,32,128 2.653 / 2.469 / 2.558, 2,8192,64,64 2.988 / 2.772 / 2.974; one wave of 64 tiles,
 // 4,512,64,64 2.614 / 2.471 / 2.507; not past that: 4,1024,64,64 (64 x 16) 2.595 / 2.619 / 2.646,
 // 8,1024 2.366 / 2.670 / 2.731, 4,8192 (64 x 128) 2.386 / 2.780 / -. Hence G = 4 over SMs / 8
 // tiles or fewer, else 2. The fp32 backward gained nowhere (1,1024,64,64 2.396 / 2.375 / 2.473).
+// Not measured: grids of 1-15 tiles under 64 chunks (above 64, fewTileGroup's larger groups won
+// there), which take these groups by extension; and the older rules by chunks (the forward's
+// from 128, the backward's from 1024) were measured on 16-32 tiles, now within the deep rule:
+// over many tiles they are an extension, and the nearest many-tile figures lost with groups
+// (bf16 4,8192,64,64: forward, 64 tiles x 64 chunks, 1.234 / 1.262 at G = 2; backward, 64 x 128,
+// 2.386 / 2.780). To time: bf16 4,65536,64,64 forward and backward, 1,2048,8,64.
 func groupChunks(v Variant, dt DType, vec, tiles, chunks, sms int64) int64 {
 	if v.packed() {
 		return 1

@@ -62,6 +62,19 @@ func TestPlanInvariants(t *testing.T) {
 				wide16 := p.DType.Size() == 2 && vec == 8
 				deep := sms > 0 && pl.Chunks >= 4 && (pl.Tiles*pl.Chunks <= oneWaveBlocks*sms || pl.Tiles*4 <= sms)
 				edge := sms > 0 && pl.Chunks >= 4 && (pl.Tiles*pl.Chunks <= 6*sms || pl.Tiles*8 <= 3*sms)
+				want16 := int64(1) // (the 16-bit kernels' exact group, band by band)
+				switch {
+				case v == Backward && deep && pl.Tiles*8 <= sms:
+					want16 = 4
+				case v == Backward && (deep || pl.Chunks >= 1024):
+					want16 = 2
+				case v == Forward && deep && pl.Chunks < 16:
+					want16 = 2
+				case v == Forward && (deep || pl.Chunks >= 128):
+					want16 = 3
+				case v == Forward && edge:
+					want16 = 2
+				}
 				chunk := pl.Warps * pl.Steps
 				base := pl.Chunks - (pl.Segments - 1) // the chunks of one row
 				lanes := p.B * p.R * (p.C / vec)
@@ -87,6 +100,10 @@ func TestPlanInvariants(t *testing.T) {
 					v == Forward && !(wide16 && (pl.Chunks >= 128 || deep || edge && pl.Group == 2) ||
 						p.DType == Float32 && vec == 4 && (pl.Chunks >= 128 || deep && pl.Tiles*4 <= sms) || fewGroup)):
 					t.Fatalf("%+v %v vec %d: carry group %+v", p, v, vec, pl)
+				case pl.Group > pl.Chunks:
+					t.Fatalf("%+v %v vec %d: carry group %d over %d chunks", p, v, vec, pl.Group, pl.Chunks)
+				case wide16 && pl.Passes == 1 && pl.Chunks > 1 && !v.packed() && !fewGroup && pl.Group != want16:
+					t.Fatalf("%+v %v on %d SMs: carry group %d, want %d (%+v)", p, v, sms, pl.Group, want16, pl)
 				case (pl.Kernel == scanKernels[kernelKey{p.DType, v, vec, true, false}]) != (pl.Group > 1 && hasGrouped(p.DType, v, vec)):
 					t.Fatalf("%+v %v vec %d: kernel %s for carry group %d", p, v, vec, pl.Kernel, pl.Group)
 				case pl.Segments < 1 || pl.Segments > 1 && (pl.Passes != 1 || v != ForwardPacked && v != BackwardPacked ||
@@ -130,7 +147,7 @@ func TestNamedPlans(t *testing.T) {
 		{"bf16 two tiles of 8-channel lanes, groups of 8", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: BFloat16}, 8, 2048, 1, 8},
 		{"bf16 one tile of 8-channel lanes, groups of 16", Forward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: BFloat16}, 8, 1024, 1, 16},
 		{"bf16 backward, 16 tiles of 1024 chunks: groups of 4", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 1024, 1, 4},
-		{"bf16 backward, 64 tiles of 1024 chunks: groups of 2", Backward, Problem{B: 4, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 1024, 1, 2},
+		{"bf16 backward, 64 tiles of 1024 chunks: groups of 2 (the 1024-chunk rule, timed on 16 tiles only)", Backward, Problem{B: 4, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 1024, 1, 2},
 		{"tests/test_backward.py's long chain: groups of 4", Backward, Problem{B: 1, T: 65601, R: 20, C: 64, DType: Float16}, 8, 1026, 1, 4},
 		{"fp32 backward, 1024 chunks: not grouped", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 1024, 1, 1},
 		{"bf16 backward, 16 tiles of 512 chunks: groups of 4", Backward, Problem{B: 1, T: 32768, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 4},

@@ -51,7 +51,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   const float* Ab = P.A + b * P.sA[0] + r * P.sA[2];
   const T* xb = P.x + b * P.sx[0] + r * P.sx[2] + cv * VEC * P.sx[3];
   T* ob = P.out + b * P.so[0] + r * P.so[2] + cv * VEC * P.so[3];
-  // State rows (rows, R, C): b's row precomputed so b, r and cv die here. The packed forward
+  // State rows are contiguous (rows, R, C): b's row precomputed so b, r and cv die here. The packed forward
   // holds the offset in 32 bits (its fp32 kernel with states spilled 40 bytes with 64; the host
   // refuses R * C >= 2^31 there, core/validate.go).
   using StOff = std::conditional_t<kFwdPacked, int, int64_t>;
@@ -140,10 +140,10 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   __shared__ int64_t sh_seq[NW][NS];
   uint32_t smask = 0, emask = 0;
 
-  // The A table (v14-v18): when a warp's lanes cover at most AT_ROWS rows and all are active, its
-  // A values are copied to shared memory with the x copies and each step's decay is computed once
-  // per row (d_tab); else per-lane loads (fp32 8,2048,64,64 forward 1.17 -> 1.11, backward 2.64 ->
-  // 2.31; with idle lanes slower, 1,262144,4,32 bf16 3.84 -> 4.31: hence "all active").
+  // The A table (v14-v18): when a warp's lanes cover at most AT_ROWS (b, r) rows (C / VEC >= 8)
+  // and all are active, its A values are copied to shared memory with the x copies and each step's
+  // decay is computed once per row (d_tab); else per-lane loads (fp32 8,2048,64,64 forward 1.17 ->
+  // 1.11, backward 2.64 -> 2.31; with idle lanes slower, 1,262144,4,32 bf16 3.84 -> 4.31).
   constexpr int AT_ROWS = 4;
   // (kWide: both in one array, which group_carry_wide takes over after phase 1)
   __shared__ float a_tab_s[NW][AT_ROWS][NS + 1], d_tab_s[NW][AT_ROWS][NS];
@@ -157,8 +157,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   }
   const int64_t row_lo = __shfl_sync(0xffffffffu, row, 0);
   const int q_row = active ? static_cast<int>(row - row_lo) : 0;  // lanes' rows differ by < 32
-  // (the packed forward has it since v30/v32, bf16 8,2048 packed / plain 1.211 -> 1.142; the
-  // packed backward took 3-6% longer with it)
+  // (the packed forward without states has it since v30, bf16 8,2048 packed / plain 1.211 ->
+  // 1.142, with states since v32; the packed backward took 3-6% longer with it)
   constexpr bool kTable = !PACKED || !BWD;
   const bool use_tab = kTable && __reduce_max_sync(0xffffffffu, static_cast<unsigned>(q_row)) < AT_ROWS &&
                        __all_sync(0xffffffffu, active);
@@ -314,8 +314,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
     const bool publisher = w == S - 1 && !last && !prefixed;  // (pass 3: all published)
     // Carries by groups: in the 16-bit forward over 8-channel lanes and the GROUPED kernels
-    // (groupChunks, fewTileGroup); in the plain fp32 forward it cost 1-3% (v24), the 4-channel
-    // 16-bit forward spilled, the plain backward slowed (v19).
+    // (groupChunks, fewTileGroup); in the plain fp32 forward it cost the plans that do not group
+    // 1-3% (v24), the 4-channel 16-bit forward spilled, the plain backward slowed (v19).
     constexpr bool kGrouped = !PACKED && (GROUPED || (!BWD && sizeof(T) == 2 && VEC == 8));
     // GROUPED: the publisher folds its aggregate again after the carry (same bits): held across
     // group_carry it spilled 32 bytes at 80 registers.

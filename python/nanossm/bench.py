@@ -176,6 +176,9 @@ def main():
     args = ap.parse_args()
     global TIMING
     TIMING = args.timing
+    # (run by -m, this module is __main__, not the nanossm.bench that bench_more imports: set both)
+    import nanossm.bench
+    nanossm.bench.TIMING = args.timing
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")] if args.shapes else DEFAULT_SHAPES
     dev = torch.device("cuda")
     print(f"device: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}")
