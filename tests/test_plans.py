@@ -159,9 +159,9 @@ def test_grouped_carries_match_the_cpu_backend(tmp_path, group):
     reverse and a row over 5 tiles; the packed and single-channel cases run their per-chunk
     look-back under the same knobs), forced on 157 forward and 313 backward chunks (group sizes
     that do not divide them) against the CPU backend; bit-identical in two processes. (2, 3 and 4:
-    groupChunks' choices, 4 the 16-bit backward's over few tiles; 16 and 33: group_carry_wide's shares, over eight
-    warps in the forward (2 chunks each, the last share short, and 4 each), over four in the
-    fp32 backward and two in the 16-bit one.)"""
+    groupChunks' choices, 4 the 16-bit backward's over few tiles; 16 and 33: group_carry_wide's
+    shares, over eight warps in the forward (2 chunks each, the last share short, and 4 each),
+    over four in the fp32 backward and two in the 16-bit one.)"""
     _knob_runs_match_cpu(tmp_path, "CASES", PASSES=1, GROUP=group)
 
 

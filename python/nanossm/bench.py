@@ -176,9 +176,6 @@ def main():
     args = ap.parse_args()
     global TIMING
     TIMING = args.timing
-    # (run by -m, this module is __main__, not the nanossm.bench that bench_more imports: set both)
-    import nanossm.bench
-    nanossm.bench.TIMING = args.timing
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")] if args.shapes else DEFAULT_SHAPES
     dev = torch.device("cuda")
     print(f"device: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}")
@@ -257,4 +254,7 @@ def plot(rows, path):
 
 
 if __name__ == "__main__":
-    main()
+    # (run by -m this file is __main__, a module apart from the nanossm.bench that bench_more
+    # imports: main runs in that one, so TIMING is one setting for both)
+    from nanossm import bench
+    bench.main()
