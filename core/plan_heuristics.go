@@ -70,12 +70,24 @@ var TuneGroup int64
 // 4,512,64,64 2.614 / 2.471 / 2.507; not past that: 4,1024,64,64 (64 x 16) 2.595 / 2.619 / 2.646,
 // 8,1024 2.366 / 2.670 / 2.731, 4,8192 (64 x 128) 2.386 / 2.780 / -. Hence G = 4 over SMs / 8
 // tiles or fewer, else 2. The fp32 backward gained nowhere (1,1024,64,64 2.396 / 2.375 / 2.473).
-// Not measured: grids of 1-15 tiles under 64 chunks (above 64, fewTileGroup's larger groups won
-// there), which take these groups by extension; and the older rules by chunks (the forward's
-// from 128, the backward's from 1024) were measured on 16-32 tiles, now within the deep rule:
-// over many tiles they are an extension, and the nearest many-tile figures lost with groups
-// (bf16 4,8192,64,64: forward, 64 tiles x 64 chunks, 1.234 / 1.262 at G = 2; backward, 64 x 128,
-// 2.386 / 2.780). To time: bf16 4,65536,64,64 forward and backward, 1,2048,8,64.
+// Grids of 1-15 tiles under 64 chunks (above 64, fewTileGroup's larger groups win there) take
+// these groups too; timed in session 21 (call 1; lib / G = 1 / 2 / 3 forward, lib / 1 / 2 / 4
+// backward; kernels of 2-4 us, so +-10% run to run): forward bf16 1,2048,8,64 (2 tiles x 16)
+// 2.470 / 3.178 / 2.855 / 2.690, 1,4096,4,64 (1 x 32) 2.753 / 4.046 / 3.520 / 2.706, 2,4096,8,64
+// 2.280 / 3.029 / 2.571 / 2.256, f16 alike; backward bf16 1,2048,8,64 3.940 / 4.512 / 5.488 /
+// 4.012, 1,4096,4,64 4.523 / 5.048 / 5.195 / 5.060, 2,4096,8,64 3.96 at every G.
+// Many tiles (session 21, call 1): the older rules by chunks alone (the 16-bit forward's G = 3
+// from 128 chunks, the backward's G = 2 from 1024) were timed on 16-32 tiles, deep chains now;
+// over many tiles they lost: forward bf16 8,16384,64,64 (128 tiles x 128 chunks) 1.120 / 1.293 /
+// 1.193 (G = 1 / 2 / 3), 4,65536,64,64 (64 x 512) 1.192 / 1.240 / 1.202, f16 alike; backward bf16
+// 4,65536,64,64 (64 x 1024) 2.369 / 2.810 / 2.946 (G = 1 / 2 / 4), 8,16384 (128 x 256) 2.571 /
+// 2.697 / 2.918. So with the SMs known they apply only within the deep rule; without (SMs 0)
+// they stand as before. The fp32 forward's G = 2 from 128 chunks (timed on 32-64 tiles, above)
+// lost over more (call 2; G = 1 / 2): 8,16384,64,64 (256 tiles x 128 chunks) 1.055 / 1.091,
+// 3,65536 (96 x 512) 1.066 / 1.084, 4,65536 (128 x 512) 1.057 / 1.068, against 2,65536 (64 x
+// 512) 1.103 / 1.086: so up to SMs / 2 tiles. (Call 2 also timed the 16-bit rules as changed:
+// bf16 8,16384 forward 1.126, was 1.194; 3,65536 at G = 2 of the outer band 1.211 / 1.265 at 1;
+// backward 4,65536 2.376, was 2.812.)
 func groupChunks(v Variant, dt DType, vec, tiles, chunks, sms int64) int64 {
 	if v.packed() {
 		return 1
@@ -89,8 +101,8 @@ func groupChunks(v Variant, dt DType, vec, tiles, chunks, sms int64) int64 {
 	// The backward has grouped kernels of its own since v35 (the plain one keeps its machine
 	// code). Measured on the H200 (ratio to the copy, same run; G = 1 / 2 / 4): 1,65536,64,64
 	// (1024 chunks) bf16 3.176 / 3.000 / 2.986, f32 2.538 / 2.679 / 2.855. So the 16-bit
-	// backward over 8-channel lanes takes G = 2 on its longest chains (1024+ chunks; over 16 tiles
-	// or fewer, a deep chain, 4: v50 above), and the fp32 one none:
+	// backward over 8-channel lanes takes G = 2 on its longest chains (1024+ chunks over 32 tiles
+	// or fewer, deep chains now; over 16 tiles or fewer 4: v50 above), and the fp32 one none:
 	// its blocks wait on the group's aggregates in one warp behind a second barrier, which costs
 	// more than the hops save (v19 at G = 8: f32 2.54 -> 3.04). Few tiles stay three passes: a
 	// single pass with G = 16 / 64 took f32 1,262144,4,32 from 3.36 to 4.14 / 4.25 (chunks of 64
@@ -100,11 +112,15 @@ func groupChunks(v Variant, dt DType, vec, tiles, chunks, sms int64) int64 {
 	deep := sms > 0 && chunks >= 4 && (tiles*chunks <= oneWaveBlocks*sms || tiles*4 <= sms)
 	few := deep && tiles*4 <= sms
 	w16 := dt.Size() == 2 && vec == 8
+	// (the rules by chunks alone, the forward's from 128 and the backward's from 1024, were timed
+	// on 16-32 tiles, now deep chains: with the SMs known they are not taken over many tiles,
+	// where they lost: see "Many tiles" above)
+	unknown := sms <= 0
 	if v == Backward {
 		switch {
 		case w16 && deep && tiles*8 <= sms:
 			return 4
-		case w16 && (deep || chunks >= 1024):
+		case w16 && (deep || unknown && chunks >= 1024):
 			return 2
 		}
 		return 1
@@ -114,11 +130,11 @@ func groupChunks(v Variant, dt DType, vec, tiles, chunks, sms int64) int64 {
 	switch {
 	case w16 && deep && chunks < 16:
 		return 2
-	case w16 && (deep || chunks >= 128):
+	case w16 && (deep || unknown && chunks >= 128):
 		return 3
 	case w16 && edge:
 		return 2
-	case dt == Float32 && vec == 4 && (chunks >= 128 || few):
+	case dt == Float32 && vec == 4 && (few || chunks >= 128 && (unknown || tiles*2 <= sms)):
 		return 2
 	}
 	return 1

@@ -12,9 +12,9 @@ import (
 // the workspace does not depend on the device or the pass knob (it is sized before a device is
 // loaded) nor on the number of sequences (callers cache it by layout), a three-pass plan gives
 // pass 2 at most one batch (8 chunks) per warp, carries go by groups only in a single pass (a
-// 16-bit forward over 8-channel lanes of 128+ chunks or of a deep chain (groupChunks), an fp32
-// forward over 4-float lanes of 128+ chunks or few tiles, a 16-bit backward over 8-channel lanes of
-// 1024+ chunks or of a deep chain, or the few-tile groups of fewTileGroup), in the kernel with the grouped path where there is one, and packed calls are
+// 16-bit forward over 8-channel lanes of a deep chain (or of 128+ chunks, SMs unknown) (groupChunks),
+// an fp32 forward over 4-float lanes of 128+ chunks over at most SMs / 2 tiles or few tiles, a 16-bit backward over 8-channel
+// lanes of a deep chain (or of 1024+ chunks, SMs unknown), or the few-tile groups of fewTileGroup), in the kernel with the grouped path where there is one, and packed calls are
 // cut into segments only in a single pass, at most one per sequence and MaxSegments, with a
 // look-back slot for every chunk the segments may need (one more per segment). Besides the random
 // shapes, a few long one-tile chains (the one-pass grouped backward of fewTileGroup, which the
@@ -66,11 +66,11 @@ func TestPlanInvariants(t *testing.T) {
 				switch {
 				case v == Backward && deep && pl.Tiles*8 <= sms:
 					want16 = 4
-				case v == Backward && (deep || pl.Chunks >= 1024):
+				case v == Backward && (deep || sms == 0 && pl.Chunks >= 1024):
 					want16 = 2
 				case v == Forward && deep && pl.Chunks < 16:
 					want16 = 2
-				case v == Forward && (deep || pl.Chunks >= 128):
+				case v == Forward && (deep || sms == 0 && pl.Chunks >= 128):
 					want16 = 3
 				case v == Forward && edge:
 					want16 = 2
@@ -96,9 +96,9 @@ func TestPlanInvariants(t *testing.T) {
 					pl.PrefixWarps < 1 || pl.PrefixWarps > PrefixMaxWarps || pl.Groups*pl.PrefixWarps*8 < pl.Chunks-2):
 					t.Fatalf("%+v %v vec %d: three passes %+v", p, v, vec, pl)
 				case pl.Group < 1 || pl.Group > 1 && (pl.Passes != 1 || v.packed() ||
-					v == Backward && !(wide16 && (pl.Group == 4 && deep && pl.Tiles*8 <= sms || pl.Group == 2 && (deep || pl.Chunks >= 1024)) || fewGroup) ||
-					v == Forward && !(wide16 && (pl.Chunks >= 128 || deep || edge && pl.Group == 2) ||
-						p.DType == Float32 && vec == 4 && (pl.Chunks >= 128 || deep && pl.Tiles*4 <= sms) || fewGroup)):
+					v == Backward && !(wide16 && (pl.Group == 4 && deep && pl.Tiles*8 <= sms || pl.Group == 2 && (deep || sms == 0 && pl.Chunks >= 1024)) || fewGroup) ||
+					v == Forward && !(wide16 && (sms == 0 && pl.Chunks >= 128 || deep || edge && pl.Group == 2) ||
+						p.DType == Float32 && vec == 4 && (pl.Chunks >= 128 && (sms == 0 || pl.Tiles*2 <= sms) || deep && pl.Tiles*4 <= sms) || fewGroup)):
 					t.Fatalf("%+v %v vec %d: carry group %+v", p, v, vec, pl)
 				case pl.Group > pl.Chunks:
 					t.Fatalf("%+v %v vec %d: carry group %d over %d chunks", p, v, vec, pl.Group, pl.Chunks)
@@ -138,6 +138,9 @@ func TestNamedPlans(t *testing.T) {
 		{"three passes, backward (4 warps)", Backward, Problem{B: 1, T: 8300, R: 1, C: 8, DType: Float32}, 4, 260, 3, 1},
 		{"carry groups of 3", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 3},
 		{"fp32 grouped by 2", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 512, 1, 2},
+		{"fp32, 64 tiles of 512 chunks: grouped by 2", Forward, Problem{B: 2, T: 65536, R: 64, C: 64, DType: Float32}, 4, 512, 1, 2},
+		{"fp32, 96 tiles of 512 chunks: not grouped (G = 2 lost there)", Forward, Problem{B: 3, T: 65536, R: 64, C: 64, DType: Float32}, 4, 512, 1, 1},
+		{"fp32, 256 tiles of 128 chunks: not grouped", Forward, Problem{B: 8, T: 16384, R: 64, C: 64, DType: Float32}, 4, 128, 1, 1},
 		{"fp32, 64 chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: Float32}, 4, 64, 1, 1},
 		{"few chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 1},
 		{"bench: one tile, groups of 64", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 2048, 1, 64},
@@ -147,7 +150,10 @@ func TestNamedPlans(t *testing.T) {
 		{"bf16 two tiles of 8-channel lanes, groups of 8", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: BFloat16}, 8, 2048, 1, 8},
 		{"bf16 one tile of 8-channel lanes, groups of 16", Forward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: BFloat16}, 8, 1024, 1, 16},
 		{"bf16 backward, 16 tiles of 1024 chunks: groups of 4", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 1024, 1, 4},
-		{"bf16 backward, 64 tiles of 1024 chunks: groups of 2 (the 1024-chunk rule, timed on 16 tiles only)", Backward, Problem{B: 4, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 1024, 1, 2},
+		{"bf16 backward, 64 tiles of 1024 chunks: not grouped (G = 2 lost there)", Backward, Problem{B: 4, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 1024, 1, 1},
+		{"bf16, 64 tiles of 512 chunks: not grouped", Forward, Problem{B: 4, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 1},
+		{"bf16, 128 tiles of 128 chunks: not grouped (G = 3 lost there)", Forward, Problem{B: 8, T: 16384, R: 64, C: 64, DType: BFloat16}, 8, 128, 1, 1},
+		{"bf16, 32 tiles of 512 chunks: groups of 3", Forward, Problem{B: 2, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 3},
 		{"tests/test_backward.py's long chain: groups of 4", Backward, Problem{B: 1, T: 65601, R: 20, C: 64, DType: Float16}, 8, 1026, 1, 4},
 		{"fp32 backward, 1024 chunks: not grouped", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 1024, 1, 1},
 		{"bf16 backward, 16 tiles of 512 chunks: groups of 4", Backward, Problem{B: 1, T: 32768, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 4},
