@@ -1,0 +1,139 @@
+"""Per-block timelines of the scan kernels: what a block does between landing its data and handing
+its carry on. Not a test; a measurement tool (session 21).
+
+It needs a module built with the trace probe (docs/experiments/trace-probe.patch):
+    tools/variant_module.sh trace --patch docs/experiments/trace-probe.patch
+and then, on the GPU machine,
+    NANOSSM_MODULE=$PWD/build/var_trace.fatbin python tools/trace_probe.py fwd:bf16:4,8192,64,64 bwd:f32:1,65536,64,64
+or, on any machine, the analysis of saved traces:
+    python tools/trace_probe.py --analyze DIR/trace_*.npy
+
+The probe's kernels keep 16 words per block (lane 0 of the block's last warp, the publisher) in
+shared memory and copy them after the look-back slots of the workspace before phase 3, so that no
+global store sits on the path they time: 0 entry, 1 SM, 2 chunk, 3 tile, 4 landed (after the block
+barrier), 5 its prefix published, 6 the end of its steps, 7 look-back tries << 32 | depth, 8 its
+aggregate published, 9 / 12 / 13 the first three polls back (bit 63 of 9: the first missed),
+10 the poll that found a prefix back, 11 the replay done, 14 its fold of the sub-chunk aggregates
+done, 15 the block's last warp done (global timer, ns). This script gives the library a workspace
+with room for them (it wraps nanossm._call._attach_workspace), runs the call, and reads them back.
+Plans are forced to the per-chunk look-back (NANOSSM_TUNE_GROUP=1) unless the environment says
+otherwise. (Session 21's first form stored each word to global memory where it was taken, which
+put ~0.3-0.8 us per store on the path; traces from it have no word 15 and 12-14 differ.)
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+WORDS = 16
+M62 = (1 << 62) - 1
+
+
+def pct(a, qs=(10, 50, 90)):
+    a = np.asarray(a)
+    if not len(a):
+        return "-"
+    return " ".join(f"p{q} {np.percentile(a, q) / 1e3:5.2f}" for q in qs) + f" mean {a.mean() / 1e3:5.2f} (n={len(a)})"
+
+
+def analyze(tr, label):
+    """Print a block's phases (us) from an (n, 16) int64 trace."""
+    raw = lambda k: tr[:, k] & M62  # noqa: E731 (bit 63 of word 9 is a flag)
+    t0 = raw(0).min()
+    at = lambda k: np.where(raw(k) > 0, raw(k) - t0, -1)  # noqa: E731
+    ent, land, carry, end, agg, p1, found, rep = (at(k) for k in (0, 4, 5, 6, 8, 9, 10, 11))
+    p2, p3, fold, last = at(12), at(13), at(14), at(15)
+    end = np.where(last >= 0, last, np.where(end >= 0, end, carry))
+    missed = (tr[:, 9] >> 63) & 1
+    depth = tr[:, 7] & 0xFFFFFFFF
+    ch, ti = tr[:, 2], tr[:, 3]
+    life = end - ent
+    print(f"== {label}: {len(tr)} blocks, {ti.max() + 1} tiles x {ch.max() + 1} chunks, span {end.max() / 1e3:.1f} us, "
+          f"{len(np.unique(tr[:, 1]))} SMs")
+    print(f"  life {pct(life)}: loading {(land - ent).sum() / life.sum():.2f}, landed to prefix out "
+          f"{(carry - land).sum() / life.sum():.2f}, after {(end - carry).sum() / life.sum():.2f}")
+    L = (p1 >= 0) & (agg >= 0) & (found >= 0) & (ch > 0)  # publishers that looked back
+    print(f"  landed -> aggregate out {pct((agg - land)[L])}")
+    ok = L & (fold >= 0)
+    if ok.any():
+        print(f"    of which: landed -> fold done {pct((fold - land)[ok])}; -> aggregate out {pct((agg - fold)[ok])}")
+    ok = L & (p2 >= 0)
+    if ok.any():
+        print(f"  first -> second poll back {pct((p2 - p1)[ok])}; second -> third {pct((p3 - p2)[ok & (p3 >= 0)])}")
+    print(f"  aggregate out -> first poll back {pct((p1 - agg)[L])}; first poll missed {missed[L].mean():.2f}")
+    r = np.where(rep >= 0, rep, found)
+    for d in range(3):
+        m = L & (depth == d)
+        if m.sum() >= 5:
+            print(f"  walked back {d} ({m.sum() / L.sum():.2f}): first poll -> prefix found {pct((found - p1)[m])}; "
+                  f"replay {pct((r - found)[m])}; -> prefix out {pct((carry - r)[m])}")
+    print(f"  landed -> prefix out {pct((carry - land)[L])}")
+    idx = {(c, t): i for i, (c, t) in enumerate(zip(ch, ti))}
+    pred = np.array([idx.get((c - 1, t), -1) for c, t in zip(ch, ti)])
+    has = L & (pred >= 0)
+    p = pred[has]
+    print(f"  the predecessor landed after me {(land[p] > land[has]).mean():.3f}; its aggregate came after my first "
+          f"poll {(agg[p] > p1[has]).mean():.3f}, its prefix {(carry[p] > p1[has]).mean():.2f}; "
+          f"dispatched before me by {pct(ent[has] - ent[p])}")
+
+
+def run(kind, dtype_name, shape, reps=3):
+    import torch
+    import nanossm
+    from nanossm import _call
+
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[dtype_name]
+    B, T, R, C = shape
+    extra = 1 << 26
+    vec = 16 // torch.empty(0, dtype=dtype).element_size()
+    tiles, chunks = B * R * C // (vec * 32), -(-T // (128 if kind == "fwd" else 64))
+    # (the trace's offset: the look-back slots of a plan of 8-warp blocks over 16-byte packets)
+    off = 2 * (-(-chunks * tiles * 32 * vec * 4 // 256) * 256)
+    keep = {}
+
+    def attach(buf, at, need, device):
+        ws = torch.empty(need + extra, dtype=torch.uint8, device=device)
+        ws[off:].zero_()
+        _call._OPT_WS.pack_into(buf, at, ws.data_ptr(), need + extra)
+        keep["ws"] = ws
+        return ws
+
+    _call._attach_workspace = attach
+    torch.manual_seed(0)
+    A = torch.cumsum(-0.05 * torch.rand(B, T, R, device="cuda"), dim=1)
+    x = torch.randn(B, T, R, C, device="cuda", dtype=dtype, requires_grad=kind == "bwd")
+    g = torch.randn_like(x)
+    for _ in range(reps + 1):
+        out = nanossm.ssm_scan(A, x)
+        if kind == "bwd":
+            out.backward(g)  # (the last workspace is the backward's)
+        torch.cuda.synchronize()
+    tr = keep["ws"][off:off + extra].view(torch.int64).cpu().numpy().reshape(-1, WORDS)
+    return tr[tr[:, 0] != 0].copy()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("cases", nargs="*", help="KIND:DTYPE:B,T,R,C (kind fwd or bwd; dtype f32, bf16, f16)")
+    ap.add_argument("--analyze", nargs="*", default=[], help="saved .npy traces to analyse instead")
+    ap.add_argument("--save", default=os.environ.get("OUT", ""), help="folder for the traces (default: $OUT)")
+    args = ap.parse_args(argv)
+    for f in args.analyze:
+        analyze(np.load(f), os.path.basename(f))
+    if args.cases:
+        os.environ.setdefault("NANOSSM_TUNE_GROUP", "1")
+    for case in args.cases:
+        kind, dt, shape = case.split(":")
+        shape = tuple(int(v) for v in shape.split(","))
+        tr = run(kind, dt, shape)
+        label = f"{kind} {dt} {','.join(map(str, shape))}"
+        analyze(tr, label)
+        if args.save:
+            os.makedirs(args.save, exist_ok=True)
+            np.save(os.path.join(args.save, f"trace_{kind}_{dt}_{'_'.join(map(str, shape))}.npy"), tr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
