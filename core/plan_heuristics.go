@@ -74,14 +74,15 @@ var TuneGroup int64
 // these groups too; timed in session 21 (call 1; lib / G = 1 / 2 / 3 forward, lib / 1 / 2 / 4
 // backward; kernels of 2-4 us, so +-10% run to run): forward bf16 1,2048,8,64 (2 tiles x 16)
 // 2.470 / 3.178 / 2.855 / 2.690, 1,4096,4,64 (1 x 32) 2.753 / 4.046 / 3.520 / 2.706, 2,4096,8,64
-// 2.280 / 3.029 / 2.571 / 2.256, f16 alike; backward bf16 1,2048,8,64 3.940 / 4.512 / 5.488 /
-// 4.012, 1,4096,4,64 4.523 / 5.048 / 5.195 / 5.060, 2,4096,8,64 3.96 at every G.
+// 2.280 / 3.029 / 2.571 / 2.256, f16 alike; backward bf16 1,2048,8,64 (2 x 32) 3.940 / 4.512 /
+// 5.488 / 4.012 (the backward's 1,4096,4,64 and 2,4096,8,64, 1 and 4 tiles of 64 chunks, take
+// three passes at every G: their spread, 3.96-5.20, is the run's noise).
 // Many tiles (session 21, call 1): the older rules by chunks alone (the 16-bit forward's G = 3
 // from 128 chunks, the backward's G = 2 from 1024) were timed on 16-32 tiles, deep chains now;
 // over many tiles they lost: forward bf16 8,16384,64,64 (128 tiles x 128 chunks) 1.120 / 1.293 /
 // 1.193 (G = 1 / 2 / 3), 4,65536,64,64 (64 x 512) 1.192 / 1.240 / 1.202, f16 alike; backward bf16
-// 4,65536,64,64 (64 x 1024) 2.369 / 2.810 / 2.946 (G = 1 / 2 / 4), 8,16384 (128 x 256) 2.571 /
-// 2.697 / 2.918. So with the SMs known they apply only within the deep rule; without (SMs 0)
+// 4,65536,64,64 (64 x 1024) 2.369 / 2.810 / 2.946 (G = 1 / 2 / 4; and for comparison 8,16384,
+// 128 x 256, under no rule: 2.571 / 2.697 / 2.918). So with the SMs known they apply only within the deep rule; without (SMs 0)
 // they stand as before. The fp32 forward's G = 2 from 128 chunks (timed on 32-64 tiles, above)
 // lost over more (call 2; G = 1 / 2): 8,16384,64,64 (256 tiles x 128 chunks) 1.055 / 1.091,
 // 3,65536 (96 x 512) 1.066 / 1.084, 4,65536 (128 x 512) 1.057 / 1.068, against 2,65536 (64 x
@@ -101,8 +102,8 @@ func groupChunks(v Variant, dt DType, vec, tiles, chunks, sms int64) int64 {
 	// The backward has grouped kernels of its own since v35 (the plain one keeps its machine
 	// code). Measured on the H200 (ratio to the copy, same run; G = 1 / 2 / 4): 1,65536,64,64
 	// (1024 chunks) bf16 3.176 / 3.000 / 2.986, f32 2.538 / 2.679 / 2.855. So the 16-bit
-	// backward over 8-channel lanes takes G = 2 on its longest chains (1024+ chunks over 32 tiles
-	// or fewer, deep chains now; over 16 tiles or fewer 4: v50 above), and the fp32 one none:
+	// backward over 8-channel lanes takes G = 2 on its longest chains (1024+ chunks over SMs / 4
+	// tiles or fewer, deep chains now; over SMs / 8 or fewer 4: v50 above), and the fp32 one none:
 	// its blocks wait on the group's aggregates in one warp behind a second barrier, which costs
 	// more than the hops save (v19 at G = 8: f32 2.54 -> 3.04). Few tiles stay three passes: a
 	// single pass with G = 16 / 64 took f32 1,262144,4,32 from 3.36 to 4.14 / 4.25 (chunks of 64

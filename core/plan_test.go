@@ -13,7 +13,7 @@ import (
 // loaded) nor on the number of sequences (callers cache it by layout), a three-pass plan gives
 // pass 2 at most one batch (8 chunks) per warp, carries go by groups only in a single pass (a
 // 16-bit forward over 8-channel lanes of a deep chain (or of 128+ chunks, SMs unknown) (groupChunks),
-// an fp32 forward over 4-float lanes of 128+ chunks over at most SMs / 2 tiles or few tiles, a 16-bit backward over 8-channel
+// an fp32 forward over 4-float lanes of 128+ chunks over at most SMs / 2 tiles (or SMs unknown) or few tiles, a 16-bit backward over 8-channel
 // lanes of a deep chain (or of 1024+ chunks, SMs unknown), or the few-tile groups of fewTileGroup), in the kernel with the grouped path where there is one, and packed calls are
 // cut into segments only in a single pass, at most one per sequence and MaxSegments, with a
 // look-back slot for every chunk the segments may need (one more per segment). Besides the random
@@ -75,6 +75,11 @@ func TestPlanInvariants(t *testing.T) {
 				case v == Forward && edge:
 					want16 = 2
 				}
+				// (the fp32 forward over 4-float lanes' exact group, outside fewTileGroup's plans)
+				wantF32 := int64(1)
+				if pl.Chunks >= 4 && deep && pl.Tiles*4 <= sms || pl.Chunks >= 128 && (sms == 0 || pl.Tiles*2 <= sms) {
+					wantF32 = 2
+				}
 				chunk := pl.Warps * pl.Steps
 				base := pl.Chunks - (pl.Segments - 1) // the chunks of one row
 				lanes := p.B * p.R * (p.C / vec)
@@ -104,6 +109,9 @@ func TestPlanInvariants(t *testing.T) {
 					t.Fatalf("%+v %v vec %d: carry group %d over %d chunks", p, v, vec, pl.Group, pl.Chunks)
 				case wide16 && pl.Passes == 1 && pl.Chunks > 1 && !v.packed() && !fewGroup && pl.Group != want16:
 					t.Fatalf("%+v %v on %d SMs: carry group %d, want %d (%+v)", p, v, sms, pl.Group, want16, pl)
+				case v == Forward && p.DType == Float32 && vec == 4 && pl.Passes == 1 && pl.Chunks > 1 && !fewGroup &&
+					pl.Group != wantF32:
+					t.Fatalf("%+v %v on %d SMs: fp32 carry group %d, want %d (%+v)", p, v, sms, pl.Group, wantF32, pl)
 				case (pl.Kernel == scanKernels[kernelKey{p.DType, v, vec, true, false}]) != (pl.Group > 1 && hasGrouped(p.DType, v, vec)):
 					t.Fatalf("%+v %v vec %d: kernel %s for carry group %d", p, v, vec, pl.Kernel, pl.Group)
 				case pl.Segments < 1 || pl.Segments > 1 && (pl.Passes != 1 || v != ForwardPacked && v != BackwardPacked ||
@@ -139,6 +147,8 @@ func TestNamedPlans(t *testing.T) {
 		{"carry groups of 3", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 3},
 		{"fp32 grouped by 2", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 512, 1, 2},
 		{"fp32, 64 tiles of 512 chunks: grouped by 2", Forward, Problem{B: 2, T: 65536, R: 64, C: 64, DType: Float32}, 4, 512, 1, 2},
+		{"fp32, SMs / 2 tiles of 128 chunks: grouped by 2", Forward, Problem{B: 1, T: 16384, R: 66, C: 128, DType: Float32}, 4, 128, 1, 2},
+		{"fp32, SMs / 2 + 1 tiles of 128 chunks: not grouped", Forward, Problem{B: 1, T: 16384, R: 67, C: 128, DType: Float32}, 4, 128, 1, 1},
 		{"fp32, 96 tiles of 512 chunks: not grouped (G = 2 lost there)", Forward, Problem{B: 3, T: 65536, R: 64, C: 64, DType: Float32}, 4, 512, 1, 1},
 		{"fp32, 256 tiles of 128 chunks: not grouped", Forward, Problem{B: 8, T: 16384, R: 64, C: 64, DType: Float32}, 4, 128, 1, 1},
 		{"fp32, 64 chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: Float32}, 4, 64, 1, 1},

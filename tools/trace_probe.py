@@ -8,17 +8,23 @@ and then, on the GPU machine,
 or, on any machine, the analysis of saved traces:
     python tools/trace_probe.py --analyze DIR/trace_*.npy
 
-The probe's kernels keep 16 words per block (lane 0 of the block's last warp, the publisher) in
-shared memory and copy them after the look-back slots of the workspace before phase 3, so that no
-global store sits on the path they time: 0 entry, 1 SM, 2 chunk, 3 tile, 4 landed (after the block
-barrier), 5 its prefix published, 6 the end of its steps, 7 look-back tries << 32 | depth, 8 its
-aggregate published, 9 / 12 / 13 the first three polls back (bit 63 of 9: the first missed),
-10 the poll that found a prefix back, 11 the replay done, 14 its fold of the sub-chunk aggregates
-done, 15 the block's last warp done (global timer, ns). This script gives the library a workspace
-with room for them (it wraps nanossm._call._attach_workspace), runs the call, and reads them back.
-Plans are forced to the per-chunk look-back (NANOSSM_TUNE_GROUP=1) unless the environment says
-otherwise. (Session 21's first form stored each word to global memory where it was taken, which
-put ~0.3-0.8 us per store on the path; traces from it have no word 15 and 12-14 differ.)
+The probe's kernels write 16 words per block after the look-back slots of the workspace (lane 0 of
+the block's last warp, the publisher, keeps 15 of them in shared memory and copies them out before
+phase 3, so that no global store sits on the path they time; 6 and 15 go to global memory where they
+are taken): 0 entry, 1 SM, 2 chunk, 3 tile, 4 landed (after the block barrier), 5 its prefix
+published, 6 the end of its steps, 7 look-back tries << 32 | depth, 8 its aggregate published, 9 /
+12 / 13 the first three polls back (bit 63 of 9: the first missed), 10 the poll that found a prefix
+back, 11 the replay done, 14 its fold of the sub-chunk aggregates done, 15 the block's last warp
+done (global timer, ns). This script gives the library a workspace with room for them (it wraps
+nanossm._call._attach_workspace), runs the call, and reads them back. Plans are forced to the
+per-chunk look-back (NANOSSM_TUNE_GROUP=1) unless the environment says otherwise, and to a single pass
+(NANOSSM_TUNE_PASSES=1). Only the layouts whose trace offset this script can compute are taken:
+8-warp blocks (no NANOSSM_TUNE_WARPS / _FWD_STEPS / _BWD_STEPS), packets of 16 bytes (8 for the
+16-bit forward when B*R*C/8 < 32, single channels when C is no multiple of the packet, as the
+planner does), and in the backward C / VEC <= 32 (no tiles share a row: else dA's partial sums lie
+where the trace would). (Session 21's first form, trace-probe-v1.patch, stored each word to global
+memory where it was taken, ~0.3-0.8 us per store on the path; its traces have no word 15, and 12-13
+were the two sides of the grid-dependency wait.)
 """
 import argparse
 import os
@@ -59,7 +65,7 @@ def analyze(tr, label):
     if ok.any():
         print(f"    of which: landed -> fold done {pct((fold - land)[ok])}; -> aggregate out {pct((agg - fold)[ok])}")
     ok = L & (p2 >= 0)
-    if ok.any():
+    if ok.any() and (last >= 0).any():  # (the first form has no word 15, and 12-13 meant else)
         print(f"  first -> second poll back {pct((p2 - p1)[ok])}; second -> third {pct((p3 - p2)[ok & (p3 >= 0)])}")
     print(f"  aggregate out -> first poll back {pct((p1 - agg)[L])}; first poll missed {missed[L].mean():.2f}")
     r = np.where(rep >= 0, rep, found)
@@ -86,8 +92,20 @@ def run(kind, dtype_name, shape, reps=3):
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[dtype_name]
     B, T, R, C = shape
     extra = 1 << 26
-    vec = 16 // torch.empty(0, dtype=dtype).element_size()
-    tiles, chunks = B * R * C // (vec * 32), -(-T // (128 if kind == "fwd" else 64))
+    size = torch.empty(0, dtype=dtype).element_size()
+    vec = 16 // size
+    if kind == "fwd" and size == 2 and B * R * C // 8 < 32:
+        vec = 4  # (forwardPacketBytes: 8-byte packets fill the warp)
+    if C % vec:
+        vec = 1  # (single-channel lanes, vectorWidth)
+    cv = C // vec
+    if kind == "fwd":
+        tiles = -(-B * R * cv // 32)
+    elif cv <= 32:
+        tiles = -(-B * R // (32 // cv))  # (the backward: whole rows per tile)
+    else:
+        raise SystemExit(f"trace_probe: a backward with C / VEC = {cv} > 32 has dA partial sums where the trace goes")
+    chunks = -(-T // (128 if kind == "fwd" else 64))
     # (the trace's offset: the look-back slots of a plan of 8-warp blocks over 16-byte packets)
     off = 2 * (-(-chunks * tiles * 32 * vec * 4 // 256) * 256)
     keep = {}
@@ -123,6 +141,10 @@ def main(argv=None):
         analyze(np.load(f), os.path.basename(f))
     if args.cases:
         os.environ.setdefault("NANOSSM_TUNE_GROUP", "1")
+        os.environ.setdefault("NANOSSM_TUNE_PASSES", "1")
+        knobs = [k for k in ("NANOSSM_TUNE_WARPS", "NANOSSM_TUNE_FWD_STEPS", "NANOSSM_TUNE_BWD_STEPS") if os.environ.get(k)]
+        if knobs:
+            raise SystemExit(f"trace_probe: {', '.join(knobs)} set: the trace's offset assumes 8-warp blocks")
     for case in args.cases:
         kind, dt, shape = case.split(":")
         shape = tuple(int(v) for v in shape.split(","))
