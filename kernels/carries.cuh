@@ -39,17 +39,27 @@ __device__ __forceinline__ void fold_batch(const float (&vals)[BATCH][VEC], cons
 // its own prefix, P(i) = exp(a_end(i) - a_end(i-1)) * P(i-1) + agg(i). The carry is then
 // bit-identical whichever path the timing allowed: results are reproducible. (A chunk holding a
 // sequence start publishes only its prefix: look-back stops there.)
-template <int VEC, typename AEnd>
+// PRE: a_m2 is a_end(chunk - 2), loaded with the block's copies (v54): a walk of one or two chunks
+// (most of the fp32 backward's on long chains: session 21's trace probe) replays without a load of
+// A, whose round trip went to DRAM on the chain's path; and the aggregate of chunk - 1, polled on
+// the way past it, is kept (v56): a walk of one chunk replays with no load at all.
+template <int VEC, bool PRE = false, typename AEnd>
 __device__ __forceinline__ void look_back(const float* aggs, const float* incl, int64_t chunk, int64_t tile,
                                           int64_t n_tiles, float a_blk, const AEnd& a_end,
-                                          float (&carry)[VEC]) {
+                                          float (&carry)[VEC], float a_m2 = 0.f) {
   const int lane = threadIdx.x;
   int64_t j = chunk - 1;
-  float val[VEC];
+  float val[VEC], agg1[VEC];
   for (int spins = 0;;) {
     const int64_t id = (j * n_tiles + tile) * WARP + lane;
     if (poll<VEC>(&incl[id * VEC], val)) break;
     if (poll<VEC>(&aggs[id * VEC], val)) {
+      if constexpr (PRE) {
+        if (j == chunk - 1) {
+#pragma unroll
+          for (int v = 0; v < VEC; ++v) agg1[v] = val[v];
+        }
+      }
       --j;  // aggregate out, prefix not yet: look further back (a tile's or segment's first chunk
             // always publishes a prefix)
       spins = 0;
@@ -74,14 +84,23 @@ __device__ __forceinline__ void look_back(const float* aggs, const float* incl, 
 #endif
   constexpr int BATCH = VEC == 1 ? 2 : (VEC >= 8 ? NANOSSM_REPLAY_BATCH8 : NANOSSM_REPLAY_BATCH4);
   if (j == chunk - 1) return;  // (the common case: no replay, and no load of a_end(j) to wait for)
-  float a_prev_end = a_end(j);
+  if constexpr (PRE) {
+    if (j == chunk - 2) {  // (fold_batch's arithmetic for the one chunk: the same bits)
+      const float d = expf(a_blk - a_m2);
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) carry[v] = fmaf(d, carry[v], agg1[v]);
+      return;
+    }
+  }
+  auto ae_at = [&](int64_t i) { return PRE && i == chunk - 2 ? a_m2 : a_end(i); };
+  float a_prev_end = ae_at(j);
   for (int64_t i0 = j + 1; i0 < chunk; i0 += BATCH) {
     float vals[BATCH][VEC], ae[BATCH];
 #pragma unroll
     for (int q = 0; q < BATCH; ++q) {
       const int64_t i = min(i0 + q, chunk - 1);
       load_cg<VEC>(&aggs[((i * n_tiles + tile) * WARP + lane) * VEC], vals[q]);
-      ae[q] = i == chunk - 1 ? a_blk : a_end(i);
+      ae[q] = i == chunk - 1 ? a_blk : ae_at(i);
     }
     fold_batch(vals, ae, i0, chunk, a_prev_end, carry);
   }

@@ -168,6 +168,15 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     a_prev_raw = a_before_load(ts, use_tab);
     a_blk_raw = a_before_load(t0, use_tab && !kWide);
   }
+  // a at the end of chunk - 2, for a look-back that walks past the chunk before (v56): the fp32
+  // backward and the 16-bit forward over 8-channel lanes (the 80-register kernels have no room;
+  // the 16-bit backward, with v57, slowed 5-10% on many tiles: bf16 4,8192 2.37 -> 2.61)
+  constexpr bool kPreA = !PACKED && !GROUPED && (BWD ? sizeof(T) == 4 : sizeof(T) == 2 && VEC == 8);
+  float a_m2_raw = 0.f;
+  if constexpr (kPreA) {
+    const int64_t tau = t0 - (int64_t)S * NS - 1;  // (chunk >= 2: tau >= 0)
+    a_m2_raw = ldg_if(&Ab[(reverse ? T_ - 1 - tau : tau) * P.sA[1]], active && chunk >= 2 && P.n_chunks > 2);
+  }
   float dec[NS];  // A at each step as loaded, then the step's decay
   {
     // Step pointers walked by increments (opaque(): not rematerialised per step).
@@ -280,13 +289,21 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   if (lane == 0) sh_reset[w] = reset;
   __syncthreads();
 
-  // Fold sub-chunk s's aggregate into a running state (a sub-chunk with a start replaces it).
-  auto fold = [&](int s, float& a_end, float (&st)[VEC]) {
-    const float d = expf(sh_aend[s][lane] - a_end);
-    a_end = sh_aend[s][lane];
-#pragma unroll
-    for (int v = 0; v < VEC; ++v) st[v] = sh_reset[s] ? sh_agg[s][lane][v] : fmaf(d, st[v], sh_agg[s][lane][v]);
+  // Sub-chunk s holds a sequence start: only packed calls have starts (v57: the plain kernels read
+  // no flag, and their barrier's aftermath holds no shared-memory round trip for them; the GROUPED
+  // forward kernels, at 80 registers, spilled 4 bytes without the reads: they keep them).
+  constexpr bool kResets = PACKED || (GROUPED && !BWD);
+  auto reset_at = [&](int s) { return kResets && sh_reset[s]; };
+  // The sub-chunks before n folded into a running state, UNROLL where registers allow (v57: the
+  // publisher's, on the chain's path, in the kernels over 16-byte packets but the fp32 forward and
+  // the grouped ones, whose 80 registers spilled 8-24 bytes with it; every warp's phase-3 fold
+  // unrolled too slowed the 16-bit forward 1-4%, v58)
+  constexpr bool kUnrollFold = !GROUPED && VEC >= 4 && (BWD || (sizeof(T) == 2 && VEC == 8));
+  auto fold_first = [&](int n, float& a_end, float (&st)[VEC], auto unroll) {
+    fold_subchunks<NW, VEC, decltype(unroll)::value>(n, sh_agg, sh_aend, reset_at, a_end, st);
   };
+  const std::false_type rolled{};
+  const std::bool_constant<kUnrollFold> unrolled{};
 
   // ---- phase 2: the carry into the block: h0 for chunk 0 (0 for a packed segment's first),
   // else a look-back every warp does for itself (no second barrier). No flag or fence: the
@@ -295,7 +312,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // (with the table, a before the block is warp 0's entry, after the barrier)
   const float a_blk = PACKED ? a_blk_packed : a_before_use(t0, use_tab && !kWide ? a_tab[0][q_row][0] : a_blk_raw);
   bool block_reset = false, need_carry = !(PACKED && (smask & 1));
-  for (int s = 0; s < S; ++s) {
+  for (int s = 0; kResets && s < S; ++s) {
     block_reset |= sh_reset[s];
     if (s < w && sh_reset[s]) need_carry = false;
   }
@@ -325,7 +342,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     if (publisher) {
       // the block's aggregate, published first so successors can look past it while it looks
       // back (with a sequence start in the block, it is an inclusive prefix)
-      for (int s = 0; s < S; ++s) fold(s, a_end, agg);
+      fold_first(S, a_end, agg, unrolled);
       if (block_reset) {
         publish<VEC>(&incl[(me * WARP + lane) * VEC], agg);
       } else if (seg_later || grouped) {  // (grouped: the group's later chunks fold chunk 0's)
@@ -350,14 +367,14 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
                                                               a_end_of, a_start, h0_at, tab_mem, sh_carry_s, carry);
       }
     } else if (seg_later && active && (need_carry || (publisher && !block_reset))) {
-      look_back<VEC>(aggs, incl, chunk, tile, P.n_tiles, a_blk, a_end_of, carry);
+      look_back<VEC, kPreA>(aggs, incl, chunk, tile, P.n_tiles, a_blk, a_end_of, carry, reverse ? -a_m2_raw : a_m2_raw);
     }
     if (publisher && !block_reset) {
       if constexpr (kRefold) {
         a_end = a_blk;
 #pragma unroll
         for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
-        for (int s = 0; s < S; ++s) fold(s, a_end, agg);
+        fold_first(S, a_end, agg, rolled);
       }
       const float d = expf(a_end - a_blk);
       float inc[VEC];
@@ -372,7 +389,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   if ((PACKED ? nst == 0 : ts >= T_) || (!BWD && !active)) return;  // the backward keeps idle lanes for the dA sums
   {
     float ap = a_blk;
-    for (int s = 0; s < w; ++s) fold(s, ap, carry);
+    fold_first(w, ap, carry, rolled);
   }
   // A final state's scale: exp(A[t] - A[t-1]) at its last step tau for dh0 (backward), else 1
   auto final_scale = [&](int64_t tau) -> float {

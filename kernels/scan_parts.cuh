@@ -203,4 +203,36 @@ __device__ __forceinline__ void reduce_dA(const Params<T>& P, const float (&dpar
   }
 }
 
+// Fold the aggregates of sub-chunks 0 .. n-1 (sh_agg, sh_aend: one per warp, this lane's words)
+// into a running state st whose A ends at a_end, in order; a sub-chunk holding a sequence start
+// (reset(s)) replaces it. UNROLL (v57): over the NW sub-chunks a block can have, every one's words
+// read and its fold kept where s < n, so that their shared-memory loads issue together (a branch
+// per sub-chunk kept each one's loads behind it: a round trip each). The same arithmetic.
+template <int NW, int VEC, bool UNROLL, typename Reset>
+__device__ __forceinline__ void fold_subchunks(int n, const float (*sh_agg)[WARP][VEC], const float (*sh_aend)[WARP],
+                                               const Reset& reset, float& a_end, float (&st)[VEC]) {
+  const int lane = threadIdx.x;
+  auto fold = [&](int s, float& ae, float (&t)[VEC]) {
+    const float d = expf(sh_aend[s][lane] - ae);
+    ae = sh_aend[s][lane];
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) t[v] = reset(s) ? sh_agg[s][lane][v] : fmaf(d, t[v], sh_agg[s][lane][v]);
+  };
+  if constexpr (UNROLL) {
+#pragma unroll
+    for (int s = 0; s < NW; ++s) {
+      float ae = a_end, t[VEC];
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) t[v] = st[v];
+      fold(s, ae, t);
+      const bool on = s < n;
+      a_end = on ? ae : a_end;
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) st[v] = on ? t[v] : st[v];
+    }
+  } else {
+    for (int s = 0; s < n; ++s) fold(s, a_end, st);
+  }
+}
+
 }  // namespace nanossm

@@ -19,7 +19,7 @@ while [ $# -gt 0 ]; do
     *) echo "ab_bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-dir=$(mktemp -d)
+dir=${AB_KEEP:-$(mktemp -d)}; mkdir -p "$dir"  # AB_KEEP=DIR: keep each entry's bench log and JSON there
 for m in "${mods[@]}"; do
   name=${m%%=*} spec=${m#*=}
   path=${spec%%@*} vars=(); [[ $spec == *@* ]] && IFS=, read -r -a vars <<< "${spec#*@}"
