@@ -39,10 +39,10 @@ __device__ __forceinline__ void fold_batch(const float (&vals)[BATCH][VEC], cons
 // its own prefix, P(i) = exp(a_end(i) - a_end(i-1)) * P(i-1) + agg(i). The carry is then
 // bit-identical whichever path the timing allowed: results are reproducible. (A chunk holding a
 // sequence start publishes only its prefix: look-back stops there.)
-// PRE: a_m2 is a_end(chunk - 2), loaded with the block's copies (v54): a walk of one or two chunks
-// (most of the fp32 backward's on long chains: session 21's trace probe) replays without a load of
-// A, whose round trip went to DRAM on the chain's path; and the aggregate of chunk - 1, polled on
-// the way past it, is kept (v56): a walk of one chunk replays with no load at all.
+// PRE: a_m2 is a_end(chunk - 2), loaded with the block's copies (v54), and the aggregate of
+// chunk - 1, polled on the way past it, is kept (v56): a walk of one chunk (most of the fp32
+// backward's on long chains: session 21's trace probe) replays with no load at all, and one of two
+// loads one value of A instead of two (its round trip went to DRAM on the chain's path).
 template <int VEC, bool PRE = false, typename AEnd>
 __device__ __forceinline__ void look_back(const float* aggs, const float* incl, int64_t chunk, int64_t tile,
                                           int64_t n_tiles, float a_blk, const AEnd& a_end,

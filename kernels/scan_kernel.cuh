@@ -170,7 +170,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   }
   // a at the end of chunk - 2, for a look-back that walks past the chunk before (v56): the fp32
   // backward and the 16-bit forward over 8-channel lanes (the 80-register kernels have no room;
-  // the 16-bit backward, with v57, slowed 5-10% on many tiles: bf16 4,8192 2.37 -> 2.61)
+  // the 16-bit backward, with v57, slowed on 4,8192: bf16 2.37 -> 2.59-2.62, session 22)
   constexpr bool kPreA = !PACKED && !GROUPED && (BWD ? sizeof(T) == 4 : sizeof(T) == 2 && VEC == 8);
   float a_m2_raw = 0.f;
   if constexpr (kPreA) {
@@ -297,7 +297,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // The sub-chunks before n folded into a running state, UNROLL where registers allow (v57: the
   // publisher's, on the chain's path, in the kernels over 16-byte packets but the fp32 forward and
   // the grouped ones, whose 80 registers spilled 8-24 bytes with it; every warp's phase-3 fold
-  // unrolled too slowed the 16-bit forward 1-4%, v58)
+  // unrolled too slowed the 16-bit forward 1-6%, v58)
   constexpr bool kUnrollFold = !GROUPED && VEC >= 4 && (BWD || (sizeof(T) == 2 && VEC == 8));
   auto fold_first = [&](int n, float& a_end, float (&st)[VEC], auto unroll) {
     fold_subchunks<NW, VEC, decltype(unroll)::value>(n, sh_agg, sh_aend, reset_at, a_end, st);

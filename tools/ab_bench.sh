@@ -25,6 +25,7 @@ for m in "${mods[@]}"; do
   path=${spec%%@*} vars=(); [[ $spec == *@* ]] && IFS=, read -r -a vars <<< "${spec#*@}"
   [ -n "$path" ] && path=$(realpath "$path")
   flag=(); [ $mode = backward ] && flag=(--backward)
+  rm -f "$dir/$name.json"  # (AB_KEEP: a failed entry must not print an earlier run's numbers)
   timeout 300 env "${vars[@]}" NANOSSM_MODULE="$path" python3 -m nanossm.bench --no-baselines "${flag[@]}" --dtypes "$dtypes" \
     --shapes "$shapes" --plot /dev/null --json "$dir/$name.json" > "$dir/$name.log" 2>&1 ||
     { echo "ab_bench: $name failed:"; tail -5 "$dir/$name.log"; }
