@@ -174,7 +174,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   constexpr bool kPreA = !PACKED && !GROUPED && (BWD ? sizeof(T) == 4 : sizeof(T) == 2 && VEC == 8);
   float a_m2_raw = 0.f;
   if constexpr (kPreA) {
-    const int64_t tau = t0 - (int64_t)S * NS - 1;  // (chunk >= 2: tau >= 0)
+    const int64_t tau = t0 - chunk_len - 1;  // (chunk >= 2: tau >= 0)
     a_m2_raw = ldg_if(&Ab[(reverse ? T_ - 1 - tau : tau) * P.sA[1]], active && chunk >= 2 && P.n_chunks > 2);
   }
   float dec[NS];  // A at each step as loaded, then the step's decay
@@ -299,11 +299,9 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // the grouped ones, whose 80 registers spilled 8-24 bytes with it; every warp's phase-3 fold
   // unrolled too slowed the 16-bit forward 1-6%, v58)
   constexpr bool kUnrollFold = !GROUPED && VEC >= 4 && (BWD || (sizeof(T) == 2 && VEC == 8));
-  auto fold_first = [&](int n, float& a_end, float (&st)[VEC], auto unroll) {
-    fold_subchunks<NW, VEC, decltype(unroll)::value>(n, sh_agg, sh_aend, reset_at, a_end, st);
+  auto fold_first = [&](int n, float& a_end, float (&st)[VEC]) {
+    fold_subchunks<NW, VEC, false>(n, sh_agg, sh_aend, reset_at, a_end, st);
   };
-  const std::false_type rolled{};
-  const std::bool_constant<kUnrollFold> unrolled{};
 
   // ---- phase 2: the carry into the block: h0 for chunk 0 (0 for a packed segment's first),
   // else a look-back every warp does for itself (no second barrier). No flag or fence: the
@@ -342,7 +340,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     if (publisher) {
       // the block's aggregate, published first so successors can look past it while it looks
       // back (with a sequence start in the block, it is an inclusive prefix)
-      fold_first(S, a_end, agg, unrolled);
+      fold_subchunks<NW, VEC, kUnrollFold>(S, sh_agg, sh_aend, reset_at, a_end, agg);
       if (block_reset) {
         publish<VEC>(&incl[(me * WARP + lane) * VEC], agg);
       } else if (seg_later || grouped) {  // (grouped: the group's later chunks fold chunk 0's)
@@ -374,7 +372,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
         a_end = a_blk;
 #pragma unroll
         for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
-        fold_first(S, a_end, agg, rolled);
+        fold_first(S, a_end, agg);
       }
       const float d = expf(a_end - a_blk);
       float inc[VEC];
@@ -389,7 +387,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   if ((PACKED ? nst == 0 : ts >= T_) || (!BWD && !active)) return;  // the backward keeps idle lanes for the dA sums
   {
     float ap = a_blk;
-    fold_first(w, ap, carry, rolled);
+    fold_first(w, ap, carry);
   }
   // A final state's scale: exp(A[t] - A[t-1]) at its last step tau for dh0 (backward), else 1
   auto final_scale = [&](int64_t tau) -> float {
