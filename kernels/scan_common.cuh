@@ -230,9 +230,10 @@ __device__ __forceinline__ void publish(float* dst, const float (&v)[VEC]) {
 #pragma unroll
   for (int i = 0; i < VEC; i += 4) {
     if constexpr (VEC % 4 == 0) {
-      __stcg(reinterpret_cast<float4*>(dst + i), make_float4(v[i], v[i + 1], v[i + 2], v[i + 3]));
+      asm("st.relaxed.gpu.global.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(dst + i), "f"(v[i]), "f"(v[i + 1]),
+                   "f"(v[i + 2]), "f"(v[i + 3]));
     } else {
-      for (int k = i; k < VEC && k < i + 4; ++k) __stcg(dst + k, v[k]);
+      for (int k = i; k < VEC && k < i + 4; ++k) asm("st.relaxed.gpu.global.f32 [%0], %1;" ::"l"(dst + k), "f"(v[k]));
     }
   }
 }
@@ -251,10 +252,23 @@ __device__ __forceinline__ void load_words(const float* src, float (&v)[VEC], Lo
   }
 }
 
+// A poll's load: relaxed at GPU scope (v59; __ldcv's volatile load is a system-scope one, whose
+// coherence reaches beyond the GPU for nothing here: every writer is a block of this grid).
+__device__ __forceinline__ float4 ld_poll(const float4* p) {
+  float4 v;
+  asm volatile("ld.relaxed.gpu.global.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ float ld_poll(const float* p) {
+  float v;
+  asm volatile("ld.relaxed.gpu.global.f32 %0, [%1];" : "=f"(v) : "l"(p));
+  return v;
+}
+
 // Read VEC words from L2 (not L1: another SM wrote them); true when all are written.
 template <int VEC>
 __device__ __forceinline__ bool poll(const float* src, float (&v)[VEC]) {
-  load_words<VEC>(src, v, [](auto p) { return __ldcv(p); });
+  load_words<VEC>(src, v, [](auto p) { return ld_poll(p); });
   bool ok = true;
 #pragma unroll
   for (int i = 0; i < VEC; ++i) ok &= __float_as_uint(v[i]) != UNWRITTEN;
