@@ -127,7 +127,7 @@ __device__ __forceinline__ void chunk_prefix(const Params<float>& P, bool bwd, i
 #pragma unroll
       for (int v = 0; v < VEC; ++v) out[v] = agg[v];
       out[VEC] = a, out[VEC + 1] = any ? 1.f : 0.f;
-      for (int v = 0; v < VEC + 2; ++v) __stcg(gat(grp) + v, out[v]);
+      publish<VEC + 2>(gat(grp), out);  // (relaxed at GPU scope, polled by ld_poll: as the look-back's, v64)
     }
     float carry[VEC], a = a_end(0);
     load_cg<VEC>(at(incl, 0), carry);
@@ -143,7 +143,7 @@ __device__ __forceinline__ void chunk_prefix(const Params<float>& P, bool bwd, i
           const int64_t g = min(g0 + q, grp - 1);
 #pragma unroll
           for (int v = 0; v < VEC + 2; ++v) {
-            in[q][v] = __ldcv(gat(g) + v);
+            in[q][v] = ld_poll(gat(g) + v);
             ok &= __float_as_uint(in[q][v]) != UNWRITTEN;
           }
         }
