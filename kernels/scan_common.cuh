@@ -230,10 +230,13 @@ __device__ __forceinline__ void publish(float* dst, const float (&v)[VEC]) {
 #pragma unroll
   for (int i = 0; i < VEC; i += 4) {
     if constexpr (VEC % 4 == 0) {
-      asm("st.relaxed.gpu.global.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(dst + i), "f"(v[i]), "f"(v[i + 1]),
-                   "f"(v[i + 2]), "f"(v[i + 3]));
+      asm volatile("st.relaxed.gpu.global.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(dst + i), "f"(v[i]),
+                   "f"(v[i + 1]), "f"(v[i + 2]), "f"(v[i + 3])
+                   : "memory");
     } else {
-      for (int k = i; k < VEC && k < i + 4; ++k) asm("st.relaxed.gpu.global.f32 [%0], %1;" ::"l"(dst + k), "f"(v[k]));
+      for (int k = i; k < VEC && k < i + 4; ++k) {
+        asm volatile("st.relaxed.gpu.global.f32 [%0], %1;" ::"l"(dst + k), "f"(v[k]) : "memory");
+      }
     }
   }
 }
@@ -253,7 +256,10 @@ __device__ __forceinline__ void load_words(const float* src, float (&v)[VEC], Lo
 }
 
 // A poll's load: relaxed at GPU scope (v59; __ldcv's volatile load is a system-scope one, whose
-// coherence reaches beyond the GPU for nothing here: every writer is a block of this grid).
+// coherence reaches beyond the GPU for nothing here: every writer is a block of the same grid,
+// on the same device). The publications (publish) are relaxed GPU-scope stores: volatile, with a
+// memory clobber as __stcg's, so the aggregate's store stays before the look-back that follows it
+// (successors look past it meanwhile); the same machine code as without them.
 __device__ __forceinline__ float4 ld_poll(const float4* p) {
   float4 v;
   asm volatile("ld.relaxed.gpu.global.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(p));

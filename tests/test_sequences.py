@@ -71,12 +71,16 @@ def test_training_demo_loss_falls():
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_demo_checks_and_times(device):
-    """The README's first command ends in this demo: its check passes and it prints its three
-    timings (on CUDA timed as the bench times, so the scan / copy ratio is the kernels')."""
+    """A smoke test of the demo the README's first command ends in: its check passes and it
+    prints its three timings. (One chunk: the look-back is tests/test_scan.py's.)"""
     env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "python"))
     p = subprocess.run([sys.executable, "-m", "nanossm.demo", "--device", device, "--shape", "2,64,4,8"],
                        env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "(OK, tol 1e-5)" in p.stdout, p.stdout
-    ratio = [ln for ln in p.stdout.splitlines() if "scan / copy =" in ln]
+    lines = p.stdout.splitlines()
+    for what in ("nanossm.ssm_scan", "sequential loop", "copy of x (floor)"):
+        timing = [ln for ln in lines if ln.startswith(what)]
+        assert len(timing) == 1 and float(timing[0][len(what):].split()[0]) > 0, (what, p.stdout)
+    ratio = [ln for ln in lines if "scan / copy =" in ln]
     assert len(ratio) == 1 and float(ratio[0].split("=")[-1].strip(" )")) > 0, p.stdout
