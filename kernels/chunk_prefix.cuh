@@ -139,14 +139,7 @@ __device__ __forceinline__ void chunk_prefix(const Params<float>& P, bool bwd, i
       for (bool ok = false; !ok;) {
         ok = true;
 #pragma unroll
-        for (int q = 0; q < BATCH; ++q) {
-          const int64_t g = min(g0 + q, grp - 1);
-#pragma unroll
-          for (int v = 0; v < VEC + 2; ++v) {
-            in[q][v] = ld_poll(gat(g) + v);
-            ok &= __float_as_uint(in[q][v]) != UNWRITTEN;
-          }
-        }
+        for (int q = 0; q < BATCH; ++q) ok &= poll<VEC + 2>(gat(min(g0 + q, grp - 1)), in[q]);
         if (!ok) __nanosleep(32);
       }
 #pragma unroll

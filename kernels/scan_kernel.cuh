@@ -175,7 +175,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   float a_m2_raw = 0.f;
   if constexpr (kPreA) {
     const int64_t tau = t0 - chunk_len - 1;  // (chunk >= 2: tau >= 0)
-    a_m2_raw = ldg_if(&Ab[(reverse ? T_ - 1 - tau : tau) * P.sA[1]], active && chunk >= 2 && P.n_chunks > 2);
+    a_m2_raw = ldg_if(&Ab[(reverse ? T_ - 1 - tau : tau) * P.sA[1]], active && chunk >= 2);
   }
   float dec[NS];  // A at each step as loaded, then the step's decay
   {
@@ -310,6 +310,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // (with the table, a before the block is warp 0's entry, after the barrier)
   const float a_blk = PACKED ? a_blk_packed : a_before_use(t0, use_tab && !kWide ? a_tab[0][q_row][0] : a_blk_raw);
   bool block_reset = false, need_carry = !(PACKED && (smask & 1));
+  // (sh_reset read directly: through reset_at the lean packed fp32 forward spilled 40 bytes)
   for (int s = 0; kResets && s < S; ++s) {
     block_reset |= sh_reset[s];
     if (s < w && sh_reset[s]) need_carry = false;
