@@ -106,6 +106,25 @@ __device__ __forceinline__ void look_back(const float* aggs, const float* incl, 
   }
 }
 
+// The carry handed from the warp that looked back (from: it writes, then arrives) to the block's
+// other warps (they wait, then read), through named barrier 1 of S warps (barrier 0 is
+// __syncthreads'): the producer/consumer pattern, arrive releasing, sync acquiring the writes.
+template <int VEC>
+__device__ __forceinline__ void hand_carry(bool from, int S, float (&carry)[VEC]) {
+  __shared__ float sh_hand[WARP][VEC];
+  const int lane = threadIdx.x;
+  __syncwarp();
+  if (from) {
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) sh_hand[lane][v] = carry[v];
+    asm volatile("bar.arrive 1, %0;" ::"r"(S * WARP) : "memory");
+  } else {
+    asm volatile("bar.sync 1, %0;" ::"r"(S * WARP) : "memory");
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) carry[v] = sh_hand[lane][v];
+  }
+}
+
 // The state before a group's first chunk g0: the prefix its predecessor published (incl_at(i):
 // this lane's words of chunk i), polled until out, or before chunk 0 the initial state.
 template <int VEC, typename At, typename H0>

@@ -304,7 +304,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   };
 
   // ---- phase 2: the carry into the block: h0 for chunk 0 (0 for a packed segment's first),
-  // else a look-back every warp does for itself (no second barrier). No flag or fence: the
+  // else a look-back: by the last warp alone in the plain kernels, which hands the carry on
+  // (kOneLooker, v67), by every warp that needs it in the packed ones. No flag or fence: the
   // workspace starts as 0xffffffff, a NaN arithmetic never produces (GPU NaNs are 0x7fffffff),
   // each word is written once, and a reader polls its lane's words until none is the pattern.
   // (with the table, a before the block is warp 0's entry, after the barrier)
@@ -329,6 +330,12 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 #pragma unroll
     for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
     const bool publisher = w == S - 1 && !last && !prefixed;  // (pass 3: all published)
+    // kOneLooker (v67): in the plain kernels the last warp alone looks back and hands the carry on
+    // (hand_carry): one warp's polls per block, not S warps' (they queue behind the SM's bulk
+    // traffic on long chains: session 24's trace). H200, ratio to the copy: backward f32 8,2048
+    // 2.11 -> 2.01, bf16 2.49 -> 2.17; forward bf16 16,1024,16,128 1.25 -> 1.19. Not packed:
+    // warps after a sequence start need no carry there; the grouped path hands its own on.
+    constexpr bool kOneLooker = !PACKED && !GROUPED;
     // Carries by groups: in the 16-bit forward over 8-channel lanes and the GROUPED kernels
     // (groupChunks, fewTileGroup); in the plain fp32 forward it cost the plans that do not group
     // 1-3% (v24), the 4-channel 16-bit forward spilled, the plain backward slowed (v19).
@@ -365,7 +372,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
         block_group_carry<VEC, kWide, kTabFloats, kWideBatch>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk,
                                                               a_end_of, a_start, h0_at, tab_mem, sh_carry_s, carry);
       }
-    } else if (seg_later && active && (need_carry || (publisher && !block_reset))) {
+    } else if (seg_later && active && (need_carry || (publisher && !block_reset)) && (!kOneLooker || w == S - 1)) {
       look_back<VEC, kPreA>(aggs, incl, chunk, tile, P.n_tiles, a_blk, a_end_of, carry, reverse ? -a_m2_raw : a_m2_raw);
     }
     if (publisher && !block_reset) {
@@ -380,6 +387,9 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 #pragma unroll
       for (int v = 0; v < VEC; ++v) inc[v] = fmaf(d, carry[v], agg[v]);
       publish<VEC>(&incl[(me * WARP + lane) * VEC], inc);
+    }
+    if constexpr (kOneLooker) {
+      if (!grouped && seg_later && S > 1) hand_carry<VEC>(w == S - 1, S, carry);  // (block-uniform)
     }
   }
 
