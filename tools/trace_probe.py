@@ -82,6 +82,24 @@ def analyze(tr, label):
     print(f"  the predecessor landed after me {(land[p] > land[has]).mean():.3f}; its aggregate came after my first "
           f"poll {(agg[p] > p1[has]).mean():.3f}, its prefix {(carry[p] > p1[has]).mean():.2f}; "
           f"dispatched before me by {pct(ent[has] - ent[p])}")
+    # The chain (session 24): per tile, how fast the prefixes advance, how fast the blocks enter,
+    # whether a hop waited on the predecessor's prefix or on the block's own aggregate, and how
+    # long after the prefix it found was out the block found it.
+    P = np.full((ti.max() + 1, ch.max() + 1), np.nan)
+    P[ti, ch] = np.where(carry >= 0, carry, np.nan)
+    E = np.full_like(P, np.nan)
+    E[ti, ch] = ent
+    print(f"  chain: prefix to prefix {pct(np.diff(P, axis=1)[~np.isnan(np.diff(P, axis=1))])}; "
+          f"entry to entry {pct(np.diff(E, axis=1)[~np.isnan(np.diff(E, axis=1))])}")
+    waits = L & (pred >= 0)
+    waits[waits] = agg[waits] < carry[pred[waits]]
+    print(f"  hops that waited on the predecessor's prefix (own aggregate out before it) {waits[L].mean():.2f}")
+    j = ch - 1 - depth  # (the chunk whose prefix the walk found)
+    src = np.array([idx.get((c, t), -1) for c, t in zip(j, ti)])
+    for d in range(3):
+        m = L & (depth == d) & (src >= 0)
+        if m.sum() >= 5:
+            print(f"  walked back {d}: its prefix out -> found {pct((found - carry[src])[m])}")
 
 
 def run(kind, dtype_name, shape, reps=3):
