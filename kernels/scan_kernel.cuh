@@ -333,7 +333,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     // kOneLooker (v67): in the plain kernels the last warp alone looks back and hands the carry on
     // (hand_carry): one warp's polls per block, not S warps' (they queue behind the SM's bulk
     // traffic on long chains: session 24's trace). H200, ratio to the copy: backward f32 8,2048
-    // 2.11 -> 2.01, bf16 2.49 -> 2.17; forward bf16 16,1024,16,128 1.25 -> 1.19. Not packed:
+    // 2.11 -> 2.01, bf16 2.49 -> 2.17; forward bf16 4,8192 1.17 -> 1.14-1.15. Not packed:
     // warps after a sequence start need no carry there; the grouped path hands its own on.
     constexpr bool kOneLooker = !PACKED && !GROUPED;
     // Carries by groups: in the 16-bit forward over 8-channel lanes and the GROUPED kernels

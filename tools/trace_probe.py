@@ -98,6 +98,7 @@ def analyze(tr, label):
     src = np.array([idx.get((c, t), -1) for c, t in zip(j, ti)])
     for d in range(3):
         m = L & (depth == d) & (src >= 0)
+        m[m] = carry[src[m]] >= 0  # (its prefix's time was taken)
         if m.sum() >= 5:
             print(f"  walked back {d}: its prefix out -> found {pct((found - carry[src])[m])}")
 
