@@ -52,10 +52,11 @@ def disassemble(module):
         return subprocess.run([nvdisasm, cubins[0]], check=True, capture_output=True, text=True).stdout
 
 
-def kernels(sass):
-    """{name: [instruction text, ...]} for the packet scan kernels (v4, v8: 16-byte, or 8-byte for 16-bit v4)."""
+def kernels(sass, widths="4|8"):
+    """{name: [instruction text, ...]} for the packet scan kernels (v4, v8: 16-byte, or 8-byte for
+    16-bit v4), or those of the given widths (e.g. "1|4|8": with the single-channel ones)."""
     out = {}
-    for m in re.finditer(r"\.text\.(nanossm_scan_\w+_v(?:4|8)):(.*?)(?=\n\s*\.section|\Z)", sass, re.S):
+    for m in re.finditer(rf"\.text\.(nanossm_scan_\w+_v(?:{widths})):(.*?)(?=\n\s*\.section|\Z)", sass, re.S):
         out[m.group(1)] = [i.group(1).strip() for i in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(.*?);", m.group(2))]
     return out
 
