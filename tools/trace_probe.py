@@ -89,8 +89,8 @@ def analyze(tr, label):
     P[ti, ch] = np.where(carry >= 0, carry, np.nan)
     E = np.full_like(P, np.nan)
     E[ti, ch] = ent
-    print(f"  chain: prefix to prefix {pct(np.diff(P, axis=1)[~np.isnan(np.diff(P, axis=1))])}; "
-          f"entry to entry {pct(np.diff(E, axis=1)[~np.isnan(np.diff(E, axis=1))])}")
+    dP, dE = np.diff(P, axis=1), np.diff(E, axis=1)
+    print(f"  chain: prefix to prefix {pct(dP[~np.isnan(dP)])}; entry to entry {pct(dE[~np.isnan(dE)])}")
     waits = L & (pred >= 0)
     waits[waits] = agg[waits] < carry[pred[waits]]
     print(f"  hops that waited on the predecessor's prefix (own aggregate out before it) {waits[L].mean():.2f}")
