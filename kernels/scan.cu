@@ -35,8 +35,9 @@
 // results are bit-identical run to run), which in the plain kernels the block's last warp does
 // alone, handing the carry to the others through shared memory (v67).  With the carry known,
 // each thread replays its STEPS steps from shared memory and writes out.  Blocks are numbered
-// chunk-major, so a block only waits on blocks dispatched before it: no deadlock.  (The backward's copies of x and out, which
-// only the replay reads, are a second group that the fold does not wait for: issue_steps, v40.)
+// chunk-major, so a block only waits on blocks dispatched before it: no deadlock.  (The
+// backward's copies of x and out, which only the replay reads, are a second group that the fold
+// does not wait for: issue_steps, v40.)
 //
 // Packed variable-length sequences (PACKED, B = 1): at a sequence start the state restarts from
 // h0[k] (decayed by exp(A[s] - A[s-1]), as SPEC defines) or 0. A sub-chunk or chunk holding a
