@@ -286,7 +286,9 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 #pragma unroll
   for (int v = 0; v < VEC; ++v) sh_agg[w][lane][v] = h[v];
   sh_aend[w][lane] = a_last;
-  if (lane == 0) sh_reset[w] = reset;
+  // (bit 1: the sub-chunk's first step starts a sequence; when it is warp 0's, no warp of the
+  // block takes a carry in: kOneLooker's test below)
+  if (lane == 0) sh_reset[w] = static_cast<int>(reset) | (PACKED && (smask & 1)) << 1;
   __syncthreads();
 
   // Sub-chunk s holds a sequence start: only packed calls have starts (v57: the plain kernels read
@@ -304,8 +306,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   };
 
   // ---- phase 2: the carry into the block: h0 for chunk 0 (0 for a packed segment's first),
-  // else a look-back: by the last warp alone in the plain kernels, which hands the carry on
-  // (kOneLooker, v67), by every warp that needs it in the packed ones. No flag or fence: the
+  // else a look-back: by the last warp alone, which hands the carry on (kOneLooker, v67-v68), or
+  // in the 80-register packed forwards by every warp that needs it. No flag or fence: the
   // workspace starts as 0xffffffff, a NaN arithmetic never produces (GPU NaNs are 0x7fffffff),
   // each word is written once, and a reader polls its lane's words until none is the pattern.
   // (with the table, a before the block is warp 0's entry, after the barrier)
@@ -330,12 +332,18 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 #pragma unroll
     for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
     const bool publisher = w == S - 1 && !last && !prefixed;  // (pass 3: all published)
-    // kOneLooker (v67): in the plain kernels the last warp alone looks back and hands the carry on
-    // (hand_carry): one warp's polls per block, not S warps' (they queue behind the SM's bulk
-    // traffic on long chains: session 24's trace). H200, ratio to the copy: backward f32 8,2048
-    // 2.11 -> 2.01, bf16 2.49 -> 2.17; forward bf16 4,8192 1.17 -> 1.14-1.15. Not packed:
-    // warps after a sequence start need no carry there; the grouped path hands its own on.
-    constexpr bool kOneLooker = !PACKED && !GROUPED;
+    // kOneLooker (v67, v68): the last warp alone looks back and hands the carry on (hand_carry):
+    // one warp's polls per block, not S warps' (they queue behind the SM's bulk traffic on long
+    // chains: session 24's trace). H200, ratio to the copy: backward f32 8,2048 2.11 -> 2.01,
+    // bf16 2.49 -> 2.17; forward bf16 4,8192 1.17 -> 1.14-1.15; packed bf16 2,1024 over the plain
+    // kernel: equal 1.26 -> 1.15, uneven 1.32 -> 1.22, backward 1.18 -> 1.10 (the packed fp32
+    // backward on >= 8,2048 ~1% slower, kept for one rule). Packed, it looks back when warp 0
+    // takes a carry in (no start at the block's first step), which every warp that takes one
+    // implies; the others discard what they are handed (a start replaces their state). Not in the
+    // packed forwards with states or over single channels (80 registers: they spilled 4-52 bytes
+    // with it); the grouped kernels' path hands its own carry on.
+    constexpr bool kOneLooker = !GROUPED && !(kFwdPacked && (STATES || VEC == 1));
+    const bool carry_in = !(PACKED && (sh_reset[0] & 2));  // (block-uniform)
     // Carries by groups: in the 16-bit forward over 8-channel lanes and the GROUPED kernels
     // (groupChunks, fewTileGroup); in the plain fp32 forward it cost the plans that do not group
     // 1-3% (v24), the 4-channel 16-bit forward spilled, the plain backward slowed (v19).
@@ -372,7 +380,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
         block_group_carry<VEC, kWide, kTabFloats, kWideBatch>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk,
                                                               a_end_of, a_start, h0_at, tab_mem, sh_carry_s, carry);
       }
-    } else if (seg_later && active && (need_carry || (publisher && !block_reset)) && (!kOneLooker || w == S - 1)) {
+    } else if (seg_later && active &&
+               (kOneLooker ? w == S - 1 && carry_in : need_carry || (publisher && !block_reset))) {
       look_back<VEC, kPreA>(aggs, incl, chunk, tile, P.n_tiles, a_blk, a_end_of, carry, reverse ? -a_m2_raw : a_m2_raw);
     }
     if (publisher && !block_reset) {
@@ -389,7 +398,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       publish<VEC>(&incl[(me * WARP + lane) * VEC], inc);
     }
     if constexpr (kOneLooker) {
-      if (!grouped && seg_later && S > 1) hand_carry<VEC>(w == S - 1, S, carry);  // (block-uniform)
+      if (!grouped && seg_later && carry_in && S > 1) hand_carry<VEC>(w == S - 1, S, carry);  // (block-uniform)
     }
   }
 
