@@ -106,23 +106,30 @@ __device__ __forceinline__ void look_back(const float* aggs, const float* incl, 
   }
 }
 
-// The carry handed from the warp that looked back (from: it writes, then arrives) to the block's
-// other warps (they wait, then read), through named barrier 1 of S warps (barrier 0 is
+// The carry handed from the warp that found it (from: it writes, then arrives) to the block's
+// other warps (they wait, then read), through buf and named barrier 1 of S warps (barrier 0 is
 // __syncthreads'): the producer/consumer pattern, arrive releasing, sync acquiring the writes.
+// The writer does not wait for the readers: buf must not be written again in the block.
 template <int VEC>
-__device__ __forceinline__ void hand_carry(bool from, int S, float (&carry)[VEC]) {
-  __shared__ float sh_hand[WARP][VEC];
+__device__ __forceinline__ void hand_carry(bool from, int S, float (&carry)[VEC], float (*buf)[VEC]) {
   const int lane = threadIdx.x;
   __syncwarp();
   if (from) {
 #pragma unroll
-    for (int v = 0; v < VEC; ++v) sh_hand[lane][v] = carry[v];
+    for (int v = 0; v < VEC; ++v) buf[lane][v] = carry[v];
     asm volatile("bar.arrive 1, %0;" ::"r"(S * WARP) : "memory");
   } else {
     asm volatile("bar.sync 1, %0;" ::"r"(S * WARP) : "memory");
 #pragma unroll
-    for (int v = 0; v < VEC; ++v) carry[v] = sh_hand[lane][v];
+    for (int v = 0; v < VEC; ++v) carry[v] = buf[lane][v];
   }
+}
+
+// (through a buffer of its own)
+template <int VEC>
+__device__ __forceinline__ void hand_carry(bool from, int S, float (&carry)[VEC]) {
+  __shared__ float sh_hand[WARP][VEC];
+  hand_carry<VEC>(from, S, carry, sh_hand);
 }
 
 // The state before a group's first chunk g0: the prefix its predecessor published (incl_at(i):
@@ -279,7 +286,7 @@ __device__ __forceinline__ void block_group_carry(const float* aggs, const float
                                                   int64_t n_tiles, int64_t group, float a_blk, const AEnd& a_end,
                                                   const AStart& a_start, const H0& h0_at, float* tab_mem,
                                                   float (*sh_carry_s)[VEC], float (&carry)[VEC]) {
-  const int lane = threadIdx.x, w = threadIdx.y, S = blockDim.y;
+  const int w = threadIdx.y, S = blockDim.y;
   if (WIDE && group > 4) {
     constexpr int PW = TAB_FLOATS / (WARP * VEC);
     static_assert(PW >= 1, "the tables hold at least one share");
@@ -287,15 +294,10 @@ __device__ __forceinline__ void block_group_carry(const float* aggs, const float
                                      reinterpret_cast<float(*)[WARP][VEC]>(tab_mem), carry);
   } else {  // the last warp finds the carry, the others take it
     // (in the wide kernels the carry goes through the dead tables too: no shared memory added)
+    // (nothing writes either again: the tables are dead, sh_carry_s is this path's alone)
     float(*sh_carry)[VEC] = WIDE ? reinterpret_cast<float(*)[VEC]>(tab_mem) : sh_carry_s;
-    if (w == S - 1) {
-      group_carry<VEC>(aggs, incl, chunk, tile, n_tiles, group, a_blk, a_end, a_start, h0_at, carry);
-#pragma unroll
-      for (int v = 0; v < VEC; ++v) sh_carry[lane][v] = carry[v];
-    }
-    __syncthreads();
-#pragma unroll
-    for (int v = 0; v < VEC; ++v) carry[v] = sh_carry[lane][v];
+    if (w == S - 1) group_carry<VEC>(aggs, incl, chunk, tile, n_tiles, group, a_blk, a_end, a_start, h0_at, carry);
+    hand_carry<VEC>(w == S - 1, S, carry, sh_carry);
   }
 }
 

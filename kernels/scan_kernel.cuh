@@ -341,7 +341,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     // takes a carry in (no start at the block's first step), which every warp that takes one
     // implies; the others discard what they are handed (a start replaces their state). Not in the
     // packed forwards with states or over single channels (80 registers: they spilled 4-52 bytes
-    // with it); the grouped kernels' path hands its own carry on.
+    // with it); the grouped path finds its carry by groups and hands it on likewise (v70).
     constexpr bool kOneLooker = !GROUPED && !(kFwdPacked && (STATES || VEC == 1));
     const bool carry_in = !(PACKED && (sh_reset[0] & 2));  // (block-uniform)
     // Carries by groups: in the 16-bit forward over 8-channel lanes and the GROUPED kernels
