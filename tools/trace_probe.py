@@ -43,6 +43,17 @@ def pct(a, qs=(10, 50, 90)):
     return " ".join(f"p{q} {np.percentile(a, q) / 1e3:5.2f}" for q in qs) + f" mean {a.mean() / 1e3:5.2f} (n={len(a)})"
 
 
+def chain_pace(ti, ch, carry, ent):
+    """Per tile, the time from each chunk's prefix out to the next's, and from each block's entry to
+    the next's."""
+    P = np.full((ti.max() + 1, ch.max() + 1), np.nan)
+    P[ti, ch] = np.where(carry >= 0, carry, np.nan)
+    E = np.full_like(P, np.nan)
+    E[ti, ch] = ent
+    dP, dE = np.diff(P, axis=1), np.diff(E, axis=1)
+    print(f"  chain: prefix to prefix {pct(dP[~np.isnan(dP)])}; entry to entry {pct(dE[~np.isnan(dE)])}")
+
+
 def analyze(tr, label):
     """Print a block's phases (us) from an (n, 16) int64 trace."""
     raw = lambda k: tr[:, k] & M62  # noqa: E731 (bit 63 of word 9 is a flag)
@@ -60,6 +71,10 @@ def analyze(tr, label):
     print(f"  life {pct(life)}: loading {(land - ent).sum() / life.sum():.2f}, landed to prefix out "
           f"{(carry - land).sum() / life.sum():.2f}, after {(end - carry).sum() / life.sum():.2f}")
     L = (p1 >= 0) & (agg >= 0) & (found >= 0) & (ch > 0)  # publishers that looked back
+    if not L.any():  # (the grouped path's carries are not traced: only the chain's pace is)
+        print("  no block looked back (carries by groups?): the chain's pace only")
+        chain_pace(ti, ch, carry, ent)
+        return
     print(f"  landed -> aggregate out {pct((agg - land)[L])}")
     ok = L & (fold >= 0)
     if ok.any():
@@ -85,12 +100,7 @@ def analyze(tr, label):
     # The chain (session 24): per tile, how fast the prefixes advance, how fast the blocks enter,
     # whether a hop waited on the predecessor's prefix or on the block's own aggregate, and how
     # long after the prefix it found was out the block found it.
-    P = np.full((ti.max() + 1, ch.max() + 1), np.nan)
-    P[ti, ch] = np.where(carry >= 0, carry, np.nan)
-    E = np.full_like(P, np.nan)
-    E[ti, ch] = ent
-    dP, dE = np.diff(P, axis=1), np.diff(E, axis=1)
-    print(f"  chain: prefix to prefix {pct(dP[~np.isnan(dP)])}; entry to entry {pct(dE[~np.isnan(dE)])}")
+    chain_pace(ti, ch, carry, ent)
     waits = L & (pred >= 0)
     waits[waits] = agg[waits] < carry[pred[waits]]
     print(f"  hops that waited on the predecessor's prefix (own aggregate out before it) {waits[L].mean():.2f}")
