@@ -109,7 +109,9 @@ __device__ __forceinline__ void look_back(const float* aggs, const float* incl, 
 // The carry handed from the warp that found it (from: it writes, then arrives) to the block's
 // other warps (they wait, then read), through buf and named barrier 1 of S warps (barrier 0 is
 // __syncthreads'): the producer/consumer pattern, arrive releasing, sync acquiring the writes.
-// The writer does not wait for the readers: buf must not be written again in the block.
+// The writer does not wait for the readers: buf must not be written again in the block, and a
+// block hands on once (a second hand-over's arrivals could join the first's count). With S = 1
+// the writer's arrival alone (32 threads) completes the barrier.
 template <int VEC>
 __device__ __forceinline__ void hand_carry(bool from, int S, float (&carry)[VEC], float (*buf)[VEC]) {
   const int lane = threadIdx.x;

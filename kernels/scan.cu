@@ -33,18 +33,19 @@
 // S aggregates in shared memory, and when T needs more than one chunk, chunks pass carries
 // through a deterministic decoupled look-back (single pass: x is read once and out written once;
 // results are bit-identical run to run), which the block's last warp does alone, handing the
-// carry to the others through shared memory (v67-v68).  With the carry known,
-// each thread replays its STEPS steps from shared memory and writes out.  Blocks are numbered
-// chunk-major, so a block only waits on blocks dispatched before it: no deadlock.  (The
-// backward's copies of x and out, which only the replay reads, are a second group that the fold
-// does not wait for: issue_steps, v40.)
+// carry to the others through shared memory (v67-v68; not in the packed forwards with states or
+// over single channels, below).  With the carry known, each thread replays its STEPS steps from
+// shared memory and writes out.  Blocks are numbered chunk-major, so a block only waits on
+// blocks dispatched before it: no deadlock.  (The backward's copies of x and out, which only the
+// replay reads, are a second group that the fold does not wait for: issue_steps, v40.)
 //
 // Packed variable-length sequences (PACKED, B = 1): at a sequence start the state restarts from
 // h0[k] (decayed by exp(A[s] - A[s-1]), as SPEC defines) or 0. A sub-chunk or chunk holding a
 // start has an aggregate that no earlier carry reaches: it is published straight away as an
 // inclusive prefix, so look-back never passes a sequence start, and a block whose first step is
 // a start looks back not at all (warps whose steps begin after a start in their block discard
-// the carry; in the packed forwards with states each warp looks back for itself, or skips).
+// the carry; in the packed forwards with states or over single channels each warp looks back
+// for itself, or skips).
 // Each warp finds its sequences in cu_seqlens while its staging copies fly: one boundary per
 // lane, all of them with fewer than 32 sequences, else a 32-way search then the 32 boundaries
 // from there (packed_walk). A packed call with no initial and no final state takes kernels of

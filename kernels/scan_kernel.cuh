@@ -307,7 +307,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 
   // ---- phase 2: the carry into the block: h0 for chunk 0 (0 for a packed segment's first),
   // else a look-back: by the last warp alone, which hands the carry on (kOneLooker, v67-v68), or
-  // in the 80-register packed forwards by every warp that needs it. No flag or fence: the
+  // in the packed forwards with states or over single channels by every warp that needs it; in
+  // the grouped path by groups (block_group_carry). No flag or fence: the
   // workspace starts as 0xffffffff, a NaN arithmetic never produces (GPU NaNs are 0x7fffffff),
   // each word is written once, and a reader polls its lane's words until none is the pattern.
   // (with the table, a before the block is warp 0's entry, after the barrier)
@@ -340,8 +341,11 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     // backward on >= 8,2048 ~1% slower, kept for one rule). Packed, it looks back when warp 0
     // takes a carry in (no start at the block's first step), which every warp that takes one
     // implies; the others discard what they are handed (a start replaces their state). Not in the
-    // packed forwards with states or over single channels (80 registers: they spilled 4-52 bytes
-    // with it); the grouped path finds its carry by groups and hands it on likewise (v70).
+    // packed forwards over single channels or with states: the 80-register ones spilled 4-52
+    // bytes with it; the 16-bit ones with states over 8-channel lanes (96 registers) do not spill
+    // with it but were left out with them, untimed (v72, prepared: docs/performance.md session 25).
+    // The grouped path finds its carry by groups (block_group_carry, whose narrow form hands it on
+    // through hand_carry too, v70).
     constexpr bool kOneLooker = !GROUPED && !(kFwdPacked && (STATES || VEC == 1));
     const bool carry_in = !(PACKED && (sh_reset[0] & 2));  // (block-uniform)
     // Carries by groups: in the 16-bit forward over 8-channel lanes and the GROUPED kernels

@@ -39,14 +39,16 @@ def tool(name):
     return None
 
 
-def disassemble(module):
+def disassemble(module, arch="sm_90"):
+    """The module's machine code for one architecture (its first cubin of it), as nvdisasm prints
+    it, or None without the tools or that code."""
     cuobjdump, nvdisasm = tool("cuobjdump"), tool("nvdisasm")
     if not (cuobjdump and nvdisasm):
         return None
     with tempfile.TemporaryDirectory() as d:
         subprocess.run([cuobjdump, "-xelf", "all", os.path.abspath(module)], cwd=d, check=True,
                        capture_output=True)
-        cubins = glob.glob(os.path.join(d, "*sm_90*.cubin"))
+        cubins = glob.glob(os.path.join(d, f"*{arch}*.cubin"))
         if not cubins:
             return None
         return subprocess.run([nvdisasm, cubins[0]], check=True, capture_output=True, text=True).stdout
