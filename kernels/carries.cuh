@@ -295,8 +295,8 @@ __device__ __forceinline__ void block_group_carry(const float* aggs, const float
     group_carry_wide<VEC, PW, BATCH>(aggs, incl, chunk, tile, n_tiles, group, a_blk, a_end, a_start, h0_at,
                                      reinterpret_cast<float(*)[WARP][VEC]>(tab_mem), carry);
   } else {  // the last warp finds the carry, the others take it
-    // (in the wide kernels the carry goes through the dead tables too: no shared memory added)
-    // (nothing writes either again: the tables are dead, sh_carry_s is this path's alone)
+    // (in the wide kernels the carry goes through the dead tables too: no shared memory added;
+    // nothing writes either buffer again, as hand_carry requires)
     float(*sh_carry)[VEC] = WIDE ? reinterpret_cast<float(*)[VEC]>(tab_mem) : sh_carry_s;
     if (w == S - 1) group_carry<VEC>(aggs, incl, chunk, tile, n_tiles, group, a_blk, a_end, a_start, h0_at, carry);
     hand_carry<VEC>(w == S - 1, S, carry, sh_carry);
