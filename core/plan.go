@@ -49,21 +49,32 @@ func (v Variant) backward() bool { return v == Backward || v == BackwardPacked }
 
 func (v Variant) packed() bool { return v == ForwardPacked || v == BackwardPacked }
 
-// kernelKey is one row of the dispatch table: element type x variant x vector width, whether
-// carries go by groups in a kernel of their own (grouped: the forward's over 4-channel lanes,
-// the backward's over packets), and whether the call has no initial and no final state
-// (nostate: the packed forward's and backward's lean kernels).
+// kernelKey is one row of the dispatch table: element type x variant x vector width x form (a
+// kernel of its own for carries by groups or the backward's late copies, else plain), and whether
+// the call has no initial and no final state (nostate: the packed forward's and backward's lean
+// kernels).
 type kernelKey struct {
 	dtype   DType
 	variant Variant
 	vec     int64
-	grouped bool
+	form    kernelForm
 	nostate bool
 }
 
-// scanKernels is the one dispatch table of the scan kernels: (dtype, variant, width) -> kernel,
-// nanossm_scan_<variant>_<dtype>_v<width> as NANOSSM_ALL in kernels/scan.cu defines them. The
-// width is 16-byte packets when the layout allows, else 1 channel.
+// kernelForm is a form of a scan kernel that has kernels of its own: how it finds its carry
+// (grouped) or when it copies the backward's x and out (late).
+type kernelForm int
+
+const (
+	formPlain   kernelForm = iota
+	formGrouped            // carries by groups of chunks (groupChunks, fewTileGroup)
+	formLate               // the backward's copies of x and out after the carry (lateXY)
+)
+
+// scanKernels is the one dispatch table of the scan kernels: (dtype, variant, width, form,
+// nostate) -> kernel, nanossm_scan_<variant>_<dtype>_v<width> as NANOSSM_ALL in kernels/scan.cu
+// defines them (the grouped and late forms: _grouped_ and _late_ after the variant). The width is
+// 16-byte packets when the layout allows, else 1 channel.
 // The plain forward also has 8-byte packets for 16-bit types (4 channels per lane,
 // NANOSSM_FWD16_V4 in kernels/scan.cu; see forwardPacketBytes).
 var scanKernels = func() map[kernelKey]string {
@@ -77,9 +88,9 @@ var scanKernels = func() map[kernelKey]string {
 				widths = append(widths, 8/d.Size())
 			}
 			for _, w := range widths {
-				t[kernelKey{d, v, w, false, false}] = fmt.Sprintf("nanossm_scan_%s_%s_v%d", vn, dn, w)
+				t[kernelKey{d, v, w, formPlain, false}] = fmt.Sprintf("nanossm_scan_%s_%s_v%d", vn, dn, w)
 				if v.packed() {
-					t[kernelKey{d, v, w, false, true}] = fmt.Sprintf("nanossm_scan_%s_nostate_%s_v%d", vn, dn, w)
+					t[kernelKey{d, v, w, formPlain, true}] = fmt.Sprintf("nanossm_scan_%s_nostate_%s_v%d", vn, dn, w)
 				}
 			}
 		}
@@ -87,14 +98,18 @@ var scanKernels = func() map[kernelKey]string {
 	// The fp32 forward with carries by groups has a kernel of its own: compiled into the plain
 	// one, the grouped path cost the plans that do not group 1-3%. (The 16-bit forward over
 	// 8-channel lanes has it in its plain kernel; see groupChunks.)
-	t[kernelKey{Float32, Forward, 4, true, false}] = "nanossm_scan_fwd_grouped_f32_v4"
+	t[kernelKey{Float32, Forward, 4, formGrouped, false}] = "nanossm_scan_fwd_grouped_f32_v4"
 	// So have the 16-bit forward's 4-channel lanes: the few-tile plans (1,262144,4,32 takes them).
-	t[kernelKey{Float16, Forward, 4, true, false}] = "nanossm_scan_fwd_grouped_f16_v4"
-	t[kernelKey{BFloat16, Forward, 4, true, false}] = "nanossm_scan_fwd_grouped_bf16_v4"
+	t[kernelKey{Float16, Forward, 4, formGrouped, false}] = "nanossm_scan_fwd_grouped_f16_v4"
+	t[kernelKey{BFloat16, Forward, 4, formGrouped, false}] = "nanossm_scan_fwd_grouped_bf16_v4"
 	// The plain backward over packets with carries by groups (v35; groupChunks).
-	t[kernelKey{Float32, Backward, 4, true, false}] = "nanossm_scan_bwd_grouped_f32_v4"
-	t[kernelKey{Float16, Backward, 8, true, false}] = "nanossm_scan_bwd_grouped_f16_v8"
-	t[kernelKey{BFloat16, Backward, 8, true, false}] = "nanossm_scan_bwd_grouped_bf16_v8"
+	t[kernelKey{Float32, Backward, 4, formGrouped, false}] = "nanossm_scan_bwd_grouped_f32_v4"
+	t[kernelKey{Float16, Backward, 8, formGrouped, false}] = "nanossm_scan_bwd_grouped_f16_v8"
+	t[kernelKey{BFloat16, Backward, 8, formGrouped, false}] = "nanossm_scan_bwd_grouped_bf16_v8"
+	// The plain backward over packets with its late copies of x and out (v73; lateXY).
+	t[kernelKey{Float32, Backward, 4, formLate, false}] = "nanossm_scan_bwd_late_f32_v4"
+	t[kernelKey{Float16, Backward, 8, formLate, false}] = "nanossm_scan_bwd_late_f16_v8"
+	t[kernelKey{BFloat16, Backward, 8, formLate, false}] = "nanossm_scan_bwd_late_bf16_v8"
 	return t
 }()
 
@@ -147,6 +162,9 @@ type ScanPlan struct {
 	// each chunked from its own start (> 1; see packedSegments), or 1: one row of chunks. Chunks
 	// then counts the blocks per tile the segments' chunks may need.
 	Segments int64
+	// LateXY: a plain backward's single pass over few tiles, in the kernel whose blocks that look
+	// back copy x and out after their carry (*_late_*; see lateXY)
+	LateXY bool
 }
 
 // Device is what a plan needs to know of the GPU it runs on.
@@ -254,7 +272,7 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	// (STATES in kernels/scan.cu; measured on the H200: docs/performance.md, v25).
 	lean := v.packed() && !p.hasStates()
 	pl := ScanPlan{
-		Kernel: scanKernels[kernelKey{p.DType, v, vec, false, lean}],
+		Kernel: scanKernels[kernelKey{p.DType, v, vec, formPlain, lean}],
 		Vec:    vec,
 		Warps:  warps,
 		Steps:  steps,
@@ -315,8 +333,11 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 		if fewGroup > 0 && TuneGroup == 0 {
 			pl.Group = fewGroup
 		}
-		if k, ok := scanKernels[kernelKey{p.DType, v, vec, true, false}]; ok && pl.Group > 1 {
+		if k, ok := scanKernels[kernelKey{p.DType, v, vec, formGrouped, false}]; ok && pl.Group > 1 {
 			pl.Kernel = k
+		}
+		if k, ok := scanKernels[kernelKey{p.DType, v, vec, formLate, false}]; ok && lateXY(v, pl, dev.SMs) {
+			pl.Kernel, pl.LateXY = k, true
 		}
 	}
 	// The workspace keeps the group region whenever a device could choose three passes, and the

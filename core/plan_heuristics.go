@@ -100,7 +100,8 @@ func groupChunks(v Variant, dt DType, vec, tiles, chunks, sms int64) int64 {
 		return TuneGroup
 	}
 	// The backward has grouped kernels of its own since v35 (the plain one keeps its machine
-	// code). Measured on the H200 (ratio to the copy, same run; G = 1 / 2 / 4): 1,65536,64,64
+	// code; since v74 they copy x and out after the group carry: bf16 1,65536,64,64 at G = 4 2.95
+	// -> 2.56, the groups below not timed again against the late plain kernel). Measured on the H200 (ratio to the copy, same run; G = 1 / 2 / 4): 1,65536,64,64
 	// (1024 chunks) bf16 3.176 / 3.000 / 2.986, f32 2.538 / 2.679 / 2.855. So the 16-bit
 	// backward over 8-channel lanes takes G = 2 on its longest chains (1024+ chunks over SMs / 4
 	// tiles or fewer, deep chains now; over SMs / 8 or fewer 4: v50 above), and the fp32 one none:
@@ -139,6 +140,39 @@ func groupChunks(v Variant, dt DType, vec, tiles, chunks, sms int64) int64 {
 		return 2
 	}
 	return 1
+}
+
+// TuneLateXY, when 1 or 2, replaces lateXY's choice: 1 never, 2 in every single pass it may
+// take (NANOSSM_TUNE_LATE_XY, read by core/cuda): a benchmarking knob, not an API.
+var TuneLateXY int64
+
+// lateXY is whether a plain backward's single pass (per-chunk look-back, G = 1) takes the late
+// kernel (*_late_*, where the width has one): its blocks that look back issue their copies of x
+// and out after the carry, not with g's before it (v73, LATE in kernels/scan_kernel.cuh), so the
+// looker's polls do not come back behind 64 KB of its own block's data; the landing of x and out
+// then no longer overlaps the fold and the look-back.
+// A few tiles with long chains wait on the hops, many tiles on the bandwidth: measured on the
+// H200 (ratio to the copy, same run; early / late, session 26 call 3), fp32 (B*R/2 tiles)
+// 1,65536,64,64 (32 tiles x 1024 chunks) 2.41 / 2.19, 1,8192,64,64 (32 x 128) 2.32 / 2.20,
+// 1,16384,128,64 (64 x 256) 2.29 / 2.06, 2,1024,64,64 (64 x 16) 2.21 / 2.14; about even at 96
+// tiles, 3,8192,64,64 2.09 / 2.06, 1,4096,192,64 2.09 / 2.10; lost over more, 4,8192,64,64 (128 x
+// 128) 2.05 / 2.06, 8,2048,64,64 (256 x 32) 2.02 / 2.10, 16,1024,16,128 (256 x 16) 2.05 / 2.10;
+// bf16 (B*R/4 tiles, where not grouped) 4,8192,64,64 (64 x 128) 2.29 / 2.24, 3,8192,64,64 (48 x
+// 128) 2.41 / 2.27, 1,4096,192,64 (48 x 64) 2.37 / 2.32, but 8,2048,64,64 (128 x 32) 2.19 / 2.24,
+// 16,1024,16,128 (128 x 16) 2.26 / 2.30. Hence up to SMs / 2 tiles. (Grouped plans have kernels
+// of their own, which copy late too since v74: groupChunks gives groups over few tiles only.
+// Not packed ones, whose blocks learn in phase 1 whether they take a carry.)
+func lateXY(v Variant, pl ScanPlan, sms int64) bool {
+	if v != Backward || pl.Passes != 1 || pl.Group > 1 || pl.Chunks < 2 {
+		return false
+	}
+	switch TuneLateXY {
+	case 1:
+		return false
+	case 2:
+		return true
+	}
+	return sms > 0 && pl.Tiles*2 <= sms
 }
 
 // oneWaveBlocks is the blocks per SM up to which groupChunks counts a grid as one wave (the

@@ -26,7 +26,7 @@ func TestPlanInvariants(t *testing.T) {
 		{B: 1, T: 131071, R: 4, C: 32, DType: Float32}, {B: 1, T: 131072, R: 1, C: 8, DType: Float32},
 		{B: 1, T: 200001, R: 2, C: 12, DType: Float32}, {B: 1, T: 262144, R: 4, C: 32, DType: Float32},
 		{B: 2, T: 140000, R: 1, C: 16, DType: Float32}, {B: 1, T: 300000, R: 3, C: 4, DType: Float32}}
-	longGrouped := 0
+	longGrouped, late := 0, 0
 	for n := 0; n < 20000+len(long); n++ {
 		p := Problem{B: 1 + rng.Int63n(8), T: 1 + rng.Int63n(1<<uint(rng.Intn(19))), R: 1 + rng.Int63n(70),
 			C: 1 + rng.Int63n(700), DType: dtypes[rng.Intn(3)]}
@@ -54,6 +54,9 @@ func TestPlanInvariants(t *testing.T) {
 				TunePasses = 0
 				if n >= 20000 && tune == 0 && pl.Passes == 1 && pl.Group > 1 {
 					longGrouped++
+				}
+				if pl.LateXY {
+					late++
 				}
 				// (the few-tile groups: a single pass over few tiles and many chunks)
 				fewGroup := tune != 3 && pl.Group == fewTileGroup(v, p.DType, vec, pl.Tiles, p.T) && pl.Chunks >= 64 &&
@@ -112,8 +115,14 @@ func TestPlanInvariants(t *testing.T) {
 				case v == Forward && p.DType == Float32 && vec == 4 && pl.Passes == 1 && pl.Chunks > 1 && !fewGroup &&
 					pl.Group != wantF32:
 					t.Fatalf("%+v %v on %d SMs: fp32 carry group %d, want %d (%+v)", p, v, sms, pl.Group, wantF32, pl)
-				case (pl.Kernel == scanKernels[kernelKey{p.DType, v, vec, true, false}]) != (pl.Group > 1 && hasGrouped(p.DType, v, vec)):
+				case (pl.Kernel == scanKernels[kernelKey{p.DType, v, vec, formGrouped, false}]) != (pl.Group > 1 && hasGrouped(p.DType, v, vec)):
 					t.Fatalf("%+v %v vec %d: kernel %s for carry group %d", p, v, vec, pl.Kernel, pl.Group)
+				// (the late kernel: exactly the plain backward single passes of per-chunk look-back
+				// over up to SMs / 2 tiles, where the width has one)
+				case pl.LateXY != strings.Contains(pl.Kernel, "_late_") ||
+					pl.LateXY != (v == Backward && pl.Passes == 1 && pl.Group == 1 && pl.Chunks >= 2 && sms > 0 &&
+						pl.Tiles*2 <= sms && scanKernels[kernelKey{p.DType, v, vec, formLate, false}] != ""):
+					t.Fatalf("%+v %v vec %d on %d SMs: late copies %+v", p, v, vec, sms, pl)
 				case pl.Segments < 1 || pl.Segments > 1 && (pl.Passes != 1 || v != ForwardPacked && v != BackwardPacked ||
 					pl.Segments > min(p.Seqs, MaxSegments) || base < 4*pl.Segments) ||
 					pl.Chunks > 1 && pl.Lookback < 2*align256(pl.Chunks*pl.Tiles*32*vec*4):
@@ -126,6 +135,9 @@ func TestPlanInvariants(t *testing.T) {
 	}
 	if longGrouped == 0 {
 		t.Fatal("no long one-tile backward took the one-pass grouped plan")
+	}
+	if late == 0 {
+		t.Fatal("no plan took the late backward kernel")
 	}
 }
 
@@ -218,6 +230,54 @@ func TestNamedPlans(t *testing.T) {
 	}
 }
 
+// The backward's late copies of x and out (lateXY): plain single passes of per-chunk look-back
+// over up to SMs / 2 tiles in the late kernel of their width, never grouped, packed, three-pass,
+// one-chunk or forward plans, nor single-channel lanes (no late kernel).
+func TestLateXYPlans(t *testing.T) {
+	h200 := Device{SMs: 132, MaxShared: 227 << 10, EarlyLaunch: true}
+	for _, c := range []struct {
+		name string
+		v    Variant
+		p    Problem
+		vec  int64
+		sms  int64
+		want bool
+	}{
+		{"bench f32 1,65536: 32 tiles", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 132, true},
+		{"bench f32 2,1024: 64 tiles", Backward, Problem{B: 2, T: 1024, R: 64, C: 64, DType: Float32}, 4, 132, true},
+		{"SMs / 2 tiles", Backward, Problem{B: 1, T: 1024, R: 132, C: 64, DType: Float32}, 4, 132, true},
+		{"SMs / 2 + 1 tiles", Backward, Problem{B: 1, T: 1024, R: 134, C: 64, DType: Float32}, 4, 132, false},
+		{"bench f32 4,8192: 128 tiles", Backward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: Float32}, 4, 132, false},
+		{"bench bf16 8,2048: 128 tiles", Backward, Problem{B: 8, T: 2048, R: 64, C: 64, DType: BFloat16}, 8, 132, false},
+		{"bf16 1,65536: grouped", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 132, false},
+		{"f32 1,262144,4,32: grouped", Backward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 132, false},
+		{"three passes", Backward, Problem{B: 1, T: 32768, R: 4, C: 32, DType: Float32}, 4, 132, false},
+		{"one chunk", Backward, Problem{B: 1, T: 64, R: 4, C: 32, DType: Float32}, 4, 132, false},
+		{"packed", BackwardPacked, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32, Seqs: 2}, 4, 132, false},
+		{"forward", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 132, false},
+		{"single-channel lanes: no late kernel", Backward, Problem{B: 1, T: 65536, R: 64, C: 63, DType: Float32}, 1, 132, false},
+		{"no device", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 0, false},
+	} {
+		dev := h200
+		dev.SMs = c.sms
+		pl := plan(c.v, c.p, c.vec, dev)
+		if pl.LateXY != c.want || strings.Contains(pl.Kernel, "_late_") != c.want {
+			t.Errorf("%s: LateXY %v (%s), want %v", c.name, pl.LateXY, pl.Kernel, c.want)
+		}
+	}
+	for _, c := range []struct {
+		tune int64
+		want bool
+	}{{1, false}, {2, true}} { // (the knob: 8,2048 takes none by itself)
+		TuneLateXY = c.tune
+		got := plan(Backward, Problem{B: 8, T: 2048, R: 64, C: 64, DType: Float32}, 4, h200).LateXY
+		TuneLateXY = 0
+		if got != c.want {
+			t.Errorf("TuneLateXY %d: LateXY %v, want %v", c.tune, got, c.want)
+		}
+	}
+}
+
 // A packed forward with no initial and no final state takes the lean packed kernel (nostate), of
 // the same width; with either state, the general one. The same for the backward (its states:
 // the final state's gradient in, the initial state's gradient out).
@@ -275,6 +335,6 @@ func TestPackedPlansWithoutStates(t *testing.T) {
 
 // hasGrouped: the dispatch table has a kernel with carries by groups for (dtype, variant, width).
 func hasGrouped(dt DType, v Variant, vec int64) bool {
-	_, ok := scanKernels[kernelKey{dt, v, vec, true, false}]
+	_, ok := scanKernels[kernelKey{dt, v, vec, formGrouped, false}]
 	return ok
 }

@@ -160,15 +160,17 @@ func TestPlanScan(t *testing.T) {
 			t.Errorf("%s: %d passes reset %d bytes of %d (one pass: %d)", c.name, pl.Passes, pl.Lookback, pl.Workspace, single.Lookback)
 		}
 	}
-	// The backward: 8 warps x 8 steps, three staged tensors (96 KB), whole rows per tile.
+	// The backward: 8 warps x 8 steps, three staged tensors (96 KB), whole rows per tile; 3 tiles
+	// take the late kernel (lateXY).
 	gx := Tensor{1 << 20, Float32, []int64{2, 1000, 3, 64}, Contiguous(2, 1000, 3, 64)}
 	bp := PlanBackward(&BackwardArgs{GradOut: gx, GradX: gx, X: gx, Out: gx}, Problem{B: 2, T: 1000, R: 3, C: 64, DType: Float32}, Device{SMs: 132})
-	if bp.Kernel != "nanossm_scan_bwd_f32_v4" || bp.Steps != 8 || bp.Warps != 8 || bp.Chunks != 16 || bp.Tiles != 3 || bp.K != 1 ||
+	if bp.Kernel != "nanossm_scan_bwd_late_f32_v4" || !bp.LateXY || bp.Steps != 8 || bp.Warps != 8 || bp.Chunks != 16 || bp.Tiles != 3 || bp.K != 1 ||
 		bp.Shared != 3*8*8*32*16 || bp.Shared > ScanMaxSharedBytes {
 		t.Errorf("backward plan: %+v", bp)
 	}
 	for key, name := range scanKernels {
-		if !strings.Contains(name, map[DType]string{Float32: "f32", Float16: "f16", BFloat16: "bf16"}[key.dtype]) {
+		if !strings.Contains(name, map[DType]string{Float32: "f32", Float16: "f16", BFloat16: "bf16"}[key.dtype]) ||
+			strings.Contains(name, "_grouped_") != (key.form == formGrouped) || strings.Contains(name, "_late_") != (key.form == formLate) {
 			t.Errorf("dispatch table: %v -> %s", key, name)
 		}
 	}

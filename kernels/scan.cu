@@ -33,19 +33,20 @@
 // S aggregates in shared memory, and when T needs more than one chunk, chunks pass carries
 // through a deterministic decoupled look-back (single pass: x is read once and out written once;
 // results are bit-identical run to run), which the block's last warp does alone, handing the
-// carry to the others through shared memory (v67-v68; not in the packed forwards with states or
-// over single channels, below).  With the carry known, each thread replays its STEPS steps from
+// carry to the others through shared memory (v67-v68, v72; not in the fp32 packed forward with
+// states or the packed forwards over single channels, below).  With the carry known, each thread replays its STEPS steps from
 // shared memory and writes out.  Blocks are numbered chunk-major, so a block only waits on
 // blocks dispatched before it: no deadlock.  (The backward's copies of x and out, which only the
-// replay reads, are a second group that the fold does not wait for: issue_steps, v40.)
+// replay reads, are a second group that the fold does not wait for: issue_steps, v40; over few
+// tiles the late kernels issue them after the carry instead: bwd_late_*, v73, below.)
 //
 // Packed variable-length sequences (PACKED, B = 1): at a sequence start the state restarts from
 // h0[k] (decayed by exp(A[s] - A[s-1]), as SPEC defines) or 0. A sub-chunk or chunk holding a
 // start has an aggregate that no earlier carry reaches: it is published straight away as an
 // inclusive prefix, so look-back never passes a sequence start, and a block whose first step is
 // a start looks back not at all (warps whose steps begin after a start in their block discard
-// the carry; in the packed forwards with states or over single channels each warp looks back
-// for itself, or skips).
+// the carry; in the fp32 packed forward with states and the packed forwards over single channels
+// each warp looks back for itself, or skips).
 // Each warp finds its sequences in cu_seqlens while its staging copies fly: one boundary per
 // lane, all of them with fewer than 32 sequences, else a 32-way search then the 32 boundaries
 // from there (packed_walk). A packed call with no initial and no final state takes kernels of
@@ -127,8 +128,8 @@ using nanossm::WARP;
 #ifndef NANOSSM_BWD_MIN_BLOCKS
 #define NANOSSM_BWD_MIN_BLOCKS 2
 #endif
-#define NANOSSM_BWD(NAME, TYPE, VEC, PACKED, STATES) NANOSSM_BWD_KERNEL(NAME, TYPE, VEC, PACKED, STATES, false)
-#define NANOSSM_BWD_KERNEL(NAME, TYPE, VEC, PACKED, STATES, GROUPED)                              \
+#define NANOSSM_BWD(NAME, TYPE, VEC, PACKED, STATES) NANOSSM_BWD_KERNEL(NAME, TYPE, VEC, PACKED, STATES, false, false)
+#define NANOSSM_BWD_KERNEL(NAME, TYPE, VEC, PACKED, STATES, GROUPED, LATE)                        \
   extern "C" __global__ void __launch_bounds__(WARP * BWD_MAX_WARPS, NANOSSM_BWD_MIN_BLOCKS)      \
       NAME(NANOSSM_COMMON_PARAMS(TYPE), const TYPE *xo, int64_t sxob, int64_t sxot, int64_t sxor, \
            int64_t sxoc, const TYPE *yo, int64_t syob, int64_t syot, int64_t syor, int64_t syoc,  \
@@ -138,7 +139,7 @@ using nanossm::WARP;
     p.sxo[0] = sxob, p.sxo[1] = sxot, p.sxo[2] = sxor, p.sxo[3] = sxoc;                           \
     p.syo[0] = syob, p.syo[1] = syot, p.syo[2] = syor, p.syo[3] = syoc;                           \
     p.sdA[0] = sdAb, p.sdA[1] = sdAt, p.sdA[2] = sdAr;                                            \
-    scan_kernel<TYPE, VEC, true, PACKED, GROUPED, STATES>(p);                                     \
+    scan_kernel<TYPE, VEC, true, PACKED, GROUPED, STATES, LATE>(p);                               \
   }
 
 #define NANOSSM_ALL(KIND, MACRO, PACKED, STATES, SUFFIX)                              \
@@ -179,9 +180,20 @@ NANOSSM_ALL(bwd, NANOSSM_BWD, true, false, _packed_nostate)
 // per lane): its look-back's chain sets the time of long sequences (1,65536,64,64: 1.26 us per
 // chunk, docs/performance.md v34), as the forward's did before groups. Kernels of their own, so
 // that the plain backward keeps its machine code (v19 compiled group_carry into it, and it lost).
-NANOSSM_BWD_KERNEL(nanossm_scan_bwd_grouped_f32_v4, float, 4, false, true, true)
-NANOSSM_BWD_KERNEL(nanossm_scan_bwd_grouped_f16_v8, __half, 8, false, true, true)
-NANOSSM_BWD_KERNEL(nanossm_scan_bwd_grouped_bf16_v8, __nv_bfloat16, 8, false, true, true)
+// Their blocks after the first copy x and out after the group carry (LATE, v74: they run only
+// over few tiles, groupChunks; H200, ratio to the copy, two pairs: bf16 1,65536,64,64 (G = 4)
+// 2.95 -> 2.56, 2,8192,64,64 (G = 2) 2.61 -> 2.41, 2,1024,64,64 2.42-2.54 -> 2.33-2.35; fp32
+// 1,262144,4,32 (G = 32) 2.90-2.94 either way).
+NANOSSM_BWD_KERNEL(nanossm_scan_bwd_grouped_f32_v4, float, 4, false, true, true, true)
+NANOSSM_BWD_KERNEL(nanossm_scan_bwd_grouped_f16_v8, __half, 8, false, true, true, true)
+NANOSSM_BWD_KERNEL(nanossm_scan_bwd_grouped_bf16_v8, __nv_bfloat16, 8, false, true, true, true)
+// The plain backward over packets whose blocks that look back copy x and out after their carry
+// (v73, LATE in scan_kernel.cuh; core lateXY takes them over few tiles). Kernels of their own:
+// as a runtime flag in the plain ones, the plans that do not take it lost 1-2% (f32 4,8192,64,64
+// 2.01 -> 2.05 of the copy, 16,1024,16,128 2.01 -> 2.05).
+NANOSSM_BWD_KERNEL(nanossm_scan_bwd_late_f32_v4, float, 4, false, true, false, true)
+NANOSSM_BWD_KERNEL(nanossm_scan_bwd_late_f16_v8, __half, 8, false, true, false, true)
+NANOSSM_BWD_KERNEL(nanossm_scan_bwd_late_bf16_v8, __nv_bfloat16, 8, false, true, false, true)
 
 // Pass 2 of three (kernels/chunk_prefix.cuh): one block of up to 32 warps per tile; VEC is the
 // floats per lane of an aggregate (the scan's packet width). bwd: the tile holds the backward's

@@ -147,7 +147,8 @@ __device__ __forceinline__ void staged_wait() {
   asm volatile("cp.async.wait_all;" ::: "memory");
 }
 // The backward over asynchronous copies stages in two groups (issue_steps, v40): g's, then x's
-// and out's. Close a group; wait for all but the last.
+// and out's (empty in a LATE block that looks back: its x and out follow the carry, a third).
+// Close a group; wait for all but the last.
 template <bool BWD, typename T, int VEC>
 constexpr bool kTwoGroups = BWD && kAsyncStage<T, VEC>;
 __device__ __forceinline__ void staged_commit() {

@@ -11,7 +11,7 @@ namespace nanossm {
 // group_carry_wide for groups of 5+ chunks), a kernel of its own.
 // STATES = false: a packed call with no initial and no final state (the host passes none; in the
 // backward: no final state's gradient in, no initial state's gradient out).
-template <typename T, int VEC, bool BWD, bool PACKED, bool GROUPED = false, bool STATES = true>
+template <typename T, int VEC, bool BWD, bool PACKED, bool GROUPED = false, bool STATES = true, bool LATE = false>
 __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   constexpr int NW = BWD ? BWD_MAX_WARPS : MAX_WARPS;  // most warps a block has
   constexpr int NS = BWD ? BWD_STEPS : STEPS;          // steps per thread
@@ -51,7 +51,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   const float* Ab = P.A + b * P.sA[0] + r * P.sA[2];
   const T* xb = P.x + b * P.sx[0] + r * P.sx[2] + cv * VEC * P.sx[3];
   T* ob = P.out + b * P.so[0] + r * P.so[2] + cv * VEC * P.so[3];
-  // State rows are contiguous (rows, R, C): b's row precomputed so b, r and cv die here. The packed forward
+  // State rows are contiguous (rows, R, C): b's row precomputed so b, r and cv die here (but in the
+  // LATE kernels, whose phase 3 needs them for x and out: row_at; no spill, 95-128 registers). The packed forward
   // holds the offset in 32 bits (its fp32 kernel with states spilled 40 bytes with 64; the host
   // refuses R * C >= 2^31 there, core/validate.go).
   using StOff = std::conditional_t<kFwdPacked, int, int64_t>;
@@ -59,6 +60,10 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   const int64_t st_b = b * R * C + st0;
   auto state_off = [&](int64_t k) { return k * R * C + st0; };
 
+  // the backward's x or out (base, strides st) of this thread's packet at step t
+  auto row_at = [&](const T* base, const int64_t(&st)[4], int64_t t) {
+    return base + b * st[0] + r * st[2] + cv * VEC * st[3] + t * st[1];
+  };
   auto a_at = [&](int64_t tau) { return a_scan(Ab, P.sA[1], T_, reverse, tau); };
   // a just before step tau: before step 0, A[-1] := 0 when an initial state decays in, else a(0)
   // (decay 1). A predicated load, then a select, so the load issues long before its use.
@@ -91,7 +96,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 
   // ---- phase 1: stage this thread's NS packets in shared memory (all copies in flight at once),
   // read its NS A values, fold a zero-carry aggregate. Row (w*NS + i), lane -> xs[i * WARP]. The
-  // backward stages x and out in two more regions, a second group of copies (issue_steps, v40).
+  // backward stages x and out in two more regions, a second group of copies (issue_steps, v40),
+  // or in the LATE kernels' blocks that look back a third, issued after the carry (phase 3).
   extern __shared__ __align__(16) unsigned char smem[];
   const int64_t region = (int64_t)S * NS * WARP;
   Packet<T, VEC>* xs = reinterpret_cast<Packet<T, VEC>*>(smem) + (int64_t)w * NS * WARP + lane;
@@ -102,6 +108,13 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   const int nst = ts < seg_end ? static_cast<int>(min(static_cast<int64_t>(NS), seg_end - ts)) : 0;
   // Pass 1 of three only publishes aggregates: no output, no states (chunk 0 runs in full).
   const bool writes = !(agg_only && chunk > 0);
+  // LATE (v73: the *_late_* kernels, which the host takes over few tiles, core lateXY; v74: the
+  // grouped backward kernels): a backward block that looks back issues its x and out copies after
+  // its carry, so the looker's polls do not come back behind them (a long chain's hop: its second
+  // poll 1.09 us p50 against 0.13 unloaded, session 25's trace), at the cost of the overlap of
+  // their landing (v40). Not packed: those blocks learn in phase 1 whether they take a carry.
+  static_assert(!LATE || (kTwoGroups<BWD, T, VEC> && !PACKED), "late copies: the backward over packets, not packed");
+  const bool late_xy = LATE && seg_later && writes;  // (block-uniform)
   // The state a sequence starts from, before its first input: h0[k] decayed (or not), or 0.
   auto start_state = [&](int64_t k, float d, float (&h)[VEC]) {
 #pragma unroll
@@ -187,12 +200,12 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     constexpr bool kSplitA = !PACKED && (BWD || (sizeof(T) == 2 && VEC == 8));
     const float* pa = opaque(Ab + t_first * P.sA[1]);
     const int64_t dx = dir * P.sx[1], da = dir * P.sA[1];
-    const T* pxo = P.xo + b * P.sxo[0] + r * P.sxo[2] + cv * VEC * P.sxo[3] + t_first * P.sxo[1];
-    const T* pyo = P.yo + b * P.syo[0] + r * P.syo[2] + cv * VEC * P.syo[3] + t_first * P.syo[1];
+    const T* pxo = row_at(P.xo, P.sxo, t_first);
+    const T* pyo = row_at(P.yo, P.syo, t_first);
     const bool stage_xy = BWD && writes;  // x and out feed phase 3 only (not pass 1 of three)
     Packet<T, VEC> held[NS], held_x[BWD ? NS : 1], held_y[BWD ? NS : 1];  // narrow packets only
     issue_steps<T, VEC, NS, BWD, kSplitA>(xs, xos, yos, held, held_x, held_y, px, pxo, pyo, P.sx, P.sxo, P.syo,
-                                          dir, dx, active, nst, stage_xy, use_tab, pa, da, dec);
+                                          dir, dx, active, nst, stage_xy && !late_xy, use_tab, pa, da, dec);
     // Packed: the warp's starts and ends (packed_walk), while the copies fly (v30: before them,
     // the copies waited for its round trips); empty sequences get their final state here.
     if constexpr (PACKED) packed_walk<NS>(bound, N, ts, T_, seg_end, empty_state, sh_seq[w], smask, emask);
@@ -306,8 +319,9 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   };
 
   // ---- phase 2: the carry into the block: h0 for chunk 0 (0 for a packed segment's first),
-  // else a look-back: by the last warp alone, which hands the carry on (kOneLooker, v67-v68), or
-  // in the packed forwards with states or over single channels by every warp that needs it; in
+  // else a look-back: by the last warp alone, which hands the carry on (kOneLooker, v67-v72), or
+  // in the fp32 packed forward with states and the packed forwards over single channels by every
+  // warp that needs it; in
   // the grouped path by groups (block_group_carry). No flag or fence: the
   // workspace starts as 0xffffffff, a NaN arithmetic never produces (GPU NaNs are 0x7fffffff),
   // each word is written once, and a reader polls its lane's words until none is the pattern.
@@ -341,12 +355,12 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     // backward on >= 8,2048 ~1% slower, kept for one rule). Packed, it looks back when warp 0
     // takes a carry in (no start at the block's first step), which every warp that takes one
     // implies; the others discard what they are handed (a start replaces their state). Not in the
-    // packed forwards over single channels or with states: the 80-register ones spilled 4-52
-    // bytes with it; the 16-bit ones with states over 8-channel lanes (96 registers) do not spill
-    // with it but were left out with them, untimed (v72, prepared: docs/performance.md session 25).
-    // The grouped path finds its carry by groups (block_group_carry, whose narrow form hands it on
-    // through hand_carry too, v70).
-    constexpr bool kOneLooker = !GROUPED && !(kFwdPacked && (STATES || VEC == 1));
+    // packed forwards over single channels or the fp32 one with states: those 80-register kernels
+    // spilled 4-52 bytes with it. The 16-bit ones with states over 8-channel lanes have it since
+    // v72 (96 registers, no spill; packed with states over the plain kernel, 2,1024: bf16 1.33 ->
+    // 1.24, f16 1.31 -> 1.23; elsewhere within 1%). The grouped path finds its carry by groups
+    // (block_group_carry, whose narrow form hands it on through hand_carry too, v70).
+    constexpr bool kOneLooker = !GROUPED && !(kFwdPacked && (VEC == 1 || (STATES && sizeof(T) == 4)));
     const bool carry_in = !(PACKED && (sh_reset[0] & 2));  // (block-uniform)
     // Carries by groups: in the 16-bit forward over 8-channel lanes and the GROUPED kernels
     // (groupChunks, fewTileGroup); in the plain fp32 forward it cost the plans that do not group
@@ -407,6 +421,13 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   }
 
   // ---- phase 3: fold the sub-chunks before this warp, replay the steps with the true carry
+  if (late_xy) {  // (a third group of copies: issue_steps committed the second empty)
+    const int64_t t_first = reverse ? T_ - 1 - ts : ts, dir = reverse ? -1 : 1;
+    const T* pxo = row_at(P.xo, P.sxo, t_first);
+    const T* pyo = row_at(P.yo, P.syo, t_first);
+    issue_xy_async<T, VEC, NS>(xos, yos, pxo, pyo, P.sxo, P.syo, dir, active, nst);
+    staged_commit();
+  }
   if constexpr (kStaged2) staged_wait();  // x and out landed (before any exit: none left in flight)
   if ((PACKED ? nst == 0 : ts >= T_) || (!BWD && !active)) return;  // the backward keeps idle lanes for the dA sums
   {

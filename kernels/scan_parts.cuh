@@ -98,6 +98,22 @@ __device__ __forceinline__ void fill_decay_table(const float (*a)[NS + 1], float
   }
 }
 
+// The backward's NS copies of x and out into a thread's rows of xos and yos, over asynchronous
+// copies (kTwoGroups: nothing held in registers); the step pointers pxo and pyo walk by dir.
+template <typename T, int VEC, int NS>
+__device__ __forceinline__ void issue_xy_async(Packet<T, VEC>* xos, Packet<T, VEC>* yos, const T* pxo, const T* pyo,
+                                               const int64_t (&sxo)[4], const int64_t (&syo)[4], int64_t dir,
+                                               bool active, int nst) {
+  Packet<T, VEC> unused;
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    const bool ok = active && i < nst;
+    stage_issue<T, VEC>(&xos[i * WARP], unused, pxo, sxo[3], ok);
+    stage_issue<T, VEC>(&yos[i * WARP], unused, pyo, syo[3], ok);
+    pxo += dir * sxo[1], pyo += dir * syo[1];
+  }
+}
+
 // Phase 1's copies of one thread (scan_kernel.cuh): its NS packets of x (the backward: of g, x
 // and out) into its shared rows, and without the A table each step's A into dec[] (in the loop of
 // copies, or with kSplitA in a loop of its own after them). Every load is issued before any is
@@ -115,7 +131,8 @@ __device__ __forceinline__ void issue_steps(Packet<T, VEC>* xs, Packet<T, VEC>* 
   // The backward over asynchronous copies (kStaged2) issues g first, as a group of its own with
   // the A table's copies before it, then x and out as a second: phase 1 needs g alone and waits
   // for the first group only (staged_wait_g), so the fold, the aggregate's publication and the
-  // look-back overlap the landing of x and out, which phase 3 waits for (staged_wait).
+  // look-back overlap the landing of x and out, which phase 3 waits for (staged_wait). (A LATE
+  // block that looks back passes stage_xy false and issues them after its carry: v73.)
   constexpr bool kStaged2 = kTwoGroups<BWD, T, VEC>;
   // step i's x and out (the backward's), the pointers then one step on
   auto issue_xy = [&](int i, bool ok) {
@@ -139,11 +156,8 @@ __device__ __forceinline__ void issue_steps(Packet<T, VEC>* xs, Packet<T, VEC>* 
   }
   if constexpr (kStaged2) {
     staged_commit();
-    if (stage_xy) {
-#pragma unroll
-      for (int i = 0; i < NS; ++i) issue_xy(i, active && i < nst);
-    }
-    staged_commit();
+    if (stage_xy) issue_xy_async<T, VEC, NS>(xos, yos, pxo, pyo, sxo, syo, dir, active, nst);
+    staged_commit();  // (empty when a LATE block issues them after its carry)
   }
   if (kSplitA && !use_tab) {
 #pragma unroll

@@ -25,19 +25,30 @@ def found():
 def test_every_packet_kernel_is_checked(found):
     # forward and backward, plain and packed (with states, and without: nostate), f32 (v4) and
     # f16/bf16 (v8); the plain forward's 8-byte f16/bf16 packets (v4), the forward with carries
-    # by groups over 4-channel lanes (grouped_{f32,f16,bf16}_v4) and the backward with them
-    # (grouped_f32_v4, grouped_{f16,bf16}_v8)
-    assert len(found) == 26, sorted(found)
+    # by groups over 4-channel lanes (grouped_{f32,f16,bf16}_v4), the backward with them
+    # (grouped_f32_v4, grouped_{f16,bf16}_v8) and with its late copies (late_*, v73)
+    assert len(found) == 29, sorted(found)
     assert all(any("LDGSTS" in r for r in rows) for rows in found.values())
 
 
 @pytest.mark.parametrize("kind", ["fwd", "fwd_packed", "bwd", "bwd_packed"])
 def test_no_load_is_consumed_between_the_copies(found, kind):
     names = [n for n in found if n.startswith(f"nanossm_scan_{kind}_") and n.count("packed") == kind.count("packed")]
-    assert len(names) == {"fwd": 8, "fwd_packed": 6, "bwd": 6, "bwd_packed": 6}[kind]
+    assert len(names) == {"fwd": 8, "fwd_packed": 6, "bwd": 9, "bwd_packed": 6}[kind]
     for name in names:
         bad = sass_check.early_consumers(found[name])
         assert not bad, f"{name}: " + "; ".join(f"{i}: {r}" for i, r in bad[:3])
+
+
+def test_only_the_late_kernels_copy_after_the_carry(found):
+    """v73 (core/plan_heuristics.go lateXY): the late backward kernels (bwd_late_f32_v4,
+    bwd_late_{f16,bf16}_v8), and since v74 the grouped backward kernels (bwd_grouped_f32_v4,
+    bwd_grouped_{f16,bf16}_v8), issue their copies of x and out after the carry, past the first wait
+    for copies; no other kernel copies after that wait (the plain ones keep their machine code)."""
+    late = sorted(n for n, rows in found.items()
+                  if any("LDGSTS" in r for r in rows[min(i for i, r in enumerate(rows) if "DEPBAR." in r):]))
+    assert late == ["nanossm_scan_bwd_grouped_bf16_v8", "nanossm_scan_bwd_grouped_f16_v8", "nanossm_scan_bwd_grouped_f32_v4",
+                    "nanossm_scan_bwd_late_bf16_v8", "nanossm_scan_bwd_late_f16_v8", "nanossm_scan_bwd_late_f32_v4"], late
 
 
 @pytest.mark.parametrize("kind", ["fwd", "bwd"])
@@ -118,10 +129,11 @@ def test_one_warp_looks_back_and_hands_the_carry_on(arch):
     kernels, the packed backwards and the packed forwards without states over 4- or 8-channel
     lanes; v70: the grouped path's narrow form hands its group carry on the same way, in the
     grouped kernels and in the 16-bit forwards over 8-channel lanes (which have both paths: two
-    hand-overs). Not in the packed forwards with states or over single channels, where every warp
-    that needs the carry looks back (see kOneLooker). Session 24: plain backward f32 8,2048,64,64
+    hand-overs); v72: the 16-bit packed forwards with states over 8-channel lanes. Not in the fp32
+    packed forward with states or the packed forwards over single channels, where every warp that
+    needs the carry looks back (see kOneLooker). Session 24: plain backward f32 8,2048,64,64
     2.11 -> 2.01 of the copy, bf16 2.49 -> 2.17; session 25: packed bf16 2,1024 equal 1.26 -> 1.15
-    of the plain kernel. Every scan kernel, single-channel lanes (v1) included, in both
+    of the plain kernel; session 26: with states 1.33 -> 1.24. Every scan kernel, single-channel lanes (v1) included, in both
     architectures' code. (The machine code shows the hand-over, not which warp looks back.)"""
     sass = sass_check.disassemble(MODULE, arch)
     assert sass is not None
@@ -130,12 +142,14 @@ def test_one_warp_looks_back_and_hands_the_carry_on(arch):
         arrive = sum(bool(re.search(r"BAR\.ARV 0x1,", r)) for r in rows)
         wait = sum(bool(re.search(r"BAR\.SYNC\S* 0x1,", r)) for r in rows)
         fwd_packed = "_fwd_packed_" in name
-        want = 0 if fwd_packed and ("nostate" not in name or name.endswith("_v1")) else 1
+        fp32_states = "nostate" not in name and "_f32_" in name
+        want = 0 if fwd_packed and (fp32_states or name.endswith("_v1")) else 1
         if re.fullmatch(r"nanossm_scan_fwd_b?f16_v8", name):
             want = 2  # (look-back's hand-over and the group path's)
         assert arrive == want and wait == want, f"{arch} {name}: arrive {arrive}, wait {wait}, expected {want}"
         handing += [name] * (want > 0)
     # plain: fwd f32_v{1,4}, {f16,bf16}_v{1,4,8}; bwd f32_v{1,4}, {f16,bf16}_v{1,8} (14);
-    # packed bwd, with and without states (12); packed fwd without states f32_v4, {f16,bf16}_v8 (3);
-    # grouped fwd {f32,f16,bf16}_v4, bwd f32_v4, {f16,bf16}_v8 (6)
-    assert len(handing) == 35, sorted(handing)
+    # packed bwd, with and without states (12); packed fwd without states f32_v4, {f16,bf16}_v8,
+    # with states {f16,bf16}_v8 (5); grouped fwd {f32,f16,bf16}_v4, bwd f32_v4, {f16,bf16}_v8 (6);
+    # late bwd f32_v4, {f16,bf16}_v8 (3)
+    assert len(handing) == 40, sorted(handing)

@@ -64,12 +64,15 @@ def kernels(sass, widths="4|8"):
 
 
 def early_consumers(rows):
-    """Instructions between the first and last LDGSTS that read a register a global load wrote
-    (and nothing has overwritten since). A load counts as landed once an instruction has used
-    the value of a load issued after it (a warp's global loads return about in the order they
-    were issued): the packed kernels load A before their walk of cu_seqlens, whose dependent
-    loads are used before the copies, and ptxas places the A values' first uses among them."""
-    copies = [i for i, r in enumerate(rows) if "LDGSTS" in r]
+    """Instructions between the first and last LDGSTS of phase 1 that read a register a global
+    load wrote (and nothing has overwritten since). A load counts as landed once an instruction
+    has used the value of a load issued after it (a warp's global loads return about in the order
+    they were issued): the packed kernels load A before their walk of cu_seqlens, whose dependent
+    loads are used before the copies, and ptxas places the A values' first uses among them.
+    Phase 1's copies are those before the first wait for copies (DEPBAR): the backward's late
+    copies of x and out (the bwd_late_* kernels, v73) are issued after the carry, which consumes loads."""
+    waits = [i for i, r in enumerate(rows) if re.search(r"(^|\s)DEPBAR", r)]
+    copies = [i for i, r in enumerate(rows[:waits[0] if waits else len(rows)]) if "LDGSTS" in r]
     if not copies:
         return []
     def written(op, first):  # the registers an instruction's destination covers (.64: a pair)

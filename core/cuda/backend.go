@@ -54,6 +54,9 @@ func init() {
 	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_SEGMENTS")); err == nil {
 		core.TuneSegments = int64(v) // (packedSegments takes it when in 1..core.MaxSegments)
 	}
+	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_LATE_XY")); err == nil {
+		core.TuneLateXY = int64(v) // (lateXY takes 1 or 2)
+	}
 	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_FWD16_BYTES")); err == nil && (v == 8 || v == 16) {
 		core.TuneForward16Bytes = int64(v)
 	}
