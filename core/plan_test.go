@@ -141,10 +141,12 @@ func TestPlanInvariants(t *testing.T) {
 	}
 }
 
+// h200 is the device of the named plans below: an H200's SMs and shared memory per block.
+var h200 = Device{SMs: 132, MaxShared: 227 << 10, EarlyLaunch: true}
+
 // Plans of named shapes on an H200 (132 SMs): the shapes the GPU tests and the benchmark rely
 // on to reach a given path (tests/test_torch_op.py captures the first two in a CUDA graph).
 func TestNamedPlans(t *testing.T) {
-	h200 := Device{SMs: 132, MaxShared: 227 << 10, EarlyLaunch: true}
 	for _, c := range []struct {
 		name                  string
 		v                     Variant
@@ -234,7 +236,6 @@ func TestNamedPlans(t *testing.T) {
 // over up to SMs / 2 tiles in the late kernel of their width, never grouped, packed, three-pass,
 // one-chunk or forward plans, nor single-channel lanes (no late kernel).
 func TestLateXYPlans(t *testing.T) {
-	h200 := Device{SMs: 132, MaxShared: 227 << 10, EarlyLaunch: true}
 	for _, c := range []struct {
 		name string
 		v    Variant
@@ -282,7 +283,6 @@ func TestLateXYPlans(t *testing.T) {
 // the same width; with either state, the general one. The same for the backward (its states:
 // the final state's gradient in, the initial state's gradient out).
 func TestPackedPlansWithoutStates(t *testing.T) {
-	h200 := Device{SMs: 132, MaxShared: 227 << 10, EarlyLaunch: true}
 	for _, d := range []DType{Float32, Float16, BFloat16} {
 		for _, c := range []int64{64, 5} {
 			x := Tensor{Data: 1 << 20, DType: d, Shape: []int64{1, 4096, 8, c}, Strides: Contiguous(1, 4096, 8, c)}
