@@ -58,7 +58,6 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   using StOff = std::conditional_t<kFwdPacked, int, int64_t>;
   const StOff st0 = static_cast<StOff>(r * C + cv * VEC);
   const int64_t st_b = b * R * C + st0;
-  auto state_off = [&](int64_t k) { return k * R * C + st0; };
 
   // the backward's x or out (base, strides st) of this thread's packet at step t
   auto row_at = [&](const T* base, const int64_t(&st)[4], int64_t t) {
@@ -75,7 +74,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   auto a_before_use = [&](int64_t tau, float v) -> float {
     return a_before_zero(tau) ? 0.f : (reverse ? -v : v);
   };
-  // Packed sequences in scan order: boundary i (0..N) and the state row of scan-order sequence i.
+  // Packed sequences in scan order: boundary i (0..N).
   const int64_t N = P.n_seqs;
   auto bound = [&](int64_t i) -> int64_t {
     const int64_t k = reverse ? N - i : i;
@@ -83,7 +82,6 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
                                           : static_cast<int64_t>(__ldg(static_cast<const long long*>(P.cu) + k));
     return reverse ? T_ - v : v;
   };
-  auto seq_row = [&](int64_t i) { return reverse ? N - 1 - i : i; };
   // The block's first step and its steps' end; packed segments (segment_chunk) map `chunk` to its
   // look-back slot, seg_j: its place in the segment (the first has no carry in).
   const int64_t chunk_len = (int64_t)S * NS;
@@ -108,6 +106,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   const int nst = ts < seg_end ? static_cast<int>(min(static_cast<int64_t>(NS), seg_end - ts)) : 0;
   // Pass 1 of three only publishes aggregates: no output, no states (chunk 0 runs in full).
   const bool writes = !(agg_only && chunk > 0);
+
   // LATE (v73: the *_late_* kernels, which the host takes over few tiles, core lateXY; v74: the
   // grouped backward kernels): a backward block that looks back issues its x and out copies after
   // its carry, so the looker's polls do not come back behind them (a long chain's hop: its second
@@ -115,32 +114,11 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // their landing (v40). Not packed: those blocks learn in phase 1 whether they take a carry.
   static_assert(!LATE || (kTwoGroups<BWD, T, VEC> && !PACKED), "late copies: the backward over packets, not packed");
   const bool late_xy = LATE && seg_later && writes;  // (block-uniform)
-  // The state a sequence starts from, before its first input: h0[k] decayed (or not), or 0.
-  auto start_state = [&](int64_t k, float d, float (&h)[VEC]) {
-#pragma unroll
-    for (int v = 0; v < VEC; ++v) h[v] = 0.f;
-    if (h0 && active) {
-      const float s = undecayed ? 1.f : d;
-#pragma unroll
-      for (int v = 0; v < VEC; ++v) h[v] = s * h0[state_off(seq_row(k)) + v];
-    }
-  };
   float* const hT = STATES ? P.hT : nullptr;
-  // (offset: state_off of the state's row; k: that row, checked when packed)
-  auto write_state = [&](int64_t k, int64_t offset, const float (&st)[VEC], float scale) {
-    // (k outside [0, N) only from malformed device offsets: skipped, never out of bounds)
-    if (hT && active && (!PACKED || (k >= 0 && k < N))) {
-#pragma unroll
-      for (int v = 0; v < VEC; ++v) hT[offset + v] = scale * st[v];
-    }
-  };
+  const LaneStates<VEC, PACKED, StOff> ls{h0, hT, N, R, C, st0, reverse, undecayed, active};
   // an empty sequence's final state is its initial state (or 0)
   auto empty_state = [&](int64_t k) {
-    if (hT && active && writes) {
-      float st[VEC];
-      start_state(k, 1.f, st);
-      write_state(seq_row(k), state_off(seq_row(k)), st, 1.f);
-    }
+    if (hT && active && writes) ls.write_start(k);
   };
   // a before the thread's first step and before the block's (phase 2): the packed kernels load
   // them first, the others after the A table's decision, below.
@@ -268,7 +246,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // instruction fetch, v25). decay_at: a step's decay again (same bits), which a rolled loop
   // cannot index from dec[]; start_at: the state a sequence starting at step i restarts from.
   constexpr bool kBits = PACKED && BWD;
-  auto start_at = [&](int i, float d, float (&st)[VEC]) { start_state(sh_seq[w][i], d, st); };
+  auto start_at = [&](int i, float d, float (&st)[VEC]) { ls.start(sh_seq[w][i], d, st); };
   auto decay_at = [&](int i, float& al) -> float {
     if (use_tab) return d_tab[w][q_row][i];
     const int64_t tau = ts + i;
@@ -287,7 +265,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       unpack(p, xf);
       if (kBits && (smask >> i & 1)) {
         reset = true;
-        start_state(sh_seq[w][i], dec[i], h);
+        ls.start(sh_seq[w][i], dec[i], h);
 #pragma unroll
         for (int v = 0; v < VEC; ++v) h[v] += xf[v];
       } else {
@@ -319,12 +297,9 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   };
 
   // ---- phase 2: the carry into the block: h0 for chunk 0 (0 for a packed segment's first),
-  // else a look-back: by the last warp alone, which hands the carry on (kOneLooker, v67-v72), or
-  // in the fp32 packed forward with states and the packed forwards over single channels by every
-  // warp that needs it; in
-  // the grouped path by groups (block_group_carry). No flag or fence: the
-  // workspace starts as 0xffffffff, a NaN arithmetic never produces (GPU NaNs are 0x7fffffff),
-  // each word is written once, and a reader polls its lane's words until none is the pattern.
+  // else a look-back (kOneLooker: by whom), or in the grouped path by groups (block_group_carry).
+  // No flag or fence: the workspace starts as 0xffffffff, a NaN arithmetic never produces (GPU
+  // NaNs are 0x7fffffff), each word is written once, and a reader polls until none is the pattern.
   // (with the table, a before the block is warp 0's entry, after the barrier)
   const float a_blk = PACKED ? a_blk_packed : a_before_use(t0, use_tab && !kWide ? a_tab[0][q_row][0] : a_blk_raw);
   bool block_reset = false, need_carry = !(PACKED && (smask & 1));
@@ -347,19 +322,13 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 #pragma unroll
     for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
     const bool publisher = w == S - 1 && !last && !prefixed;  // (pass 3: all published)
-    // kOneLooker (v67, v68): the last warp alone looks back and hands the carry on (hand_carry):
-    // one warp's polls per block, not S warps' (they queue behind the SM's bulk traffic on long
-    // chains: session 24's trace). H200, ratio to the copy: backward f32 8,2048 2.11 -> 2.01,
-    // bf16 2.49 -> 2.17; forward bf16 4,8192 1.17 -> 1.14-1.15; packed bf16 2,1024 over the plain
-    // kernel: equal 1.26 -> 1.15, uneven 1.32 -> 1.22, backward 1.18 -> 1.10 (the packed fp32
-    // backward on >= 8,2048 ~1% slower, kept for one rule). Packed, it looks back when warp 0
-    // takes a carry in (no start at the block's first step), which every warp that takes one
-    // implies; the others discard what they are handed (a start replaces their state). Not in the
-    // packed forwards over single channels or the fp32 one with states: those 80-register kernels
-    // spilled 4-52 bytes with it. The 16-bit ones with states over 8-channel lanes have it since
-    // v72 (96 registers, no spill; packed with states over the plain kernel, 2,1024: bf16 1.33 ->
-    // 1.24, f16 1.31 -> 1.23; elsewhere within 1%). The grouped path finds its carry by groups
-    // (block_group_carry, whose narrow form hands it on through hand_carry too, v70).
+    // kOneLooker (v67-v72; docs/performance.md has the figures): the last warp alone looks back
+    // and hands the carry on (hand_carry): one warp's polls per block, not S warps', which queue
+    // behind the SM's bulk traffic on long chains (backward f32 8,2048 2.11 -> 2.01 of the copy).
+    // Packed, it looks back when warp 0 takes a carry in (no start at the block's first step),
+    // which every warp that takes one implies; the others discard it (a start replaces their
+    // state). Not in the packed forwards over single channels or the fp32 one with states, whose
+    // 80 registers spilled with it: there every warp that needs the carry looks back.
     constexpr bool kOneLooker = !GROUPED && !(kFwdPacked && (VEC == 1 || (STATES && sizeof(T) == 4)));
     const bool carry_in = !(PACKED && (sh_reset[0] & 2));  // (block-uniform)
     // Carries by groups: in the 16-bit forward over 8-channel lanes and the GROUPED kernels
@@ -453,8 +422,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
       store_packet<T, VEC>(po, P.so[3], c);
       po += dout;
       if (hT && (emask >> i & 1)) {
-        const int64_t k = seq_row(sh_seq[w][i]);
-        write_state(k, state_off(k), c, 1.f);
+        const int64_t k = ls.seq_row(sh_seq[w][i]);
+        ls.write(k, ls.state_off(k), c, 1.f);
       }
     }, carry);
     return;
@@ -485,7 +454,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     unpack(xs[i * WARP], gin);
     if (kBits && (smask >> i & 1)) {  // a sequence starts: its state restarts from its initial state
       float st[VEC];
-      start_state(sh_seq[w][i], dec[i], st);
+      ls.start(sh_seq[w][i], dec[i], st);
 #pragma unroll
       for (int v = 0; v < VEC; ++v) {
         carry[v] = st[v] + gin[v];
@@ -503,8 +472,8 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     po += dout;
     // a packed sequence's last step writes its final state (the forward's: in its rolled loop)
     if (kBits && hT && (emask >> i & 1)) {
-      const int64_t k = seq_row(sh_seq[w][i]);
-      write_state(k, state_off(k), carry, final_scale(tau));
+      const int64_t k = ls.seq_row(sh_seq[w][i]);
+      ls.write(k, ls.state_off(k), carry, final_scale(tau));
     }
     if constexpr (BWD) {
       float px[VEC], py[VEC];
@@ -517,7 +486,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     }
   }
   // unpacked: the warp holding step T - 1 writes the final state (the carry after its last step)
-  if (!PACKED && hT && ts + NS >= T_) write_state(0, st_b, carry, final_scale(T_ - 1));
+  if (!PACKED && hT && ts + NS >= T_) ls.write(0, st_b, carry, final_scale(T_ - 1));
   if constexpr (BWD) {
     // the shares go through this warp's staged rows, free now (reduce_dA syncs the warp first),
     // or a small array where those rows are too small

@@ -98,6 +98,45 @@ __device__ __forceinline__ void fill_decay_table(const float (*a)[NS + 1], float
   }
 }
 
+// A lane's initial and final states (rows of (R, C) floats; h0 or hT null: none) and the state
+// row of a packed call's scan-order sequence i (of N). st0: the lane's offset in a row (32 bits
+// in the packed forward: scan_kernel.cuh).
+template <int VEC, bool PACKED, typename StOff>
+struct LaneStates {
+  const float* h0;
+  float* hT;
+  int64_t N, R, C;
+  StOff st0;
+  bool reverse, undecayed, active;
+
+  __device__ __forceinline__ int64_t state_off(int64_t k) const { return k * R * C + st0; }
+  __device__ __forceinline__ int64_t seq_row(int64_t i) const { return reverse ? N - 1 - i : i; }
+  // The state a sequence starts from, before its first input: h0[k] decayed (or not), or 0.
+  __device__ __forceinline__ void start(int64_t k, float d, float (&h)[VEC]) const {
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) h[v] = 0.f;
+    if (h0 && active) {
+      const float s = undecayed ? 1.f : d;
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) h[v] = s * h0[state_off(seq_row(k)) + v];
+    }
+  }
+  // A final state (offset: state_off of its row; k: that row, checked when packed: outside [0, N)
+  // only from malformed device offsets, skipped, never out of bounds).
+  __device__ __forceinline__ void write(int64_t k, int64_t offset, const float (&st)[VEC], float scale) const {
+    if (hT && active && (!PACKED || (k >= 0 && k < N))) {
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) hT[offset + v] = scale * st[v];
+    }
+  }
+  // an empty sequence's final state: its initial state (or 0)
+  __device__ __forceinline__ void write_start(int64_t k) const {
+    float st[VEC];
+    start(k, 1.f, st);
+    write(seq_row(k), state_off(seq_row(k)), st, 1.f);
+  }
+};
+
 // The backward's NS copies of x and out into a thread's rows of xos and yos, over asynchronous
 // copies (kTwoGroups: nothing held in registers); the step pointers pxo and pyo walk by dir.
 template <typename T, int VEC, int NS>
