@@ -162,9 +162,6 @@ type ScanPlan struct {
 	// each chunked from its own start (> 1; see packedSegments), or 1: one row of chunks. Chunks
 	// then counts the blocks per tile the segments' chunks may need.
 	Segments int64
-	// LateXY: a plain backward's single pass over few tiles, in the kernel whose blocks that look
-	// back copy x and out after their carry (*_late_*; see lateXY)
-	LateXY bool
 }
 
 // Device is what a plan needs to know of the GPU it runs on.
@@ -337,7 +334,7 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 			pl.Kernel = k
 		}
 		if k, ok := scanKernels[kernelKey{p.DType, v, vec, formLate, false}]; ok && lateXY(v, pl, dev.SMs) {
-			pl.Kernel, pl.LateXY = k, true
+			pl.Kernel = k
 		}
 	}
 	// The workspace keeps the group region whenever a device could choose three passes, and the

@@ -55,7 +55,7 @@ func TestPlanInvariants(t *testing.T) {
 				if n >= 20000 && tune == 0 && pl.Passes == 1 && pl.Group > 1 {
 					longGrouped++
 				}
-				if pl.LateXY {
+				if isLate(pl) {
 					late++
 				}
 				// (the few-tile groups: a single pass over few tiles and many chunks)
@@ -119,9 +119,8 @@ func TestPlanInvariants(t *testing.T) {
 					t.Fatalf("%+v %v vec %d: kernel %s for carry group %d", p, v, vec, pl.Kernel, pl.Group)
 				// (the late kernel: exactly the plain backward single passes of per-chunk look-back
 				// over up to SMs / 2 tiles, where the width has one)
-				case pl.LateXY != strings.Contains(pl.Kernel, "_late_") ||
-					pl.LateXY != (v == Backward && pl.Passes == 1 && pl.Group == 1 && pl.Chunks >= 2 && sms > 0 &&
-						pl.Tiles*2 <= sms && scanKernels[kernelKey{p.DType, v, vec, formLate, false}] != ""):
+				case isLate(pl) != (v == Backward && pl.Passes == 1 && pl.Group == 1 && pl.Chunks >= 2 && sms > 0 &&
+					pl.Tiles*2 <= sms && scanKernels[kernelKey{p.DType, v, vec, formLate, false}] != ""):
 					t.Fatalf("%+v %v vec %d on %d SMs: late copies %+v", p, v, vec, sms, pl)
 				case pl.Segments < 1 || pl.Segments > 1 && (pl.Passes != 1 || v != ForwardPacked && v != BackwardPacked ||
 					pl.Segments > min(p.Seqs, MaxSegments) || base < 4*pl.Segments) ||
@@ -262,8 +261,8 @@ func TestLateXYPlans(t *testing.T) {
 		dev := h200
 		dev.SMs = c.sms
 		pl := plan(c.v, c.p, c.vec, dev)
-		if pl.LateXY != c.want || strings.Contains(pl.Kernel, "_late_") != c.want {
-			t.Errorf("%s: LateXY %v (%s), want %v", c.name, pl.LateXY, pl.Kernel, c.want)
+		if isLate(pl) != c.want {
+			t.Errorf("%s: kernel %s, late copies wanted: %v", c.name, pl.Kernel, c.want)
 		}
 	}
 	for _, c := range []struct {
@@ -271,10 +270,10 @@ func TestLateXYPlans(t *testing.T) {
 		want bool
 	}{{1, false}, {2, true}} { // (the knob: 8,2048 takes none by itself)
 		TuneLateXY = c.tune
-		got := plan(Backward, Problem{B: 8, T: 2048, R: 64, C: 64, DType: Float32}, 4, h200).LateXY
+		got := isLate(plan(Backward, Problem{B: 8, T: 2048, R: 64, C: 64, DType: Float32}, 4, h200))
 		TuneLateXY = 0
 		if got != c.want {
-			t.Errorf("TuneLateXY %d: LateXY %v, want %v", c.tune, got, c.want)
+			t.Errorf("TuneLateXY %d: late kernel %v, want %v", c.tune, got, c.want)
 		}
 	}
 }
@@ -332,6 +331,9 @@ func TestPackedPlansWithoutStates(t *testing.T) {
 		}
 	}
 }
+
+// isLate: the plan takes a late backward kernel (lateXY).
+func isLate(pl ScanPlan) bool { return strings.Contains(pl.Kernel, "_late_") }
 
 // hasGrouped: the dispatch table has a kernel with carries by groups for (dtype, variant, width).
 func hasGrouped(dt DType, v Variant, vec int64) bool {

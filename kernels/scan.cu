@@ -34,11 +34,12 @@
 // through a deterministic decoupled look-back (single pass: x is read once and out written once;
 // results are bit-identical run to run), which the block's last warp does alone, handing the
 // carry to the others through shared memory (v67-v68, v72; not in the fp32 packed forward with
-// states or the packed forwards over single channels, below).  With the carry known, each thread replays its STEPS steps from
-// shared memory and writes out.  Blocks are numbered chunk-major, so a block only waits on
-// blocks dispatched before it: no deadlock.  (The backward's copies of x and out, which only the
-// replay reads, are a second group that the fold does not wait for: issue_steps, v40; over few
-// tiles the late kernels issue them after the carry instead: bwd_late_*, v73, below.)
+// states or the packed forwards over single channels, below).  With the carry known, each
+// thread replays its STEPS steps from shared memory and writes out.  Blocks are numbered
+// chunk-major, so a block only waits on blocks dispatched before it: no deadlock.  (The
+// backward's copies of x and out, which only the replay reads, are a second group that the fold
+// does not wait for: issue_steps, v40; over few tiles the late kernels, and the grouped ones,
+// issue them after the carry instead: bwd_late_*, v73-v74, below.)
 //
 // Packed variable-length sequences (PACKED, B = 1): at a sequence start the state restarts from
 // h0[k] (decayed by exp(A[s] - A[s-1]), as SPEC defines) or 0. A sub-chunk or chunk holding a

@@ -51,10 +51,10 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   const float* Ab = P.A + b * P.sA[0] + r * P.sA[2];
   const T* xb = P.x + b * P.sx[0] + r * P.sx[2] + cv * VEC * P.sx[3];
   T* ob = P.out + b * P.so[0] + r * P.so[2] + cv * VEC * P.so[3];
-  // State rows are contiguous (rows, R, C): b's row precomputed so b, r and cv die here (but in the
-  // LATE kernels, whose phase 3 needs them for x and out: row_at; no spill, 95-128 registers). The packed forward
-  // holds the offset in 32 bits (its fp32 kernel with states spilled 40 bytes with 64; the host
-  // refuses R * C >= 2^31 there, core/validate.go).
+  // State rows are contiguous (rows, R, C): b's row precomputed so b, r and cv die here (but in
+  // the LATE kernels, whose phase 3 needs them for x and out: row_at; no spill, 95-128
+  // registers). The packed forward holds the offset in 32 bits (its fp32 kernel with states
+  // spilled 40 bytes with 64; the host refuses R * C >= 2^31 there, core/validate.go).
   using StOff = std::conditional_t<kFwdPacked, int, int64_t>;
   const StOff st0 = static_cast<StOff>(r * C + cv * VEC);
   const int64_t st_b = b * R * C + st0;
