@@ -195,9 +195,15 @@ const oneWaveBlocks = 4
 // is loaded before the poll, which moved the two-tile optimum (call 2, that form: G = 32 1.327,
 // 64 1.397; 1 tile: 64 1.427, 32 1.527; 4 tiles: 16 1.199, 32 1.241): hence 64 for 1 tile, 32
 // for 2, 16 above (a tile's chain of chunks/G hops against a group's G/8 round trips per
-// block). The 16-bit forward over 8-channel lanes has group_carry (one warp, two aggregates per
-// round trip): bf16 2,262144,8,32 (2 tiles) three passes 1.923, G = 8 1.592, 16 1.602; bf16
-// 1,131072,8,32 (1 tile) 2.50, G = 8 2.60, 16 1.89, 32 2.14 (v33 calls 1-3, 5).
+// block). Between them (session 27, calls 4-5; 64 / 40 / 48 / 56, ratio to the copy, same
+// run): f32 1,262144,4,32 1.431 / 1.406 / 1.384 / 1.424, 1,524288,4,32 1.401 / 1.353 / 1.352 /
+// 1.391, 1,131072,4,32 1.500 / 1.483 / 1.477 / 1.491 (48 again: 1.384, 1.351, 1.475; call 4:
+// 1.389 and 1.355, 80 and 96 1.46-1.52), so 48 for one tile of fp32 lanes; the 16-bit forward
+// over 4-channel lanes gained nowhere steadily (bf16 1,262144 2.17 / 2.25 / 2.11-2.16 / 2.20,
+// 1,131072 2.07 / 2.22 / 2.16 / 2.16): it keeps 64. The 16-bit forward over 8-channel lanes
+// has group_carry (one warp, two aggregates per round trip): bf16 2,262144,8,32 (2 tiles) three
+// passes 1.923, G = 8 1.592, 16 1.602; bf16 1,131072,8,32 (1 tile) 2.50, G = 8 2.60, 16 1.89, 32
+// 2.14 (v33 calls 1-3, 5).
 //
 // The backward (v37, session 16): its wide shares read 8 aggregates a round trip in fp32 (4 over
 // 16-bit lanes), so an fp32 share of 31 chunks over 4 warps takes one. One tile of fp32 lanes
@@ -217,6 +223,8 @@ func fewTileGroup(v Variant, dt DType, vec, tiles, T int64) int64 {
 		return 0
 	}
 	switch {
+	case vec == 4 && tiles == 1 && dt == Float32:
+		return 48
 	case vec == 4 && tiles == 1:
 		return 64
 	case vec == 4 && tiles == 2:

@@ -154,7 +154,8 @@ func TestNamedPlans(t *testing.T) {
 		chunks, passes, group int64
 	}{
 		{"single pass behind the reset", Forward, Problem{B: 2, T: 300, R: 3, C: 8, DType: Float32}, 4, 3, 1, 1},
-		{"one tile, carries by groups of 64", Forward, Problem{B: 1, T: 8300, R: 1, C: 8, DType: Float32}, 4, 65, 1, 64},
+		{"one tile, carries by groups of 48", Forward, Problem{B: 1, T: 8300, R: 1, C: 8, DType: Float32}, 4, 65, 1, 48},
+		{"one tile of 16-bit 4-channel lanes, carries by groups of 64", Forward, Problem{B: 1, T: 8300, R: 1, C: 32, DType: BFloat16}, 4, 65, 1, 64},
 		{"three passes, forward (single-channel lanes)", Forward, Problem{B: 1, T: 8300, R: 1, C: 5, DType: Float32}, 1, 65, 3, 1},
 		{"three passes, backward (4 warps)", Backward, Problem{B: 1, T: 8300, R: 1, C: 8, DType: Float32}, 4, 260, 3, 1},
 		{"carry groups of 3", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 3},
@@ -166,7 +167,8 @@ func TestNamedPlans(t *testing.T) {
 		{"fp32, 256 tiles of 128 chunks: not grouped", Forward, Problem{B: 8, T: 16384, R: 64, C: 64, DType: Float32}, 4, 128, 1, 1},
 		{"fp32, 64 chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: Float32}, 4, 64, 1, 1},
 		{"few chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 1},
-		{"bench: one tile, groups of 64", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 2048, 1, 64},
+		{"bench: one tile, groups of 48", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 2048, 1, 48},
+		{"bench bf16: one tile of 4-channel lanes, groups of 64", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: BFloat16}, 4, 2048, 1, 64},
 		{"bf16 one tile of 4-channel lanes", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: BFloat16}, 4, 2048, 1, 64},
 		{"two tiles, groups of 32", Forward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: Float32}, 4, 1024, 1, 32},
 		{"four tiles, groups of 16", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: Float32}, 4, 2048, 1, 16},

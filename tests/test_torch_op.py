@@ -82,7 +82,7 @@ def test_compile_fullgraph_with_backward(device):
 def test_cuda_graph_capture_and_replay(shape):
     """(2,300,3,8): the single pass behind the workspace reset, launched early; (1,8300,1,8):
     one tile of 65 forward / 260 backward chunks (4 warps): on any device of 32+ SMs the forward
-    in one pass with carries by groups of 64 (core/plan_heuristics.go fewTileGroup), the backward
+    in one pass with carries by groups of 48 (core/plan_heuristics.go fewTileGroup), the backward
     in three passes (core/plan.go), passes 2 and 3 launched early too; (1,8300,1,5): single-channel
     lanes, the forward in three passes as well."""
     A, x = make_inputs(shape, torch.float32, "cuda", seed=31)
