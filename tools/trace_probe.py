@@ -15,10 +15,14 @@ are taken): 0 entry, 1 SM, 2 chunk, 3 tile, 4 landed (after the block barrier), 
 published, 6 the end of its steps, 7 look-back tries << 32 | depth, 8 its aggregate published, 9 /
 12 / 13 the first three polls back (bit 63 of 9: the first missed), 10 the poll that found a prefix
 back, 11 the replay done, 14 its fold of the sub-chunk aggregates done, 15 the block's last warp
-done (global timer, ns). This script gives the library a workspace with room for them (it wraps
-nanossm._call._attach_workspace), runs the call, and reads them back. Plans are forced to the
-per-chunk look-back (NANOSSM_TUNE_GROUP=1) unless the environment says otherwise, and to a single pass
-(NANOSSM_TUNE_PASSES=1). Only the layouts whose trace offset this script can compute are taken:
+done (global timer, ns). In the grouped path (session 27; analysed when NANOSSM_TUNE_GROUP > 1)
+12 is the group's earlier aggregates in, 9 / 10 the first poll of the group predecessor's prefix
+and its finding, 7 that poll's count << 32, 11 the carry formed (the probe's words spill 40-48
+bytes in the grouped kernels: their timings carry that). This script gives the library a
+workspace with room for them (it wraps nanossm._call._attach_workspace), runs the call, and
+reads them back. Plans are forced to the per-chunk look-back (NANOSSM_TUNE_GROUP=1) unless the
+environment says otherwise (set it to the plan's group, e.g. 32 for the one-tile fp32 backward,
+to trace the grouped path), and to a single pass (NANOSSM_TUNE_PASSES=1). Only the layouts whose trace offset this script can compute are taken:
 8-warp blocks (no NANOSSM_TUNE_WARPS / _FWD_STEPS / _BWD_STEPS), packets of 16 bytes (8 for the
 16-bit forward when B*R*C/8 < 32, single channels when C is no multiple of the packet, as the
 planner does), and in the backward C / VEC <= 32 (no tiles share a row: else dA's partial sums lie
@@ -70,9 +74,13 @@ def analyze(tr, label):
           f"{len(np.unique(tr[:, 1]))} SMs")
     print(f"  life {pct(life)}: loading {(land - ent).sum() / life.sum():.2f}, landed to prefix out "
           f"{(carry - land).sum() / life.sum():.2f}, after {(end - carry).sum() / life.sum():.2f}")
+    G = int(os.environ.get("NANOSSM_TUNE_GROUP", "1"))
+    if G > 1:
+        analyze_grouped(G, ti, ch, ent, land, agg, carry, p1, found, rep, p2, missed, tr)
+        return
     L = (p1 >= 0) & (agg >= 0) & (found >= 0) & (ch > 0)  # publishers that looked back
-    if not L.any():  # (the grouped path's carries are not traced: only the chain's pace is)
-        print("  no block looked back (carries by groups?): the chain's pace only")
+    if not L.any():
+        print("  no block looked back: the chain's pace only")
         chain_pace(ti, ch, carry, ent)
         return
     print(f"  landed -> aggregate out {pct((agg - land)[L])}")
@@ -111,6 +119,48 @@ def analyze(tr, label):
         m[m] = carry[src[m]] >= 0  # (its prefix's time was taken)
         if m.sum() >= 5:
             print(f"  walked back {d}: its prefix out -> found {pct((found - carry[src])[m])}")
+
+
+def analyze_grouped(G, ti, ch, ent, land, agg, carry, p1, found, formed, shares, missed, tr):
+    """The grouped path (carries by groups of G chunks, NANOSSM_TUNE_GROUP=G): words 12 the group's
+    earlier aggregates in (after the shares' barrier and sum), 9 the first poll of the group
+    predecessor's prefix (bit 63: missed), 10 that prefix found, 7 its polls << 32, 11 the carry
+    formed, 5 the block's own prefix out."""
+    pos = ch % G
+    M = (shares >= 0) & (found >= 0) & (agg >= 0) & (ch >= G)  # blocks that waited on a group prefix
+    if not M.any():
+        print("  no grouped carry traced (words 9-12 empty): an older probe, or not the grouped path")
+        return
+    polls = tr[:, 7] >> 32
+    print(f"  G = {G}; blocks past the first group {M.sum()}")
+    print(f"  landed -> aggregate out {pct((agg - land)[M])}")
+    print(f"  aggregate out -> the group's aggregates in {pct((shares - agg)[M])}")
+    for name, m in (("first of its group", M & (pos == 0)), ("later in its group", M & (pos > 0)),
+                    ("its group's last", M & (pos == G - 1))):
+        if m.sum() >= 5:
+            print(f"    {name}: aggregate out -> aggregates in {pct((shares - agg)[m])}")
+    print(f"  aggregates in -> group prefix found {pct((found - shares)[M])}; first poll missed "
+          f"{missed[M].mean():.2f}; polls {pct(polls[M] * 1000)}")
+    print(f"  prefix found -> carry formed {pct((formed - found)[M])}; -> own prefix out {pct((carry - formed)[M])}")
+    print(f"  landed -> own prefix out {pct((carry - land)[M])}")
+    idx = {(c, t): i for i, (c, t) in enumerate(zip(ch, ti))}
+    src = np.array([idx.get((c - c % G - 1, t), -1) for c, t in zip(ch, ti)])
+    m = M & (src >= 0)
+    m[m] = carry[src[m]] >= 0
+    if m.any():
+        s = src[m]
+        print(f"  group predecessor's prefix out -> found {pct(found[m] - carry[s])}; it came out after my "
+              f"aggregates were in {(carry[s] > shares[m]).mean():.2f}")
+        print(f"  dispatched after the group predecessor by {pct(ent[m] - ent[s])}")
+    # the chain of group prefixes: per tile, the prefix-out times of each group's last chunk
+    last = (pos == G - 1) & (carry >= 0)
+    for t in np.unique(ti[last])[:1]:
+        k = np.argsort(ch[last & (ti == t)])
+        c = carry[last & (ti == t)][k]
+        e = ent[last & (ti == t)][k]
+        a = shares[last & (ti == t)][k]
+        print(f"  tile {t}: group prefix to group prefix {pct(np.diff(c))}; the groups' last entries apart "
+              f"{pct(np.diff(e))}; their aggregates in -> prefix out {pct((c - a)[a >= 0])}")
 
 
 def run(kind, dtype_name, shape, reps=3):
