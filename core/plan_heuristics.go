@@ -102,9 +102,10 @@ func groupChunks(v Variant, dt DType, vec, tiles, chunks, sms int64) int64 {
 	// The backward has grouped kernels of its own since v35 (the plain one keeps its machine
 	// code; since v74 they copy x and out after the group carry: bf16 1,65536,64,64 at G = 4 2.95
 	// -> 2.56, the groups below not timed again against the late plain kernel). Measured on the
-	// H200 (ratio to the copy, same run; G = 1 / 2 / 4): 1,65536,64,64 (1024 chunks) bf16 3.176 / 3.000 / 2.986, f32 2.538 / 2.679 / 2.855. So the 16-bit
-	// backward over 8-channel lanes takes G = 2 on its longest chains (1024+ chunks over SMs / 4
-	// tiles or fewer, deep chains now; over SMs / 8 or fewer 4: v50 above), and the fp32 one none:
+	// H200 (ratio to the copy, same run; G = 1 / 2 / 4): 1,65536,64,64 (1024 chunks) bf16 3.176 /
+	// 3.000 / 2.986, f32 2.538 / 2.679 / 2.855. So the 16-bit backward over 8-channel lanes takes
+	// G = 2 on its longest chains (1024+ chunks over SMs / 4 tiles or fewer, deep chains now; over
+	// SMs / 8 or fewer 4: v50 above), and the fp32 one none:
 	// its blocks wait on the group's aggregates in one warp behind a second barrier, which costs
 	// more than the hops save (v19 at G = 8: f32 2.54 -> 3.04). Few tiles stay three passes: a
 	// single pass with G = 16 / 64 took f32 1,262144,4,32 from 3.36 to 4.14 / 4.25 (chunks of 64

@@ -45,8 +45,7 @@ def test_only_the_late_kernels_copy_after_the_carry(found):
     bwd_late_{f16,bf16}_v8), and since v74 the grouped backward kernels (bwd_grouped_f32_v4,
     bwd_grouped_{f16,bf16}_v8), issue their copies of x and out after the carry, past the first wait
     for copies; no other kernel copies after that wait (the plain ones keep their machine code)."""
-    late = sorted(n for n, rows in found.items()
-                  if any("LDGSTS" in r for r in rows[min(i for i, r in enumerate(rows) if "DEPBAR." in r):]))
+    late = sorted(n for n, rows in found.items() if any("LDGSTS" in r for r in rows[sass_check.phase1_end(rows):]))
     assert late == ["nanossm_scan_bwd_grouped_bf16_v8", "nanossm_scan_bwd_grouped_f16_v8", "nanossm_scan_bwd_grouped_f32_v4",
                     "nanossm_scan_bwd_late_bf16_v8", "nanossm_scan_bwd_late_f16_v8", "nanossm_scan_bwd_late_f32_v4"], late
 
@@ -133,8 +132,8 @@ def test_one_warp_looks_back_and_hands_the_carry_on(arch):
     packed forward with states or the packed forwards over single channels, where every warp that
     needs the carry looks back (see kOneLooker). Session 24: plain backward f32 8,2048,64,64
     2.11 -> 2.01 of the copy, bf16 2.49 -> 2.17; session 25: packed bf16 2,1024 equal 1.26 -> 1.15
-    of the plain kernel; session 26: with states 1.33 -> 1.24. Every scan kernel, single-channel lanes (v1) included, in both
-    architectures' code. (The machine code shows the hand-over, not which warp looks back.)"""
+    of the plain kernel; session 26: with states 1.33 -> 1.24. Every scan kernel, single-channel
+    lanes (v1) included, in both architectures' code. (The machine code shows the hand-over, not which warp looks back.)"""
     sass = sass_check.disassemble(MODULE, arch)
     assert sass is not None
     handing = []

@@ -63,6 +63,12 @@ def kernels(sass, widths="4|8"):
     return out
 
 
+def phase1_end(rows):
+    """The index of a kernel's first wait for its copies (DEPBAR), or len(rows): phase 1's copies
+    come before it; the backward's late copies of x and out (v73, v74) after it."""
+    return next((i for i, r in enumerate(rows) if re.search(r"(^|\s)DEPBAR", r)), len(rows))
+
+
 def early_consumers(rows):
     """Instructions between the first and last LDGSTS of phase 1 that read a register a global
     load wrote (and nothing has overwritten since). A load counts as landed once an instruction
@@ -71,8 +77,7 @@ def early_consumers(rows):
     loads are used before the copies, and ptxas places the A values' first uses among them.
     Phase 1's copies are those before the first wait for copies (DEPBAR): the backward's late
     copies of x and out (the bwd_late_* kernels, v73) are issued after the carry, which consumes loads."""
-    waits = [i for i, r in enumerate(rows) if re.search(r"(^|\s)DEPBAR", r)]
-    copies = [i for i, r in enumerate(rows[:waits[0] if waits else len(rows)]) if "LDGSTS" in r]
+    copies = [i for i, r in enumerate(rows[:phase1_end(rows)]) if "LDGSTS" in r]
     if not copies:
         return []
     def written(op, first):  # the registers an instruction's destination covers (.64: a pair)
