@@ -175,12 +175,7 @@ __device__ __forceinline__ void group_carry(const float* aggs, const float* incl
     float vals[BATCH][VEC], aes[BATCH];
 #pragma unroll
     for (int q = 0; q < BATCH; ++q) aes[q] = i0 + q >= chunk - 1 ? a_blk : a_end(i0 + q);
-    spin_until([&] {
-      bool ok = true;
-#pragma unroll
-      for (int q = 0; q < BATCH; ++q) ok &= poll<VEC>(at(aggs, min(i0 + q, chunk - 1)), vals[q]);
-      return ok;
-    });
+    spin_until([&] { return poll_batch([&](int q) { return at(aggs, min(i0 + q, chunk - 1)); }, vals); });
     fold_batch(vals, aes, i0, chunk, a_prev, comp);
   }
   float pg[VEC];
@@ -240,12 +235,7 @@ __device__ __forceinline__ void group_carry_wide(const float* aggs, const float*
       float vals[BATCH][VEC], aes[BATCH];
 #pragma unroll
       for (int q = 0; q < BATCH; ++q) aes[q] = ae_of(min(i0 + q, hi - 1));
-      spin_until([&] {
-        bool ok = true;
-#pragma unroll
-        for (int q = 0; q < BATCH; ++q) ok &= poll<VEC>(at(aggs, min(i0 + q, hi - 1)), vals[q]);
-        return ok;
-      });
+      spin_until([&] { return poll_batch([&](int q) { return at(aggs, min(i0 + q, hi - 1)); }, vals); });
       fold_batch(vals, aes, i0, hi, a_prev, st);
     }
     const float sc = hi == chunk ? 1.f : expf(a_blk - a_prev);

@@ -282,6 +282,24 @@ __device__ __forceinline__ bool poll(const float* src, float (&v)[VEC]) {
   return ok;
 }
 
+// Poll BATCH aggregates of VEC words at once (at(q): the q-th's words): every load issued before
+// any is checked, then true when all are written. (poll() after poll(), each checked as it came,
+// let ptxas hold each load's issue for the check before it: the first try of a batch of 8 went
+// out as 3 + 2 + 2 + 1 loads, four round trips, and a block of the one-tile fp32 backward waited
+// 4.2 us for its group's aggregates, session 27's trace.)
+template <int BATCH, int VEC, typename At>
+__device__ __forceinline__ bool poll_batch(const At& at, float (&vals)[BATCH][VEC]) {
+#pragma unroll
+  for (int q = 0; q < BATCH; ++q) load_words<VEC>(at(q), vals[q], [](auto p) { return ld_poll(p); });
+  bool ok = true;
+#pragma unroll
+  for (int q = 0; q < BATCH; ++q) {
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) ok &= __float_as_uint(vals[q][v]) != UNWRITTEN;
+  }
+  return ok;
+}
+
 // Read VEC words already seen written (final): plain L2 loads the compiler may batch.
 template <int VEC>
 __device__ __forceinline__ void load_cg(const float* src, float (&v)[VEC]) {
