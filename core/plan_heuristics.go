@@ -69,7 +69,8 @@ var TuneGroup int64
 // 2,1024,32,128 2.653 / 2.469 / 2.558, 2,8192,64,64 2.988 / 2.772 / 2.974; one wave of 64 tiles,
 // 4,512,64,64 2.614 / 2.471 / 2.507; not past that: 4,1024,64,64 (64 x 16) 2.595 / 2.619 / 2.646,
 // 8,1024 2.366 / 2.670 / 2.731, 4,8192 (64 x 128) 2.386 / 2.780 / -. Hence G = 4 over SMs / 8
-// tiles or fewer, else 2. The fp32 backward gained nowhere (1,1024,64,64 2.396 / 2.375 / 2.473).
+// tiles or fewer (on chains of 128+ chunks 3, or 8 over SMs / 16 tiles, since session 28: see
+// groupChunks), else 2. The fp32 backward gained nowhere (1,1024,64,64 2.396 / 2.375 / 2.473).
 // Grids of 1-15 tiles under 64 chunks (above 64, fewTileGroup's larger groups win there) take
 // these groups too; timed in session 21 (call 1; lib / G = 1 / 2 / 3 forward, lib / 1 / 2 / 4
 // backward; kernels of 2-4 us, so +-10% run to run): forward bf16 1,2048,8,64 (2 tiles x 16)
@@ -111,7 +112,18 @@ func groupChunks(v Variant, dt DType, vec, tiles, chunks, sms int64) int64 {
 	// single pass with G = 16 / 64 took f32 1,262144,4,32 from 3.36 to 4.14 / 4.25 (chunks of 64
 	// steps, 4096 of them, each block waiting on its group's reads), bf16 2,262144,8,32 from 3.62
 	// to 3.44 / 5.93 (docs/performance.md v35); since v37 one class of them, one tile of fp32
-	// lanes, takes one pass with G = 32 (fewTileGroup).
+	// lanes, takes one pass with G = 32 (fewTileGroup). Since v77 (a batch's loads issued
+	// together) the 16-bit backward's best group over SMs / 8 tiles or fewer depends on the tiles
+	// and the chain (session 28, calls 3-6, ratio to the copy, same run, G = 3 / 4 / 6 / 8):
+	// bf16 1,65601,20,64 (5 tiles x 1026 chunks) 4.77 / 3.76 / 2.91 / 2.76 (the chain sets the
+	// time: a third more hops at G = 3 cost 27%); 1,65536,32,64 (8 tiles) 3.10 / 2.71 / 2.70 /
+	// 2.61; 1,65536,48,64 (12) 2.57 / 2.64 / 2.68 / 2.69; 16 tiles of 128+ chunks (G = 3 / 4,
+	// twice): 1,65536,64,64 2.515 / 2.551, 1,32768 2.529 / 2.564, 1,8192 2.544-2.557 / 2.577,
+	// 1,131072 2.525 / 2.565, f16 alike (G = 2, 6, 8 there: 2.59-2.65); 16 tiles of 16-32
+	// chunks (kernels of a few us) G = 4 read 1-5% better: 1,1024 bf16 2.32 / 2.24 against 2.43 /
+	// 2.39, 1,2048 2.47 / 2.34 against 2.50 / 2.38. Hence 8 over SMs / 16 tiles or fewer and 3
+	// over SMs / 8 or fewer, both on chains of 128+ chunks, else 4 (1-4 tiles and 5-8 tiles of
+	// short chains not timed: they keep what was).
 	deep := sms > 0 && chunks >= 4 && (tiles*chunks <= oneWaveBlocks*sms || tiles*4 <= sms)
 	few := deep && tiles*4 <= sms
 	w16 := dt.Size() == 2 && vec == 8
@@ -121,6 +133,10 @@ func groupChunks(v Variant, dt DType, vec, tiles, chunks, sms int64) int64 {
 	unknown := sms <= 0
 	if v == Backward {
 		switch {
+		case w16 && deep && tiles*16 <= sms && chunks >= 128:
+			return 8
+		case w16 && deep && tiles*8 <= sms && chunks >= 128:
+			return 3
 		case w16 && deep && tiles*8 <= sms:
 			return 4
 		case w16 && (deep || unknown && chunks >= 1024):

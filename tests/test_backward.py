@@ -156,8 +156,8 @@ def _chunkwise_err(got, ref, steps):
 def test_long_chains_with_carry_groups_match_float64(dtype):
     """The 16-bit backward over 8-channel lanes on a chain of 1026 chunks (64 steps each, the last
     of one step) over more tiles than a third of a pass could leave to three passes (tiles * 32 >
-    SMs: core/plan.go), the plan that carries by groups of chunks (4 over so few tiles:
-    core/plan_heuristics.go groupChunks, its grouped kernel): dx chunk by chunk and dA against
+    SMs: core/plan.go), the plan that carries by groups of chunks (8 over so few tiles on
+    so long a chain: core/plan_heuristics.go groupChunks, its grouped kernel): dx chunk by chunk and dA against
     float64 (reference.ssm_scan_backward64), every element written (NaN-poisoned outputs), bit-identical
     run to run. (States and reverse on the grouped kernels: test_plans, under the knobs.)"""
     from conftest import GRAD_TOL, dA_err
