@@ -47,7 +47,9 @@ func init() {
 	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_BWD_STEPS")); err == nil && (v == 4 || v == 8 || v == 16) {
 		core.BackwardSteps = int64(v)
 	}
-	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_FWD_STEPS")); err == nil && v >= 1 && v <= core.ScanSteps {
+	// (up to twice the module's default: a module built with NANOSSM_FWD_STEPS=24 or 32, the
+	// forward's dynamic shared memory allowed to match in load)
+	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_FWD_STEPS")); err == nil && v >= 1 && v <= 2*core.ScanSteps {
 		core.ForwardSteps = int64(v)
 	}
 	noEarlyLaunch = os.Getenv("NANOSSM_TUNE_NO_EARLY_LAUNCH") == "1"
@@ -198,7 +200,7 @@ func (d *device) load(ordinal int) (err error) {
 		// staged rows of x live in dynamic shared memory: allow the most a plan asks for, or
 		// what the device allows (a larger plan is refused by name at launch: run)
 		cfn := *(*C.CUfunction)(unsafe.Pointer(&fn))
-		allow := min(int64(core.ScanMaxSharedBytes), d.info.MaxShared)
+		allow := min(max(int64(core.ScanMaxSharedBytes), core.ForwardSteps*core.ScanMaxWarps*32*16), d.info.MaxShared)
 		if r := C.cuFuncSetAttribute(cfn, C.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, C.int(allow)); r != C.CUDA_SUCCESS {
 			return core.CUDAError("cuFuncSetAttribute("+name+")", cErrName(r))
 		}
