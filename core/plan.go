@@ -16,6 +16,11 @@ const ScanMaxWarps = 8
 // NANOSSM_FWD_STEPS or NANOSSM_BWD_STEPS (benchmarking knobs, not an API).
 var ForwardSteps, BackwardSteps int64 = ScanSteps, 8
 
+// BackwardMaxWarps, when above 0, replaces 64 / BackwardSteps as the backward's most warps a
+// block (NANOSSM_TUNE_BWD_MAX_WARPS, for a module built with NANOSSM_BWD_MAX_WARPS; a
+// benchmarking knob, not an API).
+var BackwardMaxWarps int64
+
 // TuneWarps, when in 1..ScanMaxWarps, replaces the heuristic's warps per block, and TunePasses,
 // when 1 or 3, the choice between the single pass and three passes: benchmarking knobs
 // (NANOSSM_TUNE_WARPS, NANOSSM_TUNE_PASSES, read by core/cuda), not an API.
@@ -252,6 +257,9 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 		maxWarps = ScanMaxWarps
 		if v.backward() {
 			maxWarps = 64 / BackwardSteps
+			if BackwardMaxWarps > 0 {
+				maxWarps = BackwardMaxWarps
+			}
 		}
 		if TuneWarps >= 1 && TuneWarps <= maxWarps {
 			maxWarps = TuneWarps

@@ -25,7 +25,12 @@ constexpr int MAX_WARPS = 8;   // warps per block along T (block <= 256 threads)
 #define NANOSSM_BWD_STEPS 8
 #endif
 constexpr int BWD_STEPS = NANOSSM_BWD_STEPS;
-constexpr int BWD_MAX_WARPS = 64 / BWD_STEPS;
+// (NANOSSM_BWD_MAX_WARPS: a build knob for longer backward chunks, e.g. 16 steps x 8 warps,
+// 192 KB a block, one a SM; the library's NANOSSM_TUNE_BWD_MAX_WARPS must match)
+#ifndef NANOSSM_BWD_MAX_WARPS
+#define NANOSSM_BWD_MAX_WARPS (64 / BWD_STEPS)
+#endif
+constexpr int BWD_MAX_WARPS = NANOSSM_BWD_MAX_WARPS;
 // Resident blocks per SM that the register budget must allow (ptxas caps registers to fit).
 #ifndef NANOSSM_MIN_BLOCKS
 #define NANOSSM_MIN_BLOCKS 3

@@ -47,8 +47,11 @@ func init() {
 	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_BWD_STEPS")); err == nil && (v == 4 || v == 8 || v == 16) {
 		core.BackwardSteps = int64(v)
 	}
-	// (up to twice the module's default: a module built with NANOSSM_FWD_STEPS=24 or 32, the
-	// forward's dynamic shared memory allowed to match in load)
+	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_BWD_MAX_WARPS")); err == nil && v >= 1 && v <= 16 {
+		core.BackwardMaxWarps = int64(v)
+	}
+	// (up to twice the module's default: a module built with NANOSSM_FWD_STEPS=24 or 32; the
+	// dynamic shared memory allowed in load follows it and the backward's knobs)
 	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_FWD_STEPS")); err == nil && v >= 1 && v <= 2*core.ScanSteps {
 		core.ForwardSteps = int64(v)
 	}
@@ -200,7 +203,8 @@ func (d *device) load(ordinal int) (err error) {
 		// staged rows of x live in dynamic shared memory: allow the most a plan asks for, or
 		// what the device allows (a larger plan is refused by name at launch: run)
 		cfn := *(*C.CUfunction)(unsafe.Pointer(&fn))
-		allow := min(max(int64(core.ScanMaxSharedBytes), core.ForwardSteps*core.ScanMaxWarps*32*16), d.info.MaxShared)
+		allow := min(max(int64(core.ScanMaxSharedBytes), core.ForwardSteps*core.ScanMaxWarps*32*16,
+			3*core.BackwardSteps*core.BackwardMaxWarps*32*16), d.info.MaxShared)
 		if r := C.cuFuncSetAttribute(cfn, C.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, C.int(allow)); r != C.CUDA_SUCCESS {
 			return core.CUDAError("cuFuncSetAttribute("+name+")", cErrName(r))
 		}
