@@ -40,6 +40,21 @@ const (
 // rows of 32 lanes x one 16-byte packet (the backward: 3 tensors x 64 rows per thread column).
 const ScanMaxSharedBytes = max(ScanMaxWarps*ScanSteps, 3*64) * 32 * 16
 
+// StagedSharedBytes is the most dynamic shared memory a scan plan can ask for under the steps
+// and warps knobs (ScanMaxSharedBytes without them): what the CUDA backend allows its kernels.
+func StagedSharedBytes() int64 {
+	return max(ScanMaxSharedBytes, ScanMaxWarps*ForwardSteps*32*16, 3*backwardMaxWarps()*BackwardSteps*32*16)
+}
+
+// backwardMaxWarps is the backward's most warps a block: 64 / BackwardSteps (the module's
+// BWD_MAX_WARPS), or BackwardMaxWarps when set.
+func backwardMaxWarps() int64 {
+	if BackwardMaxWarps > 0 {
+		return BackwardMaxWarps
+	}
+	return 64 / BackwardSteps
+}
+
 // Variant is what a scan kernel computes.
 type Variant int
 
@@ -256,10 +271,7 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	if maxWarps == 0 {
 		maxWarps = ScanMaxWarps
 		if v.backward() {
-			maxWarps = 64 / BackwardSteps
-			if BackwardMaxWarps > 0 {
-				maxWarps = BackwardMaxWarps
-			}
+			maxWarps = backwardMaxWarps()
 		}
 		if TuneWarps >= 1 && TuneWarps <= maxWarps {
 			maxWarps = TuneWarps

@@ -173,7 +173,6 @@ func TestNamedPlans(t *testing.T) {
 		{"few chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 1},
 		{"bench: one tile, groups of 48", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 2048, 1, 48},
 		{"bench bf16: one tile of 4-channel lanes, groups of 64", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: BFloat16}, 4, 2048, 1, 64},
-		{"bf16 one tile of 4-channel lanes", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: BFloat16}, 4, 2048, 1, 64},
 		{"two tiles, groups of 32", Forward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: Float32}, 4, 1024, 1, 32},
 		{"four tiles, groups of 16", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: Float32}, 4, 2048, 1, 16},
 		{"bf16 two tiles of 8-channel lanes, groups of 8", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: BFloat16}, 8, 2048, 1, 8},
@@ -347,4 +346,24 @@ func isLate(pl ScanPlan) bool { return strings.Contains(pl.Kernel, "_late_") }
 func hasGrouped(dt DType, v Variant, vec int64) bool {
 	_, ok := scanKernels[kernelKey{dt, v, vec, formGrouped, false}]
 	return ok
+}
+
+// The shared-memory allowance follows the steps and warps knobs (a module built with longer
+// chunks must be allowed its staging) and is ScanMaxSharedBytes without them.
+func TestStagedSharedBytes(t *testing.T) {
+	defer func(f, b, w int64) { ForwardSteps, BackwardSteps, BackwardMaxWarps = f, b, w }(ForwardSteps, BackwardSteps, BackwardMaxWarps)
+	if got := StagedSharedBytes(); got != ScanMaxSharedBytes {
+		t.Fatalf("default: %d, want %d", got, ScanMaxSharedBytes)
+	}
+	ForwardSteps = 32
+	if got := StagedSharedBytes(); got != 128<<10 {
+		t.Fatalf("forward 32 steps: %d, want %d", got, 128<<10)
+	}
+	ForwardSteps, BackwardSteps, BackwardMaxWarps = ScanSteps, 16, 8
+	if got := StagedSharedBytes(); got != 192<<10 {
+		t.Fatalf("backward 16 steps x 8 warps: %d, want %d", got, 192<<10)
+	}
+	if pl := plan(Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, h200); pl.Warps != 8 || pl.Shared != 192<<10 {
+		t.Fatalf("backward 16 steps x 8 warps: plan %+v", pl)
+	}
 }

@@ -203,8 +203,7 @@ func (d *device) load(ordinal int) (err error) {
 		// staged rows of x live in dynamic shared memory: allow the most a plan asks for, or
 		// what the device allows (a larger plan is refused by name at launch: run)
 		cfn := *(*C.CUfunction)(unsafe.Pointer(&fn))
-		allow := min(max(int64(core.ScanMaxSharedBytes), core.ForwardSteps*core.ScanMaxWarps*32*16,
-			3*core.BackwardSteps*core.BackwardMaxWarps*32*16), d.info.MaxShared)
+		allow := min(core.StagedSharedBytes(), d.info.MaxShared)
 		if r := C.cuFuncSetAttribute(cfn, C.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, C.int(allow)); r != C.CUDA_SUCCESS {
 			return core.CUDAError("cuFuncSetAttribute("+name+")", cErrName(r))
 		}
