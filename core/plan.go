@@ -1,7 +1,5 @@
 package core
 
-import "fmt"
-
 // Launch planning for kernels/scan.cu. Pure arithmetic, so it is tested without a GPU.
 
 // ScanSteps is STEPS in kernels/scan_common.cuh: time steps per thread of the forward; the
@@ -15,6 +13,13 @@ const ScanMaxWarps = 8
 // and NANOSSM_TUNE_BWD_STEPS (read by core/cuda) set them to time a module built with another
 // NANOSSM_FWD_STEPS or NANOSSM_BWD_STEPS (benchmarking knobs, not an API).
 var ForwardSteps, BackwardSteps int64 = ScanSteps, 8
+
+// LongSteps are the steps per thread of the long-chunk kernels (LONG_STEPS and BWD_LONG_STEPS in
+// kernels/scan_common.cuh; their blocks have at most ScanMaxWarps warps): the forward's (over
+// 8-byte packets), then the backward's (see longChunks).
+var LongSteps = [2]int64{longForwardSteps, longBackwardSteps}
+
+const longForwardSteps, longBackwardSteps = 32, 16
 
 // BackwardMaxWarps, when above 0, replaces 64 / BackwardSteps as the backward's most warps a
 // block (NANOSSM_TUNE_BWD_MAX_WARPS, for a module built with NANOSSM_BWD_MAX_WARPS; a
@@ -37,8 +42,11 @@ const (
 )
 
 // ScanMaxSharedBytes is the most dynamic shared memory a scan block stages in: MAX_WARPS * STEPS
-// rows of 32 lanes x one 16-byte packet (the backward: 3 tensors x 64 rows per thread column).
-const ScanMaxSharedBytes = max(ScanMaxWarps*ScanSteps, 3*64) * 32 * 16
+// rows of 32 lanes x one 16-byte packet (the backward: 3 tensors x 64 rows per thread column;
+// the long-chunk kernels: the forward's 8-byte packets, 128 rows' worth, and the backward's 3 x
+// 128 rows, 192 KB).
+const ScanMaxSharedBytes = max(ScanMaxWarps*ScanSteps, 3*64, ScanMaxWarps*longForwardSteps/2,
+	3*ScanMaxWarps*longBackwardSteps) * 32 * 16
 
 // StagedSharedBytes is the most dynamic shared memory a scan plan can ask for under the steps
 // and warps knobs (ScanMaxSharedBytes without them): what the CUDA backend allows its kernels.
@@ -68,93 +76,6 @@ const (
 func (v Variant) backward() bool { return v == Backward || v == BackwardPacked }
 
 func (v Variant) packed() bool { return v == ForwardPacked || v == BackwardPacked }
-
-// kernelKey is one row of the dispatch table: element type x variant x vector width x form (a
-// kernel of its own for carries by groups or the backward's late copies, else plain), and whether
-// the call has no initial and no final state (nostate: the packed forward's and backward's lean
-// kernels).
-type kernelKey struct {
-	dtype   DType
-	variant Variant
-	vec     int64
-	form    kernelForm
-	nostate bool
-}
-
-// kernelForm is a form of a scan kernel that has kernels of its own: how it finds its carry
-// (grouped) or when it copies the backward's x and out (late).
-type kernelForm int
-
-const (
-	formPlain   kernelForm = iota
-	formGrouped            // carries by groups of chunks (groupChunks, fewTileGroup)
-	formLate               // the backward's copies of x and out after the carry (lateXY)
-)
-
-// scanKernels is the one dispatch table of the scan kernels: (dtype, variant, width, form,
-// nostate) -> kernel, nanossm_scan_<variant>_<dtype>_v<width> as NANOSSM_ALL in kernels/scan.cu
-// defines them (the grouped and late forms: _grouped_ and _late_ after the variant). The width is
-// 16-byte packets when the layout allows, else 1 channel.
-// The plain forward also has 8-byte packets for 16-bit types (4 channels per lane,
-// NANOSSM_FWD16_V4 in kernels/scan.cu; see forwardPacketBytes).
-var scanKernels = func() map[kernelKey]string {
-	variants := map[Variant]string{Forward: "fwd", ForwardPacked: "fwd_packed", Backward: "bwd", BackwardPacked: "bwd_packed"}
-	dtypes := map[DType]string{Float32: "f32", Float16: "f16", BFloat16: "bf16"}
-	t := map[kernelKey]string{}
-	for v, vn := range variants {
-		for d, dn := range dtypes {
-			widths := []int64{1, 16 / d.Size()}
-			if d.Size() == 2 && v == Forward {
-				widths = append(widths, 8/d.Size())
-			}
-			for _, w := range widths {
-				t[kernelKey{d, v, w, formPlain, false}] = fmt.Sprintf("nanossm_scan_%s_%s_v%d", vn, dn, w)
-				if v.packed() {
-					t[kernelKey{d, v, w, formPlain, true}] = fmt.Sprintf("nanossm_scan_%s_nostate_%s_v%d", vn, dn, w)
-				}
-			}
-		}
-	}
-	// The fp32 forward with carries by groups has a kernel of its own: compiled into the plain
-	// one, the grouped path cost the plans that do not group 1-3%. (The 16-bit forward over
-	// 8-channel lanes has it in its plain kernel; see groupChunks.)
-	t[kernelKey{Float32, Forward, 4, formGrouped, false}] = "nanossm_scan_fwd_grouped_f32_v4"
-	// So have the 16-bit forward's 4-channel lanes: the few-tile plans (1,262144,4,32 takes them).
-	t[kernelKey{Float16, Forward, 4, formGrouped, false}] = "nanossm_scan_fwd_grouped_f16_v4"
-	t[kernelKey{BFloat16, Forward, 4, formGrouped, false}] = "nanossm_scan_fwd_grouped_bf16_v4"
-	// The plain backward over packets with carries by groups (v35; groupChunks).
-	t[kernelKey{Float32, Backward, 4, formGrouped, false}] = "nanossm_scan_bwd_grouped_f32_v4"
-	t[kernelKey{Float16, Backward, 8, formGrouped, false}] = "nanossm_scan_bwd_grouped_f16_v8"
-	t[kernelKey{BFloat16, Backward, 8, formGrouped, false}] = "nanossm_scan_bwd_grouped_bf16_v8"
-	// The plain backward over packets with its late copies of x and out (v73; lateXY).
-	t[kernelKey{Float32, Backward, 4, formLate, false}] = "nanossm_scan_bwd_late_f32_v4"
-	t[kernelKey{Float16, Backward, 8, formLate, false}] = "nanossm_scan_bwd_late_f16_v8"
-	t[kernelKey{BFloat16, Backward, 8, formLate, false}] = "nanossm_scan_bwd_late_bf16_v8"
-	return t
-}()
-
-// Helper kernels of the backward (kernels/scan.cu).
-const (
-	KernelDAReduce = "nanossm_dA_reduce"  // sums dA's partial sums when K > 1 tiles share a row
-	KernelDAH0Term = "nanossm_dA_h0_term" // packed sequences with h0: dA[s-1] -= sum_c h0 * dh0
-	KernelWSReset  = "nanossm_ws_reset"   // the look-back workspace's reset (Device.EarlyLaunch)
-)
-
-// prefixKernels is pass 2 of three by the floats per lane of a chunk aggregate (the packet width).
-var prefixKernels = map[int64]string{1: "nanossm_chunk_prefix_v1", 4: "nanossm_chunk_prefix_v4", 8: "nanossm_chunk_prefix_v8"}
-
-// ScanKernelNames lists every kernel of the table and the helpers (the CUDA backend resolves
-// them at load).
-func ScanKernelNames() []string {
-	names := []string{KernelDAReduce, KernelDAH0Term, KernelWSReset}
-	for _, n := range prefixKernels {
-		names = append(names, n)
-	}
-	for _, n := range scanKernels {
-		names = append(names, n)
-	}
-	return names
-}
 
 // ScanPlan is one launch of a scan kernel.
 type ScanPlan struct {
@@ -238,7 +159,19 @@ func PlanBackward(a *BackwardArgs, p Problem, dev Device) ScanPlan {
 // 8 tiles: 2.0x single, 2.7x three): at most one tile per 32 SMs, and 64+ chunks. The
 // workspace holds pass 2's group aggregates whenever a device could choose three passes.
 func plan(v Variant, p Problem, vec int64, dev Device) ScanPlan {
-	pl := layout(v, p, vec, dev, 0)
+	pl := shortPlan(v, p, vec, dev)
+	// Long chunks (longChunks) where the plan's form has a kernel for them. The workspace stays
+	// the short plan's: callers size it without a device, and fewer chunks need less.
+	if lp := layout(v, p, vec, dev, 0, true); lp.Kernel != "" {
+		lp.Workspace, lp.Partials = pl.Workspace, pl.Partials
+		return lp
+	}
+	return pl
+}
+
+// shortPlan is plan over the module's chunks (ForwardSteps, BackwardSteps).
+func shortPlan(v Variant, p Problem, vec int64, dev Device) ScanPlan {
+	pl := layout(v, p, vec, dev, 0, false)
 	if v != Backward || p.DType != Float32 || pl.Tiles > fewTiles || TuneWarps != 0 {
 		return pl
 	}
@@ -247,7 +180,7 @@ func plan(v Variant, p Problem, vec int64, dev Device) ScanPlan {
 	// 3.189 -> 3.078 (bf16 lost: 6.23 -> 6.82, so fp32 only; single-pass plans keep 8 warps,
 	// whose chains 4 warps would lengthen). The workspace is sized before a device is known, so
 	// it covers both layouts wherever a device could choose three passes (up to fewTiles tiles).
-	alt := layout(v, p, vec, dev, 4)
+	alt := layout(v, p, vec, dev, 4, false)
 	if alt.Groups == 0 { // (no device takes three passes with it)
 		return pl
 	}
@@ -265,8 +198,9 @@ func plan(v Variant, p Problem, vec int64, dev Device) ScanPlan {
 const fewTiles = 8
 
 // layout is plan's launch shape with at most maxWarps warps per block (0: the kernel's most, or
-// NANOSSM_TUNE_WARPS's).
-func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPlan {
+// NANOSSM_TUNE_WARPS's). long: over long chunks (LongSteps); the plan then has no kernel (Kernel
+// "") unless the form it takes has a long one.
+func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64, long bool) ScanPlan {
 	staged, steps := int64(1), ForwardSteps
 	if maxWarps == 0 {
 		maxWarps = ScanMaxWarps
@@ -280,6 +214,12 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	if v.backward() {
 		staged, steps = 3, BackwardSteps
 	}
+	if long {
+		maxWarps, steps = min(maxWarps, ScanMaxWarps), LongSteps[0]
+		if v.backward() {
+			steps = LongSteps[1]
+		}
+	}
 	warps := min(maxWarps, (p.T+steps-1)/steps)
 	chunkLen := warps * steps
 	cv := p.C / vec
@@ -289,7 +229,7 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 	// (STATES in kernels/scan.cu; measured on the H200: docs/performance.md, v25).
 	lean := v.packed() && !p.hasStates()
 	pl := ScanPlan{
-		Kernel: scanKernels[kernelKey{p.DType, v, vec, formPlain, lean}],
+		Kernel: scanKernels[kernelKey{p.DType, v, vec, formPlain, lean, long}],
 		Vec:    vec,
 		Warps:  warps,
 		Steps:  steps,
@@ -305,6 +245,9 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 			pl.K = (cv + 31) / 32
 			pl.Tiles = p.B * p.R * pl.K
 		}
+	}
+	if long && !longChunks(v, p.DType, vec, pl.Tiles, p.T, dev.SMs) {
+		return ScanPlan{}
 	}
 	lookback := func(chunks int64) int64 { // aggregates and inclusive prefixes, 32 lanes x vec floats per block
 		if chunks <= 1 {
@@ -350,10 +293,10 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64) ScanPla
 		if fewGroup > 0 && TuneGroup == 0 {
 			pl.Group = fewGroup
 		}
-		if k, ok := scanKernels[kernelKey{p.DType, v, vec, formGrouped, false}]; ok && pl.Group > 1 {
+		if k, ok := scanKernels[kernelKey{p.DType, v, vec, formGrouped, false, long}]; ok && pl.Group > 1 {
 			pl.Kernel = k
 		}
-		if k, ok := scanKernels[kernelKey{p.DType, v, vec, formLate, false}]; ok && lateXY(v, pl, dev.SMs) {
+		if k, ok := scanKernels[kernelKey{p.DType, v, vec, formLate, false, long}]; ok && lateXY(v, pl, dev.SMs) {
 			pl.Kernel = k
 		}
 	}

@@ -192,6 +192,48 @@ func lateXY(v Variant, pl ScanPlan, sms int64) bool {
 	return sms > 0 && pl.Tiles*2 <= sms
 }
 
+// TuneLong, when 1 or 2, replaces longChunks' choice: 1 never, 2 wherever the plan's form has a
+// long-chunk kernel (NANOSSM_TUNE_LONG, read by core/cuda): a benchmarking knob, not an API.
+var TuneLong int64
+
+// longChunks is whether a plan of `tiles` tiles over T steps takes long chunks (LongSteps steps
+// per thread: kernels of their own, *_long_*), where its form has such a kernel (layout). A
+// tile's chain of chunks advances one chunk per L2 round trip (~0.4-1 us under load); with few
+// tiles that chain sets the time, and a chunk twice as long halves it. Two kernels have them:
+//   - the 16-bit forward over 4-channel lanes with carries by large groups (few tiles,
+//     fewTileGroup): its 16 steps of 8-byte packets moved half of what an fp32 block moves per
+//     hop. Measured on the H200 (session 29 call 4; ratio to the copy, same run, 16 steps / 32
+//     twice): one tile, bf16 1,262144,4,32 2.18 / 1.81, 1.85, 1,131072 2.16 / 1.74, 1.83, f16
+//     alike; two and four tiles even (bf16 2,262144,4,32 1.82 / 1.82, 4,131072 1.71 / 1.71); 128
+//     long chunks even (1,32768 bf16 2.20 / 2.24, 2.11), 64 lost (1,16384 2.47 / 2.59, 3.32; f16
+//     2.40 / 2.59, 2.42): so few tiles of 128+ long chunks (T >= 32768).
+//   - the fp32 late backward (single pass, per-chunk look-back, lateXY): chunks of 128 steps, one
+//     block of 192 KB a SM, over SMs / 8 tiles or fewer with 64+ long chunks (T >= 8192). Session
+//     29 call 4 (8 steps / 16 twice): 1,65601,20,64 (10 tiles) 2.67 / 2.31, 2.31, 1,16384,20,64
+//     2.64 / 2.35, 2.38, 1,8192,20,64 2.63 / 2.41, 2.35, 1,65536,16,64 (8) 2.99 / 2.35, 2.34,
+//     4,65536,8,32 (8) 3.04 / 2.39, 2.40, 1,65536,32,64 (16) 2.29 / 2.18, 2.18; further out it
+//     gained little or lost: 1,65536,64,64 (32 tiles) 2.19 / 2.16, 2,8192,64,64 (64 x 128 chunks)
+//     2.07 / 2.18 (call 3, a module of such kernels: 2,1024,64,64 2.11 / 2.26, 8,2048 2.03 / 2.08;
+//     the 16-bit backward lost everywhere, bf16 1,65536,64,64 2.51 / 2.65).
+func longChunks(v Variant, dt DType, vec, tiles, T, sms int64) bool {
+	switch TuneLong {
+	case 1:
+		return false
+	case 2:
+		return true
+	}
+	if sms <= 0 {
+		return false
+	}
+	switch {
+	case v == Forward && dt.Size() == 2 && vec == 4:
+		return tiles*32 <= sms && T >= 128*ScanMaxWarps*LongSteps[0]
+	case v == Backward && dt == Float32 && vec == 4:
+		return tiles*8 <= sms && T >= 64*ScanMaxWarps*LongSteps[1]
+	}
+	return false
+}
+
 // oneWaveBlocks is the blocks per SM up to which groupChunks counts a grid as one wave (the
 // forward holds 3 blocks per SM, the backward 2; 4 per SM still gained, 8 did not).
 const oneWaveBlocks = 4

@@ -26,7 +26,7 @@ func TestPlanInvariants(t *testing.T) {
 		{B: 1, T: 131071, R: 4, C: 32, DType: Float32}, {B: 1, T: 131072, R: 1, C: 8, DType: Float32},
 		{B: 1, T: 200001, R: 2, C: 12, DType: Float32}, {B: 1, T: 262144, R: 4, C: 32, DType: Float32},
 		{B: 2, T: 140000, R: 1, C: 16, DType: Float32}, {B: 1, T: 300000, R: 3, C: 4, DType: Float32}}
-	longGrouped, late := 0, 0
+	longGrouped, late, longs := 0, 0, map[bool]int{}
 	for n := 0; n < 20000+len(long); n++ {
 		p := Problem{B: 1 + rng.Int63n(8), T: 1 + rng.Int63n(1<<uint(rng.Intn(19))), R: 1 + rng.Int63n(70),
 			C: 1 + rng.Int63n(700), DType: dtypes[rng.Intn(3)]}
@@ -40,6 +40,8 @@ func TestPlanInvariants(t *testing.T) {
 		vec := int64(1)
 		if n >= 20000 || rng.Intn(2) == 0 && p.C%(16/p.DType.Size()) == 0 {
 			vec = 16 / p.DType.Size()
+		} else if v == Forward && p.DType.Size() == 2 && p.C%4 == 0 && rng.Intn(2) == 0 {
+			vec = 4 // (the 16-bit forward's 8-byte packets)
 		}
 		ref := plan(v, p, vec, Device{})
 		// (the workspace does not depend on the number of sequences either: callers cache it by
@@ -57,6 +59,9 @@ func TestPlanInvariants(t *testing.T) {
 				}
 				if isLate(pl) {
 					late++
+				}
+				if isLong(pl) {
+					longs[v.backward()]++
 				}
 				// (the few-tile groups: a single pass over few tiles and many chunks)
 				fewGroup := tune != 3 && pl.Group == fewTileGroup(v, p.DType, vec, pl.Tiles, p.T) && pl.Chunks >= 64 &&
@@ -100,7 +105,8 @@ func TestPlanInvariants(t *testing.T) {
 					t.Fatalf("%+v %v vec %d: tiles or shared %+v", p, v, vec, pl)
 				case pl.Workspace != ref.Workspace || pl.Partials != ref.Partials || pl.Lookback > pl.Workspace ||
 					pl.Workspace != other.Workspace ||
-					pl.Passes == 1 && pl.Lookback != ref.Lookback ||
+					pl.Passes == 1 && !isLong(pl) && pl.Lookback != ref.Lookback ||
+					isLong(pl) && (pl.Lookback > ref.Lookback || pl.Chunks > 1 && pl.Lookback != 2*align256(pl.Chunks*pl.Tiles*32*vec*4)) ||
 					pl.Passes == 3 && (pl.Lookback > pl.Partials || pl.Lookback <= 2*align256(pl.Chunks*pl.Tiles*32*vec*4)):
 					t.Fatalf("%+v %v vec %d on %d SMs (passes knob %d): workspace %+v, %+v without a device, %+v with %d sequences",
 						p, v, vec, sms, tune, pl, ref, other, q.Seqs)
@@ -119,17 +125,23 @@ func TestPlanInvariants(t *testing.T) {
 				case v == Forward && p.DType == Float32 && vec == 4 && pl.Passes == 1 && pl.Chunks > 1 && !fewGroup &&
 					pl.Group != wantF32:
 					t.Fatalf("%+v %v on %d SMs: fp32 carry group %d, want %d (%+v)", p, v, sms, pl.Group, wantF32, pl)
-				case (pl.Kernel == scanKernels[kernelKey{p.DType, v, vec, formGrouped, false}]) != (pl.Group > 1 && hasGrouped(p.DType, v, vec)):
+				case strings.Contains(pl.Kernel, "_grouped_") != (pl.Group > 1 && hasGrouped(p.DType, v, vec)):
 					t.Fatalf("%+v %v vec %d: kernel %s for carry group %d", p, v, vec, pl.Kernel, pl.Group)
 				// (the late kernel: exactly the plain backward single passes of per-chunk look-back
 				// over up to SMs / 2 tiles, where the width has one)
 				case isLate(pl) != (v == Backward && pl.Passes == 1 && pl.Group == 1 && pl.Chunks >= 2 && sms > 0 &&
-					pl.Tiles*2 <= sms && scanKernels[kernelKey{p.DType, v, vec, formLate, false}] != ""):
+					pl.Tiles*2 <= sms && scanKernels[kernelKey{p.DType, v, vec, formLate, false, false}] != ""):
 					t.Fatalf("%+v %v vec %d on %d SMs: late copies %+v", p, v, vec, sms, pl)
 				case pl.Segments < 1 || pl.Segments > 1 && (pl.Passes != 1 || v != ForwardPacked && v != BackwardPacked ||
 					pl.Segments > min(p.Seqs, MaxSegments) || base < 4*pl.Segments) ||
 					pl.Chunks > 1 && pl.Lookback < 2*align256(pl.Chunks*pl.Tiles*32*vec*4):
 					t.Fatalf("%+v %v vec %d: segments %+v", p, v, vec, pl)
+				// (long chunks: exactly the 16-bit grouped forwards over 4-channel lanes of few tiles of
+				// T >= 32768 and the fp32 late backwards over SMs / 8 tiles or fewer of T >= 8192)
+				case isLong(pl) != (pl.Passes == 1 && (v == Forward && p.DType.Size() == 2 && vec == 4 && pl.Group > 1 &&
+					pl.Tiles*32 <= sms && p.T >= 32768 || isLate(pl) && p.DType == Float32 && pl.Tiles*8 <= sms && p.T >= 8192)) ||
+					isLong(pl) && (pl.Steps != LongSteps[map[bool]int{false: 0, true: 1}[v.backward()]] || pl.Warps > ScanMaxWarps):
+					t.Fatalf("%+v %v vec %d on %d SMs: long chunks %+v", p, v, vec, sms, pl)
 				case pl.Passes == 3 && tune == 0 && pl.Tiles*32 > sms:
 					t.Fatalf("%+v %v vec %d on %d SMs: three passes with many tiles %+v", p, v, vec, sms, pl)
 				}
@@ -141,6 +153,9 @@ func TestPlanInvariants(t *testing.T) {
 	}
 	if late == 0 {
 		t.Fatal("no plan took the late backward kernel")
+	}
+	if longs[false] == 0 || longs[true] == 0 {
+		t.Fatalf("plans over long chunks: %d forward, %d backward", longs[false], longs[true])
 	}
 }
 
@@ -172,7 +187,13 @@ func TestNamedPlans(t *testing.T) {
 		{"fp32, 64 chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: Float32}, 4, 64, 1, 1},
 		{"few chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 1},
 		{"bench: one tile, groups of 48", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 2048, 1, 48},
-		{"bench bf16: one tile of 4-channel lanes, groups of 64", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: BFloat16}, 4, 2048, 1, 64},
+		{"bench bf16: one tile of 4-channel lanes, long chunks, groups of 64", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: BFloat16}, 4, 1024, 1, 64},
+		{"tests/test_plans.py's bf16-long (one tile of 4-channel lanes): long chunks, groups of 64", Forward, Problem{B: 1, T: 40000, R: 1, C: 64, DType: BFloat16}, 4, 157, 1, 64},
+		{"tests/test_plans.py's bf16 (one tile of 4-channel lanes, T below 32768): groups of 64", Forward, Problem{B: 1, T: 20000, R: 1, C: 64, DType: BFloat16}, 4, 157, 1, 64},
+		{"fp32 backward, 10 tiles: long chunks", Backward, Problem{B: 1, T: 65601, R: 20, C: 64, DType: Float32}, 4, 513, 1, 1},
+		{"tests/test_plans.py's long-bwd (10 tiles): long chunks", Backward, Problem{B: 1, T: 9000, R: 20, C: 64, DType: Float32}, 4, 71, 1, 1},
+		{"tests/test_plans.py's wide (5 tiles of one row): long chunks", Backward, Problem{B: 1, T: 9000, R: 1, C: 640, DType: Float32}, 4, 71, 1, 1},
+		{"fp32 backward, 10 tiles, T below 8192: short chunks", Backward, Problem{B: 1, T: 8000, R: 20, C: 64, DType: Float32}, 4, 125, 1, 1},
 		{"two tiles, groups of 32", Forward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: Float32}, 4, 1024, 1, 32},
 		{"four tiles, groups of 16", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: Float32}, 4, 2048, 1, 16},
 		{"bf16 two tiles of 8-channel lanes, groups of 8", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: BFloat16}, 8, 2048, 1, 8},
@@ -342,9 +363,12 @@ func TestPackedPlansWithoutStates(t *testing.T) {
 // isLate: the plan takes a late backward kernel (lateXY).
 func isLate(pl ScanPlan) bool { return strings.Contains(pl.Kernel, "_late_") }
 
+// isLong: the plan takes a long-chunk kernel (longChunks).
+func isLong(pl ScanPlan) bool { return strings.Contains(pl.Kernel, "_long_") }
+
 // hasGrouped: the dispatch table has a kernel with carries by groups for (dtype, variant, width).
 func hasGrouped(dt DType, v Variant, vec int64) bool {
-	_, ok := scanKernels[kernelKey{dt, v, vec, formGrouped, false}]
+	_, ok := scanKernels[kernelKey{dt, v, vec, formGrouped, false, false}]
 	return ok
 }
 
@@ -355,14 +379,19 @@ func TestStagedSharedBytes(t *testing.T) {
 	if got := StagedSharedBytes(); got != ScanMaxSharedBytes {
 		t.Fatalf("default: %d, want %d", got, ScanMaxSharedBytes)
 	}
-	ForwardSteps = 32
-	if got := StagedSharedBytes(); got != 128<<10 {
-		t.Fatalf("forward 32 steps: %d, want %d", got, 128<<10)
+	// (the default holds the long-chunk backward's 192 KB)
+	if ScanMaxSharedBytes != 192<<10 {
+		t.Fatalf("ScanMaxSharedBytes %d, want %d", ScanMaxSharedBytes, 192<<10)
 	}
-	ForwardSteps, BackwardSteps, BackwardMaxWarps = ScanSteps, 16, 8
-	if got := StagedSharedBytes(); got != 192<<10 {
-		t.Fatalf("backward 16 steps x 8 warps: %d, want %d", got, 192<<10)
+	ForwardSteps = 64
+	if got := StagedSharedBytes(); got != 256<<10 {
+		t.Fatalf("forward 64 steps: %d, want %d", got, 256<<10)
 	}
+	ForwardSteps, BackwardSteps, BackwardMaxWarps = ScanSteps, 16, 16
+	if got := StagedSharedBytes(); got != 384<<10 {
+		t.Fatalf("backward 16 steps x 16 warps: %d, want %d", got, 384<<10)
+	}
+	BackwardMaxWarps = 8
 	if pl := plan(Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, h200); pl.Warps != 8 || pl.Shared != 192<<10 {
 		t.Fatalf("backward 16 steps x 8 warps: plan %+v", pl)
 	}

@@ -170,7 +170,8 @@ func TestPlanScan(t *testing.T) {
 	}
 	for key, name := range scanKernels {
 		if !strings.Contains(name, map[DType]string{Float32: "f32", Float16: "f16", BFloat16: "bf16"}[key.dtype]) ||
-			strings.Contains(name, "_grouped_") != (key.form == formGrouped) || strings.Contains(name, "_late_") != (key.form == formLate) {
+			strings.Contains(name, "_grouped_") != (key.form == formGrouped) || strings.Contains(name, "_late_") != (key.form == formLate) ||
+			strings.Contains(name, "_long_") != key.long {
 			t.Errorf("dispatch table: %v -> %s", key, name)
 		}
 	}

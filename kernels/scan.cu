@@ -27,7 +27,8 @@
 //            rows of CV = C/VEC lanes (32/CV of them) or, when CV > 32, K = ceil(CV/32) tiles
 //            share one row and write partial sums of dA that nanossm_dA_reduce adds up.
 //   chunk  = S * STEPS consecutive steps (backward: S * BWD_STEPS); warp w of a block owns
-//            steps [w*STEPS, (w+1)*STEPS).
+//            steps [w*STEPS, (w+1)*STEPS). The long-chunk kernels (*_long_*, below) take
+//            LONG_STEPS / BWD_LONG_STEPS per thread instead.
 // Each thread stages its STEPS packets in shared memory with asynchronous copies (all in flight
 // at once, holding no registers), folds them into a zero-carry aggregate, the block combines the
 // S aggregates in shared memory, and when T needs more than one chunk, chunks pass carries
@@ -92,7 +93,7 @@ using nanossm::scan_kernel;
 using nanossm::WARP;
 
 // Entry points: nanossm_scan_{fwd,bwd}[_packed]_<dtype>_v<VEC>.  The host's dispatch table
-// (core/plan.go) names them; VEC > 1 only when every tensor of x's shape has stride_c == 1,
+// (core/kernel_table.go) names them; VEC > 1 only when every tensor of x's shape has stride_c == 1,
 // C % VEC == 0 and the packet's alignment.
 #define NANOSSM_COMMON_PARAMS(TYPE)                                                                 \
   const float *A, const TYPE *x, TYPE *out, const float *h0, float *hT, char *ws, const void *cu, \
@@ -129,9 +130,12 @@ using nanossm::WARP;
 #ifndef NANOSSM_BWD_MIN_BLOCKS
 #define NANOSSM_BWD_MIN_BLOCKS 2
 #endif
+// (NANOSSM_BWD_KERNEL_AT: STEPS steps per thread, 0 the module's, MINB blocks per SM)
 #define NANOSSM_BWD(NAME, TYPE, VEC, PACKED, STATES) NANOSSM_BWD_KERNEL(NAME, TYPE, VEC, PACKED, STATES, false, false)
-#define NANOSSM_BWD_KERNEL(NAME, TYPE, VEC, PACKED, STATES, GROUPED, LATE)                        \
-  extern "C" __global__ void __launch_bounds__(WARP * BWD_MAX_WARPS, NANOSSM_BWD_MIN_BLOCKS)      \
+#define NANOSSM_BWD_KERNEL(NAME, TYPE, VEC, PACKED, STATES, GROUPED, LATE) \
+  NANOSSM_BWD_KERNEL_AT(NAME, TYPE, VEC, PACKED, STATES, GROUPED, LATE, 0, NANOSSM_BWD_MIN_BLOCKS)
+#define NANOSSM_BWD_KERNEL_AT(NAME, TYPE, VEC, PACKED, STATES, GROUPED, LATE, STEPS, MINB)        \
+  extern "C" __global__ void __launch_bounds__(WARP * BWD_MAX_WARPS, MINB)                        \
       NAME(NANOSSM_COMMON_PARAMS(TYPE), const TYPE *xo, int64_t sxob, int64_t sxot, int64_t sxor, \
            int64_t sxoc, const TYPE *yo, int64_t syob, int64_t syot, int64_t syor, int64_t syoc,  \
            float *dA, int64_t sdAb, int64_t sdAt, int64_t sdAr, float *dA_part, int64_t K) {      \
@@ -140,7 +144,7 @@ using nanossm::WARP;
     p.sxo[0] = sxob, p.sxo[1] = sxot, p.sxo[2] = sxor, p.sxo[3] = sxoc;                           \
     p.syo[0] = syob, p.syo[1] = syot, p.syo[2] = syor, p.syo[3] = syoc;                           \
     p.sdA[0] = sdAb, p.sdA[1] = sdAt, p.sdA[2] = sdAr;                                            \
-    scan_kernel<TYPE, VEC, true, PACKED, GROUPED, STATES, LATE>(p);                               \
+    scan_kernel<TYPE, VEC, true, PACKED, GROUPED, STATES, LATE, STEPS>(p);                        \
   }
 
 #define NANOSSM_ALL(KIND, MACRO, PACKED, STATES, SUFFIX)                              \
@@ -165,15 +169,25 @@ NANOSSM_FWD16_V4(NANOSSM_FWD, false, )
 // kernels of their own, so that the plain forward keeps its machine code. (The 16-bit ones, with
 // group_carry compiled into the plain 4-channel kernel, spilled; here the group's carry holds
 // its partial sums in the A table's shared memory, group_carry_wide.)
-#define NANOSSM_FWD_GROUPED(NAME, TYPE)                                                     \
-  extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS, MIN_BLOCKS)                  \
+#define NANOSSM_FWD_GROUPED(NAME, TYPE) NANOSSM_FWD_GROUPED_AT(NAME, TYPE, 0, MIN_BLOCKS)
+#define NANOSSM_FWD_GROUPED_AT(NAME, TYPE, STEPS, MINB)                                     \
+  extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS, MINB)                        \
       NAME(NANOSSM_COMMON_PARAMS(TYPE)) {                                                    \
     const Params<TYPE> p NANOSSM_COMMON_INIT;                                                \
-    scan_kernel<TYPE, 4, false, false, true>(p);                                             \
+    scan_kernel<TYPE, 4, false, false, true, true, false, STEPS>(p);                         \
   }
 NANOSSM_FWD_GROUPED(nanossm_scan_fwd_grouped_f32_v4, float)
 NANOSSM_FWD_GROUPED(nanossm_scan_fwd_grouped_f16_v4, __half)
 NANOSSM_FWD_GROUPED(nanossm_scan_fwd_grouped_bf16_v4, __nv_bfloat16)
+// Long chunks (core/plan_heuristics.go longChunks): a chain of few tiles advances one chunk per
+// hop, so a block that moves more bytes takes fewer hops for the same tensor. The 16-bit grouped
+// forward over 4-channel lanes stages 32 steps of 8-byte packets per thread (256 bytes, what
+// fp32's 16 steps of 16 bytes stage; 64 KB a block; 2 blocks a SM, as 3 spilled 144 bytes). Measured on the H200 as a
+// whole module at 32 steps and 2 blocks a SM (session 29 call 2, ratio to the copy, same run,
+// 16 steps / 32, one tile): bf16 1,262144,4,32 2.13 / 1.85, 1,524288 2.21 / 1.83, 1,131072 2.14
+// / 1.76; the fp32 forward lost there (1.39 / 1.72), so fp32 keeps 16.
+NANOSSM_FWD_GROUPED_AT(nanossm_scan_fwd_grouped_long_f16_v4, __half, nanossm::LONG_STEPS, 2)
+NANOSSM_FWD_GROUPED_AT(nanossm_scan_fwd_grouped_long_bf16_v4, __nv_bfloat16, nanossm::LONG_STEPS, 2)
 NANOSSM_ALL(bwd, NANOSSM_BWD, false, true, )
 NANOSSM_ALL(bwd, NANOSSM_BWD, true, true, _packed)
 NANOSSM_ALL(bwd, NANOSSM_BWD, true, false, _packed_nostate)
@@ -195,6 +209,12 @@ NANOSSM_BWD_KERNEL(nanossm_scan_bwd_grouped_bf16_v8, __nv_bfloat16, 8, false, tr
 NANOSSM_BWD_KERNEL(nanossm_scan_bwd_late_f32_v4, float, 4, false, true, false, true)
 NANOSSM_BWD_KERNEL(nanossm_scan_bwd_late_f16_v8, __half, 8, false, true, false, true)
 NANOSSM_BWD_KERNEL(nanossm_scan_bwd_late_bf16_v8, __nv_bfloat16, 8, false, true, false, true)
+// The fp32 late backward over long chunks: 16 steps per thread (128-step chunks, 192 KB staged a
+// block, one block of 8 warps a SM), for chains of few tiles (longChunks). Measured on the H200
+// as a whole module so built (session 29 call 3, ratio to the copy, same run, 8 steps / 16):
+// f32 1,65601,20,64 (10 tiles x 1026 chunks) 2.68 / 2.31, 1,65536,64,64 (32 x 1024) 2.19 /
+// 2.16, but many tiles or short chains lost: 2,1024,64,64 2.11 / 2.26, 8,2048 2.03 / 2.08.
+NANOSSM_BWD_KERNEL_AT(nanossm_scan_bwd_late_long_f32_v4, float, 4, false, true, false, true, nanossm::BWD_LONG_STEPS, 1)
 
 // Pass 2 of three (kernels/chunk_prefix.cuh): one block of up to 32 warps per tile; VEC is the
 // floats per lane of an aggregate (the scan's packet width). bwd: the tile holds the backward's

@@ -11,10 +11,12 @@ namespace nanossm {
 // group_carry_wide for groups of 5+ chunks), a kernel of its own.
 // STATES = false: a packed call with no initial and no final state (the host passes none; in the
 // backward: no final state's gradient in, no initial state's gradient out).
-template <typename T, int VEC, bool BWD, bool PACKED, bool GROUPED = false, bool STATES = true, bool LATE = false>
+// STEPS_: steps per thread of a long-chunk kernel (kernels/scan.cu), 0: the module's.
+template <typename T, int VEC, bool BWD, bool PACKED, bool GROUPED = false, bool STATES = true, bool LATE = false,
+          int STEPS_ = 0>
 __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
-  constexpr int NW = BWD ? BWD_MAX_WARPS : MAX_WARPS;  // most warps a block has
-  constexpr int NS = BWD ? BWD_STEPS : STEPS;          // steps per thread
+  constexpr int NW = BWD ? BWD_MAX_WARPS : MAX_WARPS;                 // most warps a block has
+  constexpr int NS = STEPS_ > 0 ? STEPS_ : BWD ? BWD_STEPS : STEPS;  // steps per thread
   __shared__ float sh_agg[NW][WARP][VEC];
   __shared__ float sh_aend[NW][WARP];
   __shared__ int sh_reset[NW];  // the sub-chunk holds a sequence start

@@ -3,7 +3,10 @@ state), forward and gradients, plain, with states, reverse and packed (with and 
 fp32 and bf16, a row over several tiles; bit-identical run to run. By default the forward over
 packets takes one pass with carries by large groups (fewTileGroup), and so does the fp32
 backward over one tile of T >= 131072 (LONG_CASES); the other backwards and single-channel
-lanes three passes (aggregates, every chunk's prefix, then the scan); forced
+lanes three passes (aggregates, every chunk's prefix, then the scan). Long-chunk kernels
+(core/plan_heuristics.go longChunks) take the bf16 forward over one tile of 4-channel lanes of
+T >= 32768 (bf16-long in LONG_CASES; bf16 and bf16-reverse under NANOSSM_TUNE_LONG=2) and the
+fp32 backwards over 5-16 tiles (wide, long-bwd); forced
 plans (three passes everywhere, the single pass, other carry groups, packed segments) run in a
 child process with a knob set (NANOSSM_TUNE_*): knobs are read when the library loads."""
 import os
@@ -25,6 +28,8 @@ CASES = [("plain", (1, 20000, 2, 8), torch.float32, "plain"),
          ("states", (1, 20000, 2, 8), torch.float32, "states"),
          ("reverse", (1, 20000, 2, 8), torch.float32, "reverse"),
          ("wide", (1, 9000, 1, 640), torch.float32, "states"),
+         # 10 tiles of whole rows: the fp32 backward over long chunks (71 of them)
+         ("long-bwd", (1, 9000, 20, 64), torch.float32, "reverse"),
          ("bf16", (1, 20000, 1, 64), torch.bfloat16, "states"),
          ("bf16-wide", (1, 20000, 4, 64), torch.bfloat16, "states"),
          ("bf16-reverse", (1, 20000, 1, 64), torch.bfloat16, "reverse"),
@@ -43,8 +48,11 @@ SEQLENS = [0, 3000, 1, 0, 7777, 129, 5000, 4093, 0]  # sums to 20000
 # The default plan of a long one-tile chain: the fp32 backward over one tile of 2048+ chunks takes
 # one pass with carries by groups of 32 (core/plan_heuristics.go fewTileGroup; 2049 chunks here,
 # the last group short; core/plan_test.go names the plan).
+# And the 16-bit forward over one tile of 4-channel lanes and T >= 32768 takes long chunks (157 of
+# 256 steps, groups of 64: longChunks).
 LONG_CASES = [("one-tile-one-pass", (1, 131100, 2, 8), torch.float32, "states"),
-              ("one-tile-one-pass-reverse", (1, 131100, 2, 8), torch.float32, "reverse")]
+              ("one-tile-one-pass-reverse", (1, 131100, 2, 8), torch.float32, "reverse"),
+              ("bf16-long", (1, 40000, 1, 64), torch.bfloat16, "states")]
 
 
 def _inputs(shape, dtype, mode, seed=21):
@@ -174,6 +182,16 @@ def _knob_runs_match_cpu(tmp_path, which, **knobs):
         runs.append(_in_child(tmp_path / str(k), which, **knobs))
     for name, shape, dtype, mode in globals()[which]:
         _assert_runs_match_cpu(name, shape, dtype, mode, runs[0][name], runs[1][name])
+
+
+@requires_cuda
+@pytest.mark.parametrize("long", [1, 2])
+def test_long_chunks_match_the_cpu_backend(tmp_path, long):
+    """Long-chunk kernels never (1: the module's chunks, so wide and long-bwd take the short late
+    backward) and wherever the plan's form has one (2: the grouped 16-bit forward over 4-channel
+    lanes of bf16 and bf16-reverse, T = 20000, and the fp32 late backwards of any tiles); against the CPU backend, bit-identical in
+    two processes."""
+    _knob_runs_match_cpu(tmp_path, "CASES", LONG=long)
 
 
 PACKED_CASES = [c for c in CASES if c[3].startswith("packed")]

@@ -26,15 +26,16 @@ def test_every_packet_kernel_is_checked(found):
     # forward and backward, plain and packed (with states, and without: nostate), f32 (v4) and
     # f16/bf16 (v8); the plain forward's 8-byte f16/bf16 packets (v4), the forward with carries
     # by groups over 4-channel lanes (grouped_{f32,f16,bf16}_v4), the backward with them
-    # (grouped_f32_v4, grouped_{f16,bf16}_v8) and with its late copies (late_*, v73)
-    assert len(found) == 29, sorted(found)
+    # (grouped_f32_v4, grouped_{f16,bf16}_v8) and with its late copies (late_*, v73); the long-chunk
+    # kernels (session 29: grouped_long_{f16,bf16}_v4, bwd_late_long_f32_v4)
+    assert len(found) == 32, sorted(found)
     assert all(any("LDGSTS" in r for r in rows) for rows in found.values())
 
 
 @pytest.mark.parametrize("kind", ["fwd", "fwd_packed", "bwd", "bwd_packed"])
 def test_no_load_is_consumed_between_the_copies(found, kind):
     names = [n for n in found if n.startswith(f"nanossm_scan_{kind}_") and n.count("packed") == kind.count("packed")]
-    assert len(names) == {"fwd": 8, "fwd_packed": 6, "bwd": 9, "bwd_packed": 6}[kind]
+    assert len(names) == {"fwd": 10, "fwd_packed": 6, "bwd": 10, "bwd_packed": 6}[kind]
     for name in names:
         bad = sass_check.early_consumers(found[name])
         assert not bad, f"{name}: " + "; ".join(f"{i}: {r}" for i, r in bad[:3])
@@ -42,12 +43,13 @@ def test_no_load_is_consumed_between_the_copies(found, kind):
 
 def test_only_the_late_kernels_copy_after_the_carry(found):
     """v73 (core/plan_heuristics.go lateXY): the late backward kernels (bwd_late_f32_v4,
-    bwd_late_{f16,bf16}_v8), and since v74 the grouped backward kernels (bwd_grouped_f32_v4,
-    bwd_grouped_{f16,bf16}_v8), issue their copies of x and out after the carry, past the first wait
+    bwd_late_{f16,bf16}_v8, bwd_late_long_f32_v4), and since v74 the grouped backward kernels
+    (bwd_grouped_f32_v4, bwd_grouped_{f16,bf16}_v8), issue their copies of x and out after the carry, past the first wait
     for copies; no other kernel copies after that wait (the plain ones keep their machine code)."""
     late = sorted(n for n, rows in found.items() if any("LDGSTS" in r for r in rows[sass_check.phase1_end(rows):]))
     assert late == ["nanossm_scan_bwd_grouped_bf16_v8", "nanossm_scan_bwd_grouped_f16_v8", "nanossm_scan_bwd_grouped_f32_v4",
-                    "nanossm_scan_bwd_late_bf16_v8", "nanossm_scan_bwd_late_f16_v8", "nanossm_scan_bwd_late_f32_v4"], late
+                    "nanossm_scan_bwd_late_bf16_v8", "nanossm_scan_bwd_late_f16_v8", "nanossm_scan_bwd_late_f32_v4",
+                    "nanossm_scan_bwd_late_long_f32_v4"], late
 
 
 @pytest.mark.parametrize("kind", ["fwd", "bwd"])
@@ -150,5 +152,5 @@ def test_one_warp_looks_back_and_hands_the_carry_on(arch):
     # plain: fwd f32_v{1,4}, {f16,bf16}_v{1,4,8}; bwd f32_v{1,4}, {f16,bf16}_v{1,8} (14);
     # packed bwd, with and without states (12); packed fwd without states f32_v4, {f16,bf16}_v8,
     # with states {f16,bf16}_v8 (5); grouped fwd {f32,f16,bf16}_v4, bwd f32_v4, {f16,bf16}_v8 (6);
-    # late bwd f32_v4, {f16,bf16}_v8 (3)
-    assert len(handing) == 40, sorted(handing)
+    # late bwd f32_v4, {f16,bf16}_v8 (3); long: grouped fwd {f16,bf16}_v4, late bwd f32_v4 (3)
+    assert len(handing) == 43, sorted(handing)

@@ -65,6 +65,9 @@ func init() {
 	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_FWD16_BYTES")); err == nil && (v == 8 || v == 16) {
 		core.TuneForward16Bytes = int64(v)
 	}
+	if v, err := strconv.Atoi(os.Getenv("NANOSSM_TUNE_LONG")); err == nil {
+		core.TuneLong = int64(v) // (longChunks takes 1 or 2)
+	}
 }
 
 // noEarlyLaunch (NANOSSM_TUNE_NO_EARLY_LAUNCH=1, a benchmarking knob) resets the workspace with
