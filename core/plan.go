@@ -160,14 +160,22 @@ func PlanBackward(a *BackwardArgs, p Problem, dev Device) ScanPlan {
 // workspace holds pass 2's group aggregates whenever a device could choose three passes.
 func plan(v Variant, p Problem, vec int64, dev Device) ScanPlan {
 	pl := shortPlan(v, p, vec, dev)
-	// Long chunks (longChunks) where the plan's form has a kernel for them. The workspace stays
-	// the short plan's: callers size it without a device, and fewer chunks need less.
-	if lp := layout(v, p, vec, dev, 0, true); lp.Kernel != "" {
+	// Long chunks (longChunks) where the plan's form has a kernel for them and the device's
+	// shared memory holds their staging beside the kernel's static arrays (an A100's 163 KB
+	// does not hold the backward's 192 KB). The workspace stays the short plan's: callers size
+	// it without a device. Fewer chunks need less, but under the steps and warps knobs a long
+	// chunk can be the shorter one: then its look-back would not fit, and the short plan stays.
+	lp := layout(v, p, vec, dev, 0, true)
+	if lp.Kernel != "" && lp.Lookback <= pl.Partials && (dev.MaxShared == 0 || lp.Shared+staticSharedMargin <= dev.MaxShared) {
 		lp.Workspace, lp.Partials = pl.Workspace, pl.Partials
 		return lp
 	}
 	return pl
 }
+
+// staticSharedMargin bounds the static shared memory of a scan kernel (ptxas: 9-22 KB, the most
+// in chunk_prefix_v8), which shares the per-block limit with the staging.
+const staticSharedMargin = 24 << 10
 
 // shortPlan is plan over the module's chunks (ForwardSteps, BackwardSteps).
 func shortPlan(v Variant, p Problem, vec int64, dev Device) ScanPlan {

@@ -371,28 +371,3 @@ func hasGrouped(dt DType, v Variant, vec int64) bool {
 	_, ok := scanKernels[kernelKey{dt, v, vec, formGrouped, false, false}]
 	return ok
 }
-
-// The shared-memory allowance follows the steps and warps knobs (a module built with longer
-// chunks must be allowed its staging) and is ScanMaxSharedBytes without them.
-func TestStagedSharedBytes(t *testing.T) {
-	defer func(f, b, w int64) { ForwardSteps, BackwardSteps, BackwardMaxWarps = f, b, w }(ForwardSteps, BackwardSteps, BackwardMaxWarps)
-	if got := StagedSharedBytes(); got != ScanMaxSharedBytes {
-		t.Fatalf("default: %d, want %d", got, ScanMaxSharedBytes)
-	}
-	// (the default holds the long-chunk backward's 192 KB)
-	if ScanMaxSharedBytes != 192<<10 {
-		t.Fatalf("ScanMaxSharedBytes %d, want %d", ScanMaxSharedBytes, 192<<10)
-	}
-	ForwardSteps = 64
-	if got := StagedSharedBytes(); got != 256<<10 {
-		t.Fatalf("forward 64 steps: %d, want %d", got, 256<<10)
-	}
-	ForwardSteps, BackwardSteps, BackwardMaxWarps = ScanSteps, 16, 16
-	if got := StagedSharedBytes(); got != 384<<10 {
-		t.Fatalf("backward 16 steps x 16 warps: %d, want %d", got, 384<<10)
-	}
-	BackwardMaxWarps = 8
-	if pl := plan(Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, h200); pl.Warps != 8 || pl.Shared != 192<<10 {
-		t.Fatalf("backward 16 steps x 8 warps: plan %+v", pl)
-	}
-}

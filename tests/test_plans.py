@@ -185,13 +185,16 @@ def _knob_runs_match_cpu(tmp_path, which, **knobs):
 
 
 @requires_cuda
-@pytest.mark.parametrize("long", [1, 2])
-def test_long_chunks_match_the_cpu_backend(tmp_path, long):
-    """Long-chunk kernels never (1: the module's chunks, so wide and long-bwd take the short late
-    backward) and wherever the plan's form has one (2: the grouped 16-bit forward over 4-channel
-    lanes of bf16 and bf16-reverse, T = 20000, and the fp32 late backwards of any tiles); against the CPU backend, bit-identical in
-    two processes."""
-    _knob_runs_match_cpu(tmp_path, "CASES", LONG=long)
+@pytest.mark.parametrize("knobs", [dict(LONG=1), dict(LONG=2), dict(LONG=2, PASSES=1, GROUP=3), dict(LONG=2, PASSES=1, GROUP=33)],
+                         ids=["never", "always", "always-G3", "always-G33"])
+def test_long_chunks_match_the_cpu_backend(tmp_path, knobs):
+    """Long-chunk kernels never (LONG=1: the module's chunks, so wide and long-bwd take the short
+    late backward) and wherever the plan's form has one (LONG=2: the grouped 16-bit forward over
+    4-channel lanes of bf16 and bf16-reverse, T = 20000, and the fp32 late backwards of any
+    tiles), the forward's also with small groups (G = 3: group_carry_wide's shares of one chunk)
+    and groups of 33 (shares over eight warps, the last short); against the CPU backend,
+    bit-identical in two processes."""
+    _knob_runs_match_cpu(tmp_path, "CASES", **knobs)
 
 
 PACKED_CASES = [c for c in CASES if c[3].startswith("packed")]

@@ -83,7 +83,10 @@ type device struct {
 	err  error
 	ctx  C.CUcontext // the device's primary context
 	fns  map[string]C.CUfunction
-	info core.Device
+	// allow: each function's dynamic shared memory limit (the device's per-block limit less the
+	// kernel's static shared memory, at most core.StagedSharedBytes)
+	allow map[string]int64
+	info  core.Device
 }
 
 var devices [maxDevices]device
@@ -197,20 +200,26 @@ func (d *device) load(ordinal int) (err error) {
 	if err != nil {
 		return cudaErr("cuModuleLoadData", err)
 	}
-	d.fns = map[string]C.CUfunction{}
+	d.fns, d.allow = map[string]C.CUfunction{}, map[string]int64{}
 	for _, name := range core.ScanKernelNames() {
 		fn, err := mod.Function(name)
 		if err != nil {
 			return cudaErr("cuModuleGetFunction("+name+")", err)
 		}
 		// staged rows of x live in dynamic shared memory: allow the most a plan asks for, or
-		// what the device allows (a larger plan is refused by name at launch: run)
+		// what the device allows beside the kernel's static shared memory (the two share the
+		// per-block limit: an A100's 163 KB less up to 21.5 KB; a larger plan is refused by name
+		// at launch, device.function)
 		cfn := *(*C.CUfunction)(unsafe.Pointer(&fn))
-		allow := min(core.StagedSharedBytes(), d.info.MaxShared)
+		var static C.int
+		if r := C.cuFuncGetAttribute(&static, C.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, cfn); r != C.CUDA_SUCCESS {
+			return core.CUDAError("cuFuncGetAttribute("+name+")", cErrName(r))
+		}
+		allow := max(0, min(core.StagedSharedBytes(), d.info.MaxShared-int64(static)))
 		if r := C.cuFuncSetAttribute(cfn, C.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, C.int(allow)); r != C.CUDA_SUCCESS {
 			return core.CUDAError("cuFuncSetAttribute("+name+")", cErrName(r))
 		}
-		d.fns[name] = cfn
+		d.fns[name], d.allow[name] = cfn, allow
 	}
 	return nil
 }

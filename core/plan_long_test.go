@@ -1,0 +1,92 @@
+package core
+
+import (
+	"math/rand"
+	"testing"
+)
+
+// Plans over long chunks (longChunks) on devices and under knobs the default plans never meet.
+
+// On an A100 (108 SMs, 163 KB a block) the long fp32 backward's 192 KB does not fit beside its
+// static arrays: the short plan stays; the long 16-bit forward's 64 KB does.
+func TestLongPlansFitTheDevice(t *testing.T) {
+	a100 := Device{SMs: 108, MaxShared: 166912}
+	if pl := plan(Backward, Problem{B: 1, T: 65601, R: 20, C: 64, DType: Float32}, 4, a100); isLong(pl) || pl.Chunks != 1026 {
+		t.Errorf("A100 fp32 backward, 10 tiles: %+v", pl)
+	}
+	if pl := plan(Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: BFloat16}, 4, a100); !isLong(pl) || pl.Chunks != 1024 {
+		t.Errorf("A100 bf16 forward, one tile: %+v", pl)
+	}
+	if pl := plan(Backward, Problem{B: 1, T: 65601, R: 20, C: 64, DType: Float32}, 4, h200); !isLong(pl) ||
+		pl.Shared+staticSharedMargin > h200.MaxShared {
+		t.Errorf("H200 fp32 backward, 10 tiles: %+v", pl)
+	}
+}
+
+// Under every steps, warps and long-chunk knob the plans keep the workspace of the plan without a
+// device (callers size it so), their look-back inside it before dA's partial sums, and those
+// inside the workspace: a long chunk shorter than the knobs' short one must not take its plan.
+func TestLongPlansKeepTheWorkspaceUnderKnobs(t *testing.T) {
+	defer func(f, b, w, l int64) { ForwardSteps, BackwardSteps, BackwardMaxWarps, TuneLong = f, b, w, l }(
+		ForwardSteps, BackwardSteps, BackwardMaxWarps, TuneLong)
+	rng := rand.New(rand.NewSource(29))
+	longs := 0
+	for _, k := range []struct{ fwd, bwd, bwdWarps int64 }{{16, 8, 0}, {8, 4, 0}, {32, 16, 0}, {16, 16, 8}, {16, 16, 16}, {24, 16, 12}} {
+		ForwardSteps, BackwardSteps, BackwardMaxWarps = k.fwd, k.bwd, k.bwdWarps
+		for n := 0; n < 3000; n++ {
+			p := Problem{B: 1 + rng.Int63n(4), T: 1 + rng.Int63n(1<<uint(8+rng.Intn(11))), R: 1 + rng.Int63n(40),
+				C: 4 * (1 + rng.Int63n(40)), DType: []DType{Float32, Float16, BFloat16}[rng.Intn(3)]}
+			v := []Variant{Forward, Backward}[rng.Intn(2)]
+			vec := map[bool]int64{true: 4, false: 16 / p.DType.Size()}[v == Forward && p.DType.Size() == 2 && rng.Intn(2) == 0]
+			if p.C%vec != 0 {
+				continue
+			}
+			for _, tl := range []int64{0, 2} {
+				TuneLong = tl
+				ref := plan(v, p, vec, Device{})
+				for _, dev := range []Device{h200, {SMs: 1024, MaxShared: 227 << 10}, {SMs: 108, MaxShared: 166912}} {
+					pl := plan(v, p, vec, dev)
+					if isLong(pl) {
+						longs++
+					}
+					part := int64(0)
+					if pl.K > 1 {
+						part = align256(pl.K * p.B * p.T * p.R * 4)
+					}
+					if pl.Kernel == "" || pl.Workspace != ref.Workspace || pl.Lookback > pl.Partials ||
+						pl.Partials+part > pl.Workspace || isLong(pl) && pl.Shared+staticSharedMargin > dev.MaxShared {
+						t.Fatalf("knobs %+v long %d, %+v %v vec %d on %+v: %+v (without a device %+v)", k, tl, p, v, vec, dev, pl, ref)
+					}
+				}
+			}
+		}
+	}
+	if longs == 0 {
+		t.Fatal("no plan took long chunks")
+	}
+}
+
+// The shared-memory allowance follows the steps and warps knobs (a module built with longer
+// chunks must be allowed its staging) and is ScanMaxSharedBytes without them.
+func TestStagedSharedBytes(t *testing.T) {
+	defer func(f, b, w int64) { ForwardSteps, BackwardSteps, BackwardMaxWarps = f, b, w }(ForwardSteps, BackwardSteps, BackwardMaxWarps)
+	if got := StagedSharedBytes(); got != ScanMaxSharedBytes {
+		t.Fatalf("default: %d, want %d", got, ScanMaxSharedBytes)
+	}
+	// (the default holds the long-chunk backward's 192 KB)
+	if ScanMaxSharedBytes != 192<<10 {
+		t.Fatalf("ScanMaxSharedBytes %d, want %d", ScanMaxSharedBytes, 192<<10)
+	}
+	ForwardSteps = 64
+	if got := StagedSharedBytes(); got != 256<<10 {
+		t.Fatalf("forward 64 steps: %d, want %d", got, 256<<10)
+	}
+	ForwardSteps, BackwardSteps, BackwardMaxWarps = ScanSteps, 16, 16
+	if got := StagedSharedBytes(); got != 384<<10 {
+		t.Fatalf("backward 16 steps x 16 warps: %d, want %d", got, 384<<10)
+	}
+	BackwardMaxWarps = 8
+	if pl := plan(Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, h200); pl.Warps != 8 || pl.Shared != 192<<10 {
+		t.Fatalf("backward 16 steps x 8 warps: plan %+v", pl)
+	}
+}
