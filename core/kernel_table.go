@@ -8,7 +8,7 @@ import "fmt"
 // kernelKey is one row of the dispatch table: element type x variant x vector width x form (a
 // kernel of its own for carries by groups or the backward's late copies, else plain), whether
 // the call has no initial and no final state (nostate: the packed forward's and backward's lean
-// kernels), and whether the kernel stages long chunks (long: LongSteps steps per thread).
+// kernels), and whether the kernel stages long chunks (long: longForwardSteps or longBackwardSteps steps per thread).
 type kernelKey struct {
 	dtype   DType
 	variant Variant

@@ -14,11 +14,9 @@ const ScanMaxWarps = 8
 // NANOSSM_FWD_STEPS or NANOSSM_BWD_STEPS (benchmarking knobs, not an API).
 var ForwardSteps, BackwardSteps int64 = ScanSteps, 8
 
-// LongSteps are the steps per thread of the long-chunk kernels (LONG_STEPS and BWD_LONG_STEPS in
-// kernels/scan_common.cuh; their blocks have at most ScanMaxWarps warps): the forward's (over
-// 8-byte packets), then the backward's (see longChunks).
-var LongSteps = [2]int64{longForwardSteps, longBackwardSteps}
-
+// longForwardSteps and longBackwardSteps are the steps per thread of the long-chunk kernels
+// (LONG_STEPS and BWD_LONG_STEPS in kernels/scan_common.cuh; their blocks have at most
+// ScanMaxWarps warps): the forward's over 8-byte packets, and the backward's (see longChunks).
 const longForwardSteps, longBackwardSteps = 32, 16
 
 // BackwardMaxWarps, when above 0, replaces 64 / BackwardSteps as the backward's most warps a
@@ -107,8 +105,10 @@ type ScanPlan struct {
 
 // Device is what a plan needs to know of the GPU it runs on.
 type Device struct {
-	SMs       int64 // streaming multiprocessors
-	MaxShared int64 // bytes of dynamic shared memory a block may opt in to (0: unknown)
+	SMs int64 // streaming multiprocessors
+	// MaxShared: bytes of dynamic shared memory every scan kernel may stage per block (the opt-in
+	// limit less the kernels' static arrays; 0: unknown)
+	MaxShared int64
 	// EarlyLaunch: programmatic dependent launch (compute capability 9.0+): the workspace is reset
 	// by KernelWSReset, and the scan after it launched to overlap it (kernels/scan.cu)
 	EarlyLaunch bool
@@ -161,21 +161,17 @@ func PlanBackward(a *BackwardArgs, p Problem, dev Device) ScanPlan {
 func plan(v Variant, p Problem, vec int64, dev Device) ScanPlan {
 	pl := shortPlan(v, p, vec, dev)
 	// Long chunks (longChunks) where the plan's form has a kernel for them and the device's
-	// shared memory holds their staging beside the kernel's static arrays (an A100's 163 KB
-	// does not hold the backward's 192 KB). The workspace stays the short plan's: callers size
+	// shared memory holds their staging (an A100's does not hold the backward's 192 KB). The
+	// workspace stays the short plan's: callers size
 	// it without a device. Fewer chunks need less, but under the steps and warps knobs a long
 	// chunk can be the shorter one: then its look-back would not fit, and the short plan stays.
 	lp := layout(v, p, vec, dev, 0, true)
-	if lp.Kernel != "" && lp.Lookback <= pl.Partials && (dev.MaxShared == 0 || lp.Shared+staticSharedMargin <= dev.MaxShared) {
+	if lp.Kernel != "" && lp.Lookback <= pl.Partials && (dev.MaxShared == 0 || lp.Shared <= dev.MaxShared) {
 		lp.Workspace, lp.Partials = pl.Workspace, pl.Partials
 		return lp
 	}
 	return pl
 }
-
-// staticSharedMargin bounds the static shared memory of a scan kernel (ptxas: 9-22 KB, the most
-// in chunk_prefix_v8), which shares the per-block limit with the staging.
-const staticSharedMargin = 24 << 10
 
 // shortPlan is plan over the module's chunks (ForwardSteps, BackwardSteps).
 func shortPlan(v Variant, p Problem, vec int64, dev Device) ScanPlan {
@@ -206,7 +202,7 @@ func shortPlan(v Variant, p Problem, vec int64, dev Device) ScanPlan {
 const fewTiles = 8
 
 // layout is plan's launch shape with at most maxWarps warps per block (0: the kernel's most, or
-// NANOSSM_TUNE_WARPS's). long: over long chunks (LongSteps); the plan then has no kernel (Kernel
+// NANOSSM_TUNE_WARPS's). long: over long chunks (longChunks); the plan then has no kernel (Kernel
 // "") unless the form it takes has a long one.
 func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64, long bool) ScanPlan {
 	staged, steps := int64(1), ForwardSteps
@@ -223,9 +219,9 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64, long bo
 		staged, steps = 3, BackwardSteps
 	}
 	if long {
-		maxWarps, steps = min(maxWarps, ScanMaxWarps), LongSteps[0]
+		maxWarps, steps = min(maxWarps, ScanMaxWarps), longForwardSteps
 		if v.backward() {
-			steps = LongSteps[1]
+			steps = longBackwardSteps
 		}
 	}
 	warps := min(maxWarps, (p.T+steps-1)/steps)

@@ -196,7 +196,8 @@ func lateXY(v Variant, pl ScanPlan, sms int64) bool {
 // long-chunk kernel (NANOSSM_TUNE_LONG, read by core/cuda): a benchmarking knob, not an API.
 var TuneLong int64
 
-// longChunks is whether a plan of `tiles` tiles over T steps takes long chunks (LongSteps steps
+// longChunks is whether a plan of `tiles` tiles over T steps takes long chunks (longForwardSteps or
+// longBackwardSteps steps
 // per thread: kernels of their own, *_long_*), where its form has such a kernel (layout). A
 // tile's chain of chunks advances one chunk per L2 round trip (~0.4-1 us under load); with few
 // tiles that chain sets the time, and a chunk twice as long halves it. Two kernels have them:
@@ -227,9 +228,9 @@ func longChunks(v Variant, dt DType, vec, tiles, T, sms int64) bool {
 	}
 	switch {
 	case v == Forward && dt.Size() == 2 && vec == 4:
-		return tiles*32 <= sms && T >= 128*ScanMaxWarps*LongSteps[0]
+		return tiles*32 <= sms && T >= 128*ScanMaxWarps*longForwardSteps
 	case v == Backward && dt == Float32 && vec == 4:
-		return tiles*8 <= sms && T >= 64*ScanMaxWarps*LongSteps[1]
+		return tiles*8 <= sms && T >= 64*ScanMaxWarps*longBackwardSteps
 	}
 	return false
 }

@@ -31,7 +31,7 @@ constexpr int BWD_STEPS = NANOSSM_BWD_STEPS;
 #define NANOSSM_BWD_MAX_WARPS (64 / BWD_STEPS)
 #endif
 constexpr int BWD_MAX_WARPS = NANOSSM_BWD_MAX_WARPS;
-// Steps per thread of the long-chunk kernels (kernels/scan.cu; core/plan.go LongSteps): the
+// Steps per thread of the long-chunk kernels (kernels/scan.cu; core/plan.go longForwardSteps, longBackwardSteps): the
 // 16-bit grouped forward over 8-byte packets and the fp32 late backward.
 constexpr int LONG_STEPS = 32, BWD_LONG_STEPS = 16;
 // Resident blocks per SM that the register budget must allow (ptxas caps registers to fit).

@@ -83,10 +83,7 @@ type device struct {
 	err  error
 	ctx  C.CUcontext // the device's primary context
 	fns  map[string]C.CUfunction
-	// allow: each function's dynamic shared memory limit (the device's per-block limit less the
-	// kernel's static shared memory, at most core.StagedSharedBytes)
-	allow map[string]int64
-	info  core.Device
+	info core.Device
 }
 
 var devices [maxDevices]device
@@ -167,8 +164,8 @@ func (d *device) load(ordinal int) (err error) {
 	if d.info.SMs, err = attribute(ordinal, C.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, "MULTIPROCESSOR_COUNT"); err != nil {
 		return err
 	}
-	if d.info.MaxShared, err = attribute(ordinal, C.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
-		"MAX_SHARED_MEMORY_PER_BLOCK_OPTIN"); err != nil {
+	optin, err := attribute(ordinal, C.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, "MAX_SHARED_MEMORY_PER_BLOCK_OPTIN")
+	if err != nil {
 		return err
 	}
 	major, err := attribute(ordinal, C.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, "COMPUTE_CAPABILITY_MAJOR")
@@ -200,26 +197,26 @@ func (d *device) load(ordinal int) (err error) {
 	if err != nil {
 		return cudaErr("cuModuleLoadData", err)
 	}
-	d.fns, d.allow = map[string]C.CUfunction{}, map[string]int64{}
+	d.fns, d.info.MaxShared = map[string]C.CUfunction{}, core.StagedSharedBytes()
 	for _, name := range core.ScanKernelNames() {
 		fn, err := mod.Function(name)
 		if err != nil {
 			return cudaErr("cuModuleGetFunction("+name+")", err)
 		}
 		// staged rows of x live in dynamic shared memory: allow the most a plan asks for, or
-		// what the device allows beside the kernel's static shared memory (the two share the
-		// per-block limit: an A100's 163 KB less up to 21.5 KB; a larger plan is refused by name
-		// at launch, device.function)
+		// what the device's per-block limit leaves beside the kernel's static arrays (an A100's
+		// 163 KB less up to 21.5 KB). The least of these is the device's MaxShared, which the
+		// planner plans within and a launch is checked against (device.function).
 		cfn := *(*C.CUfunction)(unsafe.Pointer(&fn))
 		var static C.int
 		if r := C.cuFuncGetAttribute(&static, C.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, cfn); r != C.CUDA_SUCCESS {
 			return core.CUDAError("cuFuncGetAttribute("+name+")", cErrName(r))
 		}
-		allow := max(0, min(core.StagedSharedBytes(), d.info.MaxShared-int64(static)))
+		allow := max(0, min(core.StagedSharedBytes(), optin-int64(static)))
 		if r := C.cuFuncSetAttribute(cfn, C.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, C.int(allow)); r != C.CUDA_SUCCESS {
 			return core.CUDAError("cuFuncSetAttribute("+name+")", cErrName(r))
 		}
-		d.fns[name], d.allow[name] = cfn, allow
+		d.fns[name], d.info.MaxShared = cfn, min(d.info.MaxShared, allow)
 	}
 	return nil
 }

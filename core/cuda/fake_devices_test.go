@@ -35,8 +35,9 @@ func TestSecondDevice(t *testing.T) {
 	}
 }
 
-// The shared memory a block may use is read from the device, less the kernel's static shared
-// memory (the fake's 16 KB): on cuda:2 (48 KB) a plan that stages 64 KB per block is refused by name before anything is enqueued, and a smaller one runs.
+// The shared memory a block may use is read from the device, less the kernels' static arrays
+// (the fake's 16 KB): on cuda:2 (48 KB) a plan that stages 64 KB per block is refused by name
+// before anything is enqueued, and a smaller one runs.
 func TestSharedMemoryLimitOfTheDevice(t *testing.T) {
 	big := forward(t, core.Float32, 2, 1000, 3, 8, func(a *core.ScanArgs) { a.Device = 2 })
 	runtime.LockOSThread()
@@ -45,7 +46,7 @@ func TestSharedMemoryLimitOfTheDevice(t *testing.T) {
 	fakeReset()
 	err := core.Scan(big)
 	if err == nil || core.StatusOf(err) != core.StatusUnsupported ||
-		!strings.Contains(err.Error(), "stages 65536 bytes of shared memory per block; this device allows it 32768") {
+		!strings.Contains(err.Error(), "stages 65536 bytes of shared memory per block; this device allows 32768") {
 		t.Fatalf("got %v", err)
 	}
 	if ls := fakeRecords(); len(ls) != 0 { // (not even the workspace's memset)

@@ -152,9 +152,9 @@ func (d *device) function(l *launch) (C.CUfunction, error) {
 	if l.blocks > 1<<31-1 {
 		return nil, core.Unsupported("x: %d blocks exceed the grid limit", l.blocks)
 	}
-	if l.shared > d.allow[l.name] {
-		return nil, core.Unsupported("x: %s stages %d bytes of shared memory per block; this device allows it %d",
-			l.name, l.shared, d.allow[l.name])
+	if l.shared > d.info.MaxShared {
+		return nil, core.Unsupported("x: %s stages %d bytes of shared memory per block; this device allows %d",
+			l.name, l.shared, d.info.MaxShared)
 	}
 	return fn, nil
 }
