@@ -8,7 +8,7 @@ import "fmt"
 // kernelKey is one row of the dispatch table: element type x variant x vector width x form (a
 // kernel of its own for carries by groups or the backward's late copies, else plain), whether
 // the call has no initial and no final state (nostate: the packed forward's and backward's lean
-// kernels), and whether the kernel stages long chunks (long: longForwardSteps or longBackwardSteps steps per thread).
+// kernels), and whether the kernel stages long chunks (long: longSteps steps per thread).
 type kernelKey struct {
 	dtype   DType
 	variant Variant
@@ -62,6 +62,10 @@ var scanKernels = func() map[kernelKey]string {
 	t[kernelKey{BFloat16, Forward, 4, formGrouped, false, false}] = "nanossm_scan_fwd_grouped_bf16_v4"
 	t[kernelKey{Float16, Forward, 4, formGrouped, false, true}] = "nanossm_scan_fwd_grouped_long_f16_v4"
 	t[kernelKey{BFloat16, Forward, 4, formGrouped, false, true}] = "nanossm_scan_fwd_grouped_long_bf16_v4"
+	// The 16-bit forward over 8-channel lanes over long chunks: its plain kernel (group carry
+	// in it) at longForwardSteps8.
+	t[kernelKey{Float16, Forward, 8, formPlain, false, true}] = "nanossm_scan_fwd_long_f16_v8"
+	t[kernelKey{BFloat16, Forward, 8, formPlain, false, true}] = "nanossm_scan_fwd_long_bf16_v8"
 	// The plain backward over packets with carries by groups (v35; groupChunks).
 	t[kernelKey{Float32, Backward, 4, formGrouped, false, false}] = "nanossm_scan_bwd_grouped_f32_v4"
 	t[kernelKey{Float16, Backward, 8, formGrouped, false, false}] = "nanossm_scan_bwd_grouped_f16_v8"

@@ -14,10 +14,22 @@ const ScanMaxWarps = 8
 // NANOSSM_FWD_STEPS or NANOSSM_BWD_STEPS (benchmarking knobs, not an API).
 var ForwardSteps, BackwardSteps int64 = ScanSteps, 8
 
-// longForwardSteps and longBackwardSteps are the steps per thread of the long-chunk kernels
-// (LONG_STEPS and BWD_LONG_STEPS in kernels/scan_common.cuh; their blocks have at most
-// ScanMaxWarps warps): the forward's over 8-byte packets, and the backward's (see longChunks).
-const longForwardSteps, longBackwardSteps = 32, 16
+// longForwardSteps, longForwardSteps8 and longBackwardSteps are the steps per thread of the
+// long-chunk kernels (LONG_STEPS, V8_LONG_STEPS and BWD_LONG_STEPS in kernels/scan_common.cuh;
+// their blocks have at most ScanMaxWarps warps): the 16-bit forward's over 8-byte packets, over
+// 16-byte packets, and the fp32 backward's (see longChunks).
+const longForwardSteps, longForwardSteps8, longBackwardSteps = 32, 22, 16
+
+// longSteps is the steps per thread of the long-chunk kernel of variant v over vec-channel lanes.
+func longSteps(v Variant, vec int64) int64 {
+	switch {
+	case v.backward():
+		return longBackwardSteps
+	case vec == 8:
+		return longForwardSteps8
+	}
+	return longForwardSteps
+}
 
 // BackwardMaxWarps, when above 0, replaces 64 / BackwardSteps as the backward's most warps a
 // block (NANOSSM_TUNE_BWD_MAX_WARPS, for a module built with NANOSSM_BWD_MAX_WARPS; a
@@ -41,10 +53,10 @@ const (
 
 // ScanMaxSharedBytes is the most dynamic shared memory a scan block stages in: MAX_WARPS * STEPS
 // rows of 32 lanes x one 16-byte packet (the backward: 3 tensors x 64 rows per thread column;
-// the long-chunk kernels: the forward's 8-byte packets, 128 rows' worth, and the backward's 3 x
-// 128 rows, 192 KB).
+// the long-chunk kernels: the forward's 8-byte packets, 128 rows' worth, its 16-byte ones, 176
+// rows, and the backward's 3 x 128 rows, 192 KB).
 const ScanMaxSharedBytes = max(ScanMaxWarps*ScanSteps, 3*64, ScanMaxWarps*longForwardSteps/2,
-	3*ScanMaxWarps*longBackwardSteps) * 32 * 16
+	ScanMaxWarps*longForwardSteps8, 3*ScanMaxWarps*longBackwardSteps) * 32 * 16
 
 // StagedSharedBytes is the most dynamic shared memory a scan plan can ask for under the steps
 // and warps knobs (ScanMaxSharedBytes without them): what the CUDA backend allows its kernels.
@@ -219,10 +231,7 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64, long bo
 		staged, steps = 3, BackwardSteps
 	}
 	if long {
-		maxWarps, steps = min(maxWarps, ScanMaxWarps), longForwardSteps
-		if v.backward() {
-			steps = longBackwardSteps
-		}
+		maxWarps, steps = min(maxWarps, ScanMaxWarps), longSteps(v, vec)
 	}
 	warps := min(maxWarps, (p.T+steps-1)/steps)
 	chunkLen := warps * steps

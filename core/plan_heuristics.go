@@ -196,11 +196,10 @@ func lateXY(v Variant, pl ScanPlan, sms int64) bool {
 // long-chunk kernel (NANOSSM_TUNE_LONG, read by core/cuda): a benchmarking knob, not an API.
 var TuneLong int64
 
-// longChunks is whether a plan of `tiles` tiles over T steps takes long chunks (longForwardSteps or
-// longBackwardSteps steps
+// longChunks is whether a plan of `tiles` tiles over T steps takes long chunks (longSteps steps
 // per thread: kernels of their own, *_long_*), where its form has such a kernel (layout). A
 // tile's chain of chunks advances one chunk per L2 round trip (~0.4-1 us under load); with few
-// tiles that chain sets the time, and a chunk twice as long halves it. Two kernels have them:
+// tiles that chain sets the time, and a chunk twice as long halves it. Three kernels have them:
 //   - the 16-bit forward over 4-channel lanes with carries by large groups (few tiles,
 //     fewTileGroup): its 16 steps of 8-byte packets moved half of what an fp32 block moves per
 //     hop. Measured on the H200 (session 29 call 4; ratio to the copy, same run, 16 steps / 32
@@ -208,6 +207,18 @@ var TuneLong int64
 //     alike; two and four tiles even (bf16 2,262144,4,32 1.82 / 1.82, 4,131072 1.71 / 1.71); 128
 //     long chunks even (1,32768 bf16 2.20 / 2.24, 2.11), 64 lost (1,16384 2.47 / 2.59, 3.32; f16
 //     2.40 / 2.59, 2.42): so few tiles of 128+ long chunks (T >= 32768).
+//   - the 16-bit forward over 8-channel lanes, for bytes in flight rather than hops: its blocks
+//     take 128 registers a thread, so an SM holds two and 128 KB of staged copies where fp32's
+//     three hold 192 KB; at 22 steps two blocks hold 176 KB. Measured on the H200 (session 30
+//     call 1, whole modules, ratio to the copy, same run, 16 steps / 22): bf16 1,65536,64,64
+//     1.25 / 1.12, 4,8192 1.16 / 1.12, 8,2048 1.16 / 1.13, f16 alike; T = 1024 lost (2,1024
+//     1.36-1.43 / 1.50-1.78, 16,1024,16,128 1.23-1.26 / 1.27). Call 2 (the long kernels; short /
+//     long, bf16 then f16): 4,1536 1.30 / 1.27, 1.30 / 1.22; 2,2048 (32 tiles x 12 long chunks)
+//     1.37 / 1.35, 1.41 / 1.38; 2,4096 1.31 / 1.24, 1.29 / 1.26; few tiles gained most (bf16
+//     2,262144,8,32 1.66 / 1.40, 1,131072,8,32 1.86 / 1.72); but a grid under one wave of two
+//     long blocks a SM lost: 1,2048 (16 x 12 = 192 blocks) 1.53 / 1.56-1.64, 2,1024 (192) 1.37 /
+//     1.43-1.48 (the short plan's 256 blocks spread two a SM; 192 leave most SMs one). So T >=
+//     1536 and at least two long blocks per SM.
 //   - the fp32 late backward (single pass, per-chunk look-back, lateXY): chunks of 128 steps, one
 //     block of 192 KB a SM, over SMs / 8 tiles or fewer with 64+ long chunks (T >= 8192). Session
 //     29 call 4 (8 steps / 16 twice): 1,65601,20,64 (10 tiles) 2.67 / 2.31, 2.31, 1,16384,20,64
@@ -229,6 +240,9 @@ func longChunks(v Variant, dt DType, vec, tiles, T, sms int64) bool {
 	switch {
 	case v == Forward && dt.Size() == 2 && vec == 4:
 		return tiles*32 <= sms && T >= 128*ScanMaxWarps*longForwardSteps
+	case v == Forward && dt.Size() == 2 && vec == 8:
+		chunks := (T + ScanMaxWarps*longForwardSteps8 - 1) / (ScanMaxWarps * longForwardSteps8)
+		return T >= 1536 && tiles*chunks >= 2*sms
 	case v == Backward && dt == Float32 && vec == 4:
 		return tiles*8 <= sms && T >= 64*ScanMaxWarps*longBackwardSteps
 	}

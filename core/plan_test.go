@@ -106,7 +106,7 @@ func TestPlanInvariants(t *testing.T) {
 				case pl.Workspace != ref.Workspace || pl.Partials != ref.Partials || pl.Lookback > pl.Workspace ||
 					pl.Workspace != other.Workspace ||
 					pl.Passes == 1 && !isLong(pl) && pl.Lookback != ref.Lookback ||
-					isLong(pl) && (pl.Lookback > ref.Lookback || pl.Chunks > 1 && pl.Lookback != 2*align256(pl.Chunks*pl.Tiles*32*vec*4)) ||
+					isLong(pl) && (pl.Lookback > ref.Lookback || pl.Passes == 1 && pl.Chunks > 1 && pl.Lookback != 2*align256(pl.Chunks*pl.Tiles*32*vec*4)) ||
 					pl.Passes == 3 && (pl.Lookback > pl.Partials || pl.Lookback <= 2*align256(pl.Chunks*pl.Tiles*32*vec*4)):
 					t.Fatalf("%+v %v vec %d on %d SMs (passes knob %d): workspace %+v, %+v without a device, %+v with %d sequences",
 						p, v, vec, sms, tune, pl, ref, other, q.Seqs)
@@ -137,10 +137,13 @@ func TestPlanInvariants(t *testing.T) {
 					pl.Chunks > 1 && pl.Lookback < 2*align256(pl.Chunks*pl.Tiles*32*vec*4):
 					t.Fatalf("%+v %v vec %d: segments %+v", p, v, vec, pl)
 				// (long chunks: exactly the 16-bit grouped forwards over 4-channel lanes of few tiles of
-				// T >= 32768 and the fp32 late backwards over SMs / 8 tiles or fewer of T >= 8192)
+				// T >= 32768, the 16-bit forwards over 8-channel lanes of T >= 2048 on a device, and the
+				// fp32 late backwards over SMs / 8 tiles or fewer of T >= 8192)
 				case isLong(pl) != (pl.Passes == 1 && (v == Forward && p.DType.Size() == 2 && vec == 4 && pl.Group > 1 &&
-					pl.Tiles*32 <= sms && p.T >= 32768 || isLate(pl) && p.DType == Float32 && pl.Tiles*8 <= sms && p.T >= 8192)) ||
-					isLong(pl) && (pl.Steps != map[bool]int64{false: longForwardSteps, true: longBackwardSteps}[v.backward()] || pl.Warps > ScanMaxWarps):
+					pl.Tiles*32 <= sms && p.T >= 32768 || isLate(pl) && p.DType == Float32 && pl.Tiles*8 <= sms && p.T >= 8192) ||
+					v == Forward && p.DType.Size() == 2 && vec == 8 && sms > 0 && p.T >= 1536 && pl.Tiles*((p.T+175)/176) >= 2*sms) ||
+					isLong(pl) && (pl.Steps != map[int64]int64{4: longForwardSteps, 8: longForwardSteps8}[vec] && !v.backward() ||
+						v.backward() && pl.Steps != longBackwardSteps || pl.Warps > ScanMaxWarps):
 					t.Fatalf("%+v %v vec %d on %d SMs: long chunks %+v", p, v, vec, sms, pl)
 				case pl.Passes == 3 && tune == 0 && pl.Tiles*32 > sms:
 					t.Fatalf("%+v %v vec %d on %d SMs: three passes with many tiles %+v", p, v, vec, sms, pl)
@@ -178,7 +181,6 @@ func TestNamedPlans(t *testing.T) {
 		{"one tile of 16-bit 4-channel lanes, carries by groups of 64", Forward, Problem{B: 1, T: 8300, R: 1, C: 32, DType: BFloat16}, 4, 65, 1, 64},
 		{"three passes, forward (single-channel lanes)", Forward, Problem{B: 1, T: 8300, R: 1, C: 5, DType: Float32}, 1, 65, 3, 1},
 		{"three passes, backward (4 warps)", Backward, Problem{B: 1, T: 8300, R: 1, C: 8, DType: Float32}, 4, 260, 3, 1},
-		{"carry groups of 3", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 3},
 		{"fp32 grouped by 2", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 512, 1, 2},
 		{"fp32, 64 tiles of 512 chunks: grouped by 2", Forward, Problem{B: 2, T: 65536, R: 64, C: 64, DType: Float32}, 4, 512, 1, 2},
 		{"fp32, SMs / 2 tiles of 128 chunks: grouped by 2", Forward, Problem{B: 1, T: 16384, R: 66, C: 128, DType: Float32}, 4, 128, 1, 2},
@@ -186,7 +188,6 @@ func TestNamedPlans(t *testing.T) {
 		{"fp32, 96 tiles of 512 chunks: not grouped (G = 2 lost there)", Forward, Problem{B: 3, T: 65536, R: 64, C: 64, DType: Float32}, 4, 512, 1, 1},
 		{"fp32, 256 tiles of 128 chunks: not grouped", Forward, Problem{B: 8, T: 16384, R: 64, C: 64, DType: Float32}, 4, 128, 1, 1},
 		{"fp32, 64 chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: Float32}, 4, 64, 1, 1},
-		{"few chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 1},
 		{"bench: one tile, groups of 48", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: Float32}, 4, 2048, 1, 48},
 		{"bench bf16: one tile of 4-channel lanes, long chunks, groups of 64", Forward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: BFloat16}, 4, 1024, 1, 64},
 		{"tests/test_plans.py's bf16-long (one tile of 4-channel lanes): long chunks, groups of 64", Forward, Problem{B: 1, T: 40000, R: 1, C: 64, DType: BFloat16}, 4, 157, 1, 64},
@@ -197,13 +198,8 @@ func TestNamedPlans(t *testing.T) {
 		{"fp32 backward, 10 tiles, T below 8192: short chunks", Backward, Problem{B: 1, T: 8000, R: 20, C: 64, DType: Float32}, 4, 125, 1, 1},
 		{"two tiles, groups of 32", Forward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: Float32}, 4, 1024, 1, 32},
 		{"four tiles, groups of 16", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: Float32}, 4, 2048, 1, 16},
-		{"bf16 two tiles of 8-channel lanes, groups of 8", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: BFloat16}, 8, 2048, 1, 8},
-		{"bf16 one tile of 8-channel lanes, groups of 16", Forward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: BFloat16}, 8, 1024, 1, 16},
 		{"bf16 backward, 16 tiles of 1024 chunks: groups of 3", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 1024, 1, 3},
 		{"bf16 backward, 64 tiles of 1024 chunks: not grouped (G = 2 lost there)", Backward, Problem{B: 4, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 1024, 1, 1},
-		{"bf16, 64 tiles of 512 chunks: not grouped", Forward, Problem{B: 4, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 1},
-		{"bf16, 128 tiles of 128 chunks: not grouped (G = 3 lost there)", Forward, Problem{B: 8, T: 16384, R: 64, C: 64, DType: BFloat16}, 8, 128, 1, 1},
-		{"bf16, 32 tiles of 512 chunks: groups of 3", Forward, Problem{B: 2, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 3},
 		{"tests/test_backward.py's long chain (5 tiles): groups of 8", Backward, Problem{B: 1, T: 65601, R: 20, C: 64, DType: Float16}, 8, 1026, 1, 8},
 		{"fp32 backward, 1024 chunks: not grouped", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 1024, 1, 1},
 		{"bf16 backward, 16 tiles of 512 chunks: groups of 3", Backward, Problem{B: 1, T: 32768, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 3},
@@ -218,22 +214,60 @@ func TestNamedPlans(t *testing.T) {
 		{"bf16 backward, one tile: three passes", Backward, Problem{B: 1, T: 262144, R: 4, C: 32, DType: BFloat16}, 8, 4096, 3, 1},
 		{"backward, two tiles: three passes", Backward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: Float32}, 4, 4096, 3, 1},
 		{"bf16, one wave (32 tiles x 8 chunks): groups of 2", Forward, Problem{B: 2, T: 1024, R: 64, C: 64, DType: BFloat16}, 8, 8, 1, 2},
-		{"f16, one wave (16 tiles x 16 chunks): groups of 3", Forward, Problem{B: 1, T: 2048, R: 64, C: 64, DType: Float16}, 8, 16, 1, 3},
 		{"bf16, 1024 blocks: not grouped", Forward, Problem{B: 16, T: 1024, R: 16, C: 128, DType: BFloat16}, 8, 8, 1, 1},
 		{"bf16, 768 blocks: groups of 2", Forward, Problem{B: 6, T: 1024, R: 64, C: 64, DType: BFloat16}, 8, 8, 1, 2},
-		{"bf16, 48 tiles of 64 chunks: groups of 2", Forward, Problem{B: 3, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 2},
-		{"bf16, 64 tiles of 64 chunks: not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 1},
 		{"fp32, one wave of 128 tiles: not grouped", Forward, Problem{B: 4, T: 512, R: 64, C: 64, DType: Float32}, 4, 4, 1, 1},
 		{"fp32, 32 tiles: groups of 2", Forward, Problem{B: 1, T: 1024, R: 64, C: 64, DType: Float32}, 4, 8, 1, 2},
-		{"bf16, 16 tiles of 64 chunks: groups of 3", Forward, Problem{B: 1, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 3},
 		{"bf16 backward, one wave of 16 tiles (16 chunks): groups of 4", Backward, Problem{B: 1, T: 1024, R: 64, C: 64, DType: BFloat16}, 8, 16, 1, 4},
 		{"bf16 backward, one wave of 32 tiles: groups of 2", Backward, Problem{B: 2, T: 1024, R: 64, C: 64, DType: BFloat16}, 8, 16, 1, 2},
 		{"bf16 backward, 2048 blocks: not grouped", Backward, Problem{B: 8, T: 1024, R: 64, C: 64, DType: BFloat16}, 8, 16, 1, 1},
 		{"fp32 backward, one wave: not grouped", Backward, Problem{B: 1, T: 1024, R: 64, C: 64, DType: Float32}, 4, 16, 1, 1},
+		// the 16-bit forward over 8-channel lanes of T >= 1536 and at least two long blocks per
+		// SM takes long chunks (176 steps), carry groups by their count
+		{"bf16 long chunks (16 tiles): groups of 3", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 373, 1, 3},
+		{"bf16 long chunks, 64 tiles of 47 chunks: not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 47, 1, 1},
+		{"bf16 long chunks, 16 tiles of 47 chunks: groups of 3", Forward, Problem{B: 1, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 47, 1, 3},
+		{"bf16 long chunks, two tiles: groups of 8", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: BFloat16}, 8, 1490, 1, 8},
+		{"bf16 long chunks, one tile: groups of 16", Forward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: BFloat16}, 8, 745, 1, 16},
+		{"tests/test_plans.py's bf16-wide-long (one tile of 8-channel lanes): long chunks, groups of 16", Forward, Problem{B: 1, T: 48000, R: 4, C: 64, DType: BFloat16}, 8, 273, 1, 16},
+		{"tests/test_plans.py's bf16-wide (one tile, 114 long chunks, under a wave): the module's chunks, groups of 16", Forward, Problem{B: 1, T: 20000, R: 4, C: 64, DType: BFloat16}, 8, 157, 1, 16},
+		{"bf16 T below 1536: the module's chunks", Forward, Problem{B: 6, T: 1024, R: 64, C: 64, DType: BFloat16}, 8, 8, 1, 2},
+		{"bf16 long chunks from T = 1536 (64 tiles x 9)", Forward, Problem{B: 4, T: 1536, R: 64, C: 64, DType: BFloat16}, 8, 9, 1, 2},
+		{"bf16 under a wave of long blocks (16 tiles x 12): the module's chunks", Forward, Problem{B: 1, T: 2048, R: 64, C: 64, DType: BFloat16}, 8, 16, 1, 3},
+		{"bf16 a wave of long blocks (32 tiles x 12): long chunks", Forward, Problem{B: 2, T: 2048, R: 64, C: 64, DType: BFloat16}, 8, 12, 1, 2},
 	} {
 		pl := plan(c.v, c.p, c.vec, h200)
 		if pl.Chunks != c.chunks || pl.Passes != c.passes || pl.Group != c.group {
 			t.Errorf("%s: chunks %d, passes %d, group %d; want %d, %d, %d", c.name, pl.Chunks, pl.Passes, pl.Group,
+				c.chunks, c.passes, c.group)
+		}
+	}
+	// The carry groups of the 16-bit forward over 8-channel lanes at the module's chunks (128
+	// steps), as groupChunks and fewTileGroup were measured: the plans of T < 1536 or under a
+	// wave of long blocks (f16, one wave, below, takes them), and of any T
+	// on a device without the long kernels' shared memory or under NANOSSM_TUNE_LONG=1.
+	for _, c := range []struct {
+		name                  string
+		v                     Variant
+		p                     Problem
+		vec                   int64
+		chunks, passes, group int64
+	}{
+		{"carry groups of 3", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 3},
+		{"few chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 1},
+		{"bf16 two tiles of 8-channel lanes, groups of 8", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: BFloat16}, 8, 2048, 1, 8},
+		{"bf16 one tile of 8-channel lanes, groups of 16", Forward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: BFloat16}, 8, 1024, 1, 16},
+		{"bf16, 64 tiles of 512 chunks: not grouped", Forward, Problem{B: 4, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 1},
+		{"bf16, 128 tiles of 128 chunks: not grouped (G = 3 lost there)", Forward, Problem{B: 8, T: 16384, R: 64, C: 64, DType: BFloat16}, 8, 128, 1, 1},
+		{"bf16, 32 tiles of 512 chunks: groups of 3", Forward, Problem{B: 2, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 3},
+		{"f16, one wave (16 tiles x 16 chunks): groups of 3", Forward, Problem{B: 1, T: 2048, R: 64, C: 64, DType: Float16}, 8, 16, 1, 3},
+		{"bf16, 48 tiles of 64 chunks: groups of 2", Forward, Problem{B: 3, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 2},
+		{"bf16, 64 tiles of 64 chunks: not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 1},
+		{"bf16, 16 tiles of 64 chunks: groups of 3", Forward, Problem{B: 1, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 3},
+	} {
+		pl := shortPlan(c.v, c.p, c.vec, h200)
+		if pl.Chunks != c.chunks || pl.Passes != c.passes || pl.Group != c.group || isLong(pl) {
+			t.Errorf("%s (short): chunks %d, passes %d, group %d; want %d, %d, %d", c.name, pl.Chunks, pl.Passes, pl.Group,
 				c.chunks, c.passes, c.group)
 		}
 	}

@@ -28,7 +28,7 @@
 //            share one row and write partial sums of dA that nanossm_dA_reduce adds up.
 //   chunk  = S * STEPS consecutive steps (backward: S * BWD_STEPS); warp w of a block owns
 //            steps [w*STEPS, (w+1)*STEPS). The long-chunk kernels (*_long_*, below) take
-//            LONG_STEPS / BWD_LONG_STEPS per thread instead.
+//            LONG_STEPS, V8_LONG_STEPS or BWD_LONG_STEPS per thread instead.
 // Each thread stages its STEPS packets in shared memory with asynchronous copies (all in flight
 // at once, holding no registers), folds them into a zero-carry aggregate, the block combines the
 // S aggregates in shared memory, and when T needs more than one chunk, chunks pass carries
@@ -188,6 +188,22 @@ NANOSSM_FWD_GROUPED(nanossm_scan_fwd_grouped_bf16_v4, __nv_bfloat16)
 // / 1.76; the fp32 forward lost there (1.39 / 1.72), so fp32 keeps 16.
 NANOSSM_FWD_GROUPED_AT(nanossm_scan_fwd_grouped_long_f16_v4, __half, nanossm::LONG_STEPS, 2)
 NANOSSM_FWD_GROUPED_AT(nanossm_scan_fwd_grouped_long_bf16_v4, __nv_bfloat16, nanossm::LONG_STEPS, 2)
+// The 16-bit forward over 8-channel lanes over long chunks: 22 steps of 16-byte packets per
+// thread (88 KB a block, two a SM: 176 KB in flight where the module's 16 steps keep 128 KB;
+// fp32 keeps 3 x 64 KB). Its plain kernel with its group carry, at 22 steps, for T long enough
+// that the longer chunks waste little (longChunks). Measured on the H200 as whole modules (session
+// 30 call 1, ratio to the copy, same run, 16 steps / 20 / 22 / 24 with the hand-over sharing
+// the group carry's buffer): bf16 1,65536,64,64 1.25 / 1.14 / 1.12 / 1.11, 4,8192 1.16 / 1.13 /
+// 1.12 / 1.12, 8,2048 1.16 / 1.14 / 1.13 / 1.14, f16 alike; T = 1024 lost (2,1024 1.36-1.43 /
+// 1.48 / 1.50-1.78 / 1.50, 16,1024,16,128 1.23-1.26 / 1.22-1.25 / 1.27 / 1.27).
+#define NANOSSM_FWD_LONG_V8(NAME, TYPE)                                               \
+  extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS, 2)                   \
+      NAME(NANOSSM_COMMON_PARAMS(TYPE)) {                                             \
+    const Params<TYPE> p NANOSSM_COMMON_INIT;                                         \
+    scan_kernel<TYPE, 8, false, false, false, true, false, nanossm::V8_LONG_STEPS>(p); \
+  }
+NANOSSM_FWD_LONG_V8(nanossm_scan_fwd_long_f16_v8, __half)
+NANOSSM_FWD_LONG_V8(nanossm_scan_fwd_long_bf16_v8, __nv_bfloat16)
 NANOSSM_ALL(bwd, NANOSSM_BWD, false, true, )
 NANOSSM_ALL(bwd, NANOSSM_BWD, true, true, _packed)
 NANOSSM_ALL(bwd, NANOSSM_BWD, true, false, _packed_nostate)

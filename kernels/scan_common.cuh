@@ -31,9 +31,11 @@ constexpr int BWD_STEPS = NANOSSM_BWD_STEPS;
 #define NANOSSM_BWD_MAX_WARPS (64 / BWD_STEPS)
 #endif
 constexpr int BWD_MAX_WARPS = NANOSSM_BWD_MAX_WARPS;
-// Steps per thread of the long-chunk kernels (kernels/scan.cu; core/plan.go longForwardSteps, longBackwardSteps): the
-// 16-bit grouped forward over 8-byte packets and the fp32 late backward.
-constexpr int LONG_STEPS = 32, BWD_LONG_STEPS = 16;
+// Steps per thread of the long-chunk kernels (kernels/scan.cu; core/plan.go longSteps): the
+// 16-bit grouped forward over 8-byte packets, the 16-bit forward over 16-byte packets (V8: 22,
+// so that two blocks of 88 KB and their static arrays fit an SM's 228 KB; 24 did not, by 256
+// bytes) and the fp32 late backward.
+constexpr int LONG_STEPS = 32, V8_LONG_STEPS = 22, BWD_LONG_STEPS = 16;
 // Resident blocks per SM that the register budget must allow (ptxas caps registers to fit).
 #ifndef NANOSSM_MIN_BLOCKS
 #define NANOSSM_MIN_BLOCKS 3

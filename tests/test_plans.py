@@ -5,8 +5,10 @@ packets takes one pass with carries by large groups (fewTileGroup), and so does 
 backward over one tile of T >= 131072 (LONG_CASES); the other backwards and single-channel
 lanes three passes (aggregates, every chunk's prefix, then the scan). Long-chunk kernels
 (core/plan_heuristics.go longChunks) take the bf16 forward over one tile of 4-channel lanes of
-T >= 32768 (bf16-long in LONG_CASES; bf16 and bf16-reverse under NANOSSM_TUNE_LONG=2) and the
-fp32 backwards over 5-16 tiles (wide, long-bwd); forced
+T >= 32768 (bf16-long in LONG_CASES; bf16 and bf16-reverse under NANOSSM_TUNE_LONG=2), the
+bf16 forward over 8-channel lanes of T >= 1536 and two long blocks per SM (bf16-wide-long in
+LONG_CASES: one tile, 273 chunks of 176 steps, groups of 16) and the fp32 backwards over 5-16
+tiles (wide, long-bwd); forced
 plans (three passes everywhere, the single pass, other carry groups, packed segments) run in a
 child process with a knob set (NANOSSM_TUNE_*): knobs are read when the library loads."""
 import os
@@ -49,10 +51,12 @@ SEQLENS = [0, 3000, 1, 0, 7777, 129, 5000, 4093, 0]  # sums to 20000
 # one pass with carries by groups of 32 (core/plan_heuristics.go fewTileGroup; 2049 chunks here,
 # the last group short; core/plan_test.go names the plan).
 # And the 16-bit forward over one tile of 4-channel lanes and T >= 32768 takes long chunks (157 of
-# 256 steps, groups of 64: longChunks).
+# 256 steps, groups of 64: longChunks), and over one tile of 8-channel lanes, from 264 chunks of
+# 176 steps on an H200 (273 here, groups of 16).
 LONG_CASES = [("one-tile-one-pass", (1, 131100, 2, 8), torch.float32, "states"),
               ("one-tile-one-pass-reverse", (1, 131100, 2, 8), torch.float32, "reverse"),
-              ("bf16-long", (1, 40000, 1, 64), torch.bfloat16, "states")]
+              ("bf16-long", (1, 40000, 1, 64), torch.bfloat16, "states"),
+              ("bf16-wide-long", (1, 48000, 4, 64), torch.bfloat16, "reverse")]
 
 
 def _inputs(shape, dtype, mode, seed=21):
@@ -189,11 +193,11 @@ def _knob_runs_match_cpu(tmp_path, which, **knobs):
                          ids=["never", "always", "always-G3", "always-G33"])
 def test_long_chunks_match_the_cpu_backend(tmp_path, knobs):
     """Long-chunk kernels never (LONG=1: the module's chunks, so wide and long-bwd take the short
-    late backward) and wherever the plan's form has one (LONG=2: the grouped 16-bit forward over
-    4-channel lanes of bf16 and bf16-reverse, T = 20000, and the fp32 late backwards of any
-    tiles), the forward's also with small groups (G = 3: group_carry_wide's shares of one chunk)
-    and groups of 33 (shares over eight warps, the last short); against the CPU backend,
-    bit-identical in two processes."""
+    late backward) and wherever the plan's form has one (LONG=2: the grouped 16-bit forward
+    over 4-channel lanes of bf16 and bf16-reverse, T = 20000, the 16-bit forward over 8-channel
+    lanes and the fp32 late backwards of any tiles), the forwards also with small groups (G = 3:
+    group_carry_wide's shares of one chunk, group_carry's) and groups of 33 (shares over eight
+    warps, the last short); against the CPU backend, bit-identical in two processes."""
     _knob_runs_match_cpu(tmp_path, "CASES", **knobs)
 
 
