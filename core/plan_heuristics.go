@@ -217,8 +217,12 @@ var TuneLong int64
 //     1.37 / 1.35, 1.41 / 1.38; 2,4096 1.31 / 1.24, 1.29 / 1.26; few tiles gained most (bf16
 //     2,262144,8,32 1.66 / 1.40, 1,131072,8,32 1.86 / 1.72); but a grid under one wave of two
 //     long blocks a SM lost: 1,2048 (16 x 12 = 192 blocks) 1.53 / 1.56-1.64, 2,1024 (192) 1.37 /
-//     1.43-1.48 (the short plan's 256 blocks spread two a SM; 192 leave most SMs one). So T >=
-//     1536 and at least two long blocks per SM.
+//     1.43-1.48 (the short plan's 256 blocks spread two a SM; 192 leave most SMs one). Call 4
+//     (quiet GPU): 1,2048 1.54 / 1.63, 4,1536 1.31 / 1.24-1.27, 1,4096 (16 x 24) 1.40 / 1.41;
+//     one tile under the wave gained (chain-bound: 1,20000,4,64, 114 long chunks, 2.40 / 2.27,
+//     f16 2.43 / 2.25; 1,48000,4,64 2.02 / 1.79-1.86); 6,1024 gained (1.28 / 1.21) where
+//     16,1024,16,128 lost (1.24 / 1.25), so T = 1024 stays short. Hence T >= 1536 and either
+//     few tiles (fewTileGroup's) or at least two long blocks per SM.
 //   - the fp32 late backward (single pass, per-chunk look-back, lateXY): chunks of 128 steps, one
 //     block of 192 KB a SM, over SMs / 8 tiles or fewer with 64+ long chunks (T >= 8192). Session
 //     29 call 4 (8 steps / 16 twice): 1,65601,20,64 (10 tiles) 2.67 / 2.31, 2.31, 1,16384,20,64
@@ -242,7 +246,7 @@ func longChunks(v Variant, dt DType, vec, tiles, T, sms int64) bool {
 		return tiles*32 <= sms && T >= 128*ScanMaxWarps*longForwardSteps
 	case v == Forward && dt.Size() == 2 && vec == 8:
 		chunks := (T + ScanMaxWarps*longForwardSteps8 - 1) / (ScanMaxWarps * longForwardSteps8)
-		return T >= 1536 && tiles*chunks >= 2*sms
+		return T >= 1536 && (tiles*32 <= sms || tiles*chunks >= 2*sms)
 	case v == Backward && dt == Float32 && vec == 4:
 		return tiles*8 <= sms && T >= 64*ScanMaxWarps*longBackwardSteps
 	}

@@ -6,9 +6,9 @@ backward over one tile of T >= 131072 (LONG_CASES); the other backwards and sing
 lanes three passes (aggregates, every chunk's prefix, then the scan). Long-chunk kernels
 (core/plan_heuristics.go longChunks) take the bf16 forward over one tile of 4-channel lanes of
 T >= 32768 (bf16-long in LONG_CASES; bf16 and bf16-reverse under NANOSSM_TUNE_LONG=2), the
-bf16 forward over 8-channel lanes of T >= 1536 and two long blocks per SM (bf16-wide-long in
-LONG_CASES: one tile, 273 chunks of 176 steps, groups of 16) and the fp32 backwards over 5-16
-tiles (wide, long-bwd); forced
+bf16 forward over 8-channel lanes of T >= 1536 over few tiles or two long blocks per SM
+(bf16-wide: one tile, 114 chunks of 176 steps, groups of 16; bf16-wide-long in LONG_CASES, 273
+chunks, reverse) and the fp32 backwards over 5-16 tiles (wide, long-bwd); forced
 plans (three passes everywhere, the single pass, other carry groups, packed segments) run in a
 child process with a knob set (NANOSSM_TUNE_*): knobs are read when the library loads."""
 import os
@@ -51,8 +51,8 @@ SEQLENS = [0, 3000, 1, 0, 7777, 129, 5000, 4093, 0]  # sums to 20000
 # one pass with carries by groups of 32 (core/plan_heuristics.go fewTileGroup; 2049 chunks here,
 # the last group short; core/plan_test.go names the plan).
 # And the 16-bit forward over one tile of 4-channel lanes and T >= 32768 takes long chunks (157 of
-# 256 steps, groups of 64: longChunks), and over one tile of 8-channel lanes, from 264 chunks of
-# 176 steps on an H200 (273 here, groups of 16).
+# 256 steps, groups of 64: longChunks), and over one tile of 8-channel lanes (273 chunks of 176
+# steps here, groups of 16).
 LONG_CASES = [("one-tile-one-pass", (1, 131100, 2, 8), torch.float32, "states"),
               ("one-tile-one-pass-reverse", (1, 131100, 2, 8), torch.float32, "reverse"),
               ("bf16-long", (1, 40000, 1, 64), torch.bfloat16, "states"),
