@@ -224,13 +224,17 @@ var TuneLong int64
 //     16,1024,16,128 lost (1.24 / 1.25), so T = 1024 stays short. Hence T >= 1536 and either
 //     few tiles (fewTileGroup's) or at least two long blocks per SM.
 //   - the fp32 late backward (single pass, per-chunk look-back, lateXY): chunks of 128 steps, one
-//     block of 192 KB a SM, over SMs / 8 tiles or fewer with 64+ long chunks (T >= 8192). Session
+//     block of 192 KB a SM, over SMs / 4 tiles or fewer with 64+ long chunks (T >= 8192). Session
 //     29 call 4 (8 steps / 16 twice): 1,65601,20,64 (10 tiles) 2.67 / 2.31, 2.31, 1,16384,20,64
 //     2.64 / 2.35, 2.38, 1,8192,20,64 2.63 / 2.41, 2.35, 1,65536,16,64 (8) 2.99 / 2.35, 2.34,
 //     4,65536,8,32 (8) 3.04 / 2.39, 2.40, 1,65536,32,64 (16) 2.29 / 2.18, 2.18; further out it
 //     gained little or lost: 1,65536,64,64 (32 tiles) 2.19 / 2.16, 2,8192,64,64 (64 x 128 chunks)
 //     2.07 / 2.18 (call 3, a module of such kernels: 2,1024,64,64 2.11 / 2.26, 8,2048 2.03 / 2.08;
-//     the 16-bit backward lost everywhere, bf16 1,65536,64,64 2.51 / 2.65).
+//     the 16-bit backward lost everywhere, bf16 1,65536,64,64 2.51 / 2.65). 32 tiles on shorter
+//     chains, session 30 call 1 (short / long, two pairs): 1,65536,64,64 2.174, 2.176 / 2.158,
+//     2.159; 1,32768 2.184, 2.191 / 2.161, 2.165; 1,16384 2.203, 2.203 / 2.181, 2.181; 1,8192
+//     2.186, 2.176 / 2.180, 2.167; 2,8192,32,64 2.175, 2.176 / 2.158, 2.154: 1% every time, so
+//     up to SMs / 4 tiles.
 func longChunks(v Variant, dt DType, vec, tiles, T, sms int64) bool {
 	switch TuneLong {
 	case 1:
@@ -248,7 +252,7 @@ func longChunks(v Variant, dt DType, vec, tiles, T, sms int64) bool {
 		chunks := (T + ScanMaxWarps*longForwardSteps8 - 1) / (ScanMaxWarps * longForwardSteps8)
 		return T >= 1536 && (tiles*32 <= sms || tiles*chunks >= 2*sms)
 	case v == Backward && dt == Float32 && vec == 4:
-		return tiles*8 <= sms && T >= 64*ScanMaxWarps*longBackwardSteps
+		return tiles*4 <= sms && T >= 64*ScanMaxWarps*longBackwardSteps
 	}
 	return false
 }

@@ -138,9 +138,9 @@ func TestPlanInvariants(t *testing.T) {
 					t.Fatalf("%+v %v vec %d: segments %+v", p, v, vec, pl)
 				// (long chunks: exactly the 16-bit grouped forwards over 4-channel lanes of few tiles of
 				// T >= 32768, the 16-bit forwards over 8-channel lanes of T >= 2048 on a device, and the
-				// fp32 late backwards over SMs / 8 tiles or fewer of T >= 8192)
+				// fp32 late backwards over SMs / 4 tiles or fewer of T >= 8192)
 				case isLong(pl) != (pl.Passes == 1 && (v == Forward && p.DType.Size() == 2 && vec == 4 && pl.Group > 1 &&
-					pl.Tiles*32 <= sms && p.T >= 32768 || isLate(pl) && p.DType == Float32 && pl.Tiles*8 <= sms && p.T >= 8192) ||
+					pl.Tiles*32 <= sms && p.T >= 32768 || isLate(pl) && p.DType == Float32 && pl.Tiles*4 <= sms && p.T >= 8192) ||
 					v == Forward && p.DType.Size() == 2 && vec == 8 && sms > 0 && p.T >= 1536 && (pl.Tiles*32 <= sms || pl.Tiles*((p.T+175)/176) >= 2*sms)) ||
 					isLong(pl) && (pl.Steps != map[int64]int64{4: longForwardSteps, 8: longForwardSteps8}[vec] && !v.backward() ||
 						v.backward() && pl.Steps != longBackwardSteps || pl.Warps > ScanMaxWarps):
@@ -201,7 +201,8 @@ func TestNamedPlans(t *testing.T) {
 		{"bf16 backward, 16 tiles of 1024 chunks: groups of 3", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 1024, 1, 3},
 		{"bf16 backward, 64 tiles of 1024 chunks: not grouped (G = 2 lost there)", Backward, Problem{B: 4, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 1024, 1, 1},
 		{"tests/test_backward.py's long chain (5 tiles): groups of 8", Backward, Problem{B: 1, T: 65601, R: 20, C: 64, DType: Float16}, 8, 1026, 1, 8},
-		{"fp32 backward, 1024 chunks: not grouped", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 1024, 1, 1},
+		{"fp32 backward, 32 tiles: long chunks, not grouped", Backward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: Float32}, 4, 512, 1, 1},
+		{"fp32 backward, 64 tiles: the module's chunks", Backward, Problem{B: 2, T: 8192, R: 64, C: 64, DType: Float32}, 4, 128, 1, 1},
 		{"bf16 backward, 16 tiles of 512 chunks: groups of 3", Backward, Problem{B: 1, T: 32768, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 3},
 		{"bf16 backward, 8 tiles of 1024 chunks: groups of 8", Backward, Problem{B: 1, T: 65536, R: 32, C: 64, DType: BFloat16}, 8, 1024, 1, 8},
 		{"bf16 backward, 12 tiles of 1024 chunks: groups of 3", Backward, Problem{B: 1, T: 65536, R: 48, C: 64, DType: BFloat16}, 8, 1024, 1, 3},
