@@ -243,35 +243,6 @@ func TestNamedPlans(t *testing.T) {
 				c.chunks, c.passes, c.group)
 		}
 	}
-	// The carry groups of the 16-bit forward over 8-channel lanes at the module's chunks (128
-	// steps), as groupChunks and fewTileGroup were measured: the plans of T < 1536 or under a
-	// wave of long blocks (f16, one wave, below, takes them), and of any T
-	// on a device without the long kernels' shared memory or under NANOSSM_TUNE_LONG=1.
-	for _, c := range []struct {
-		name                  string
-		v                     Variant
-		p                     Problem
-		vec                   int64
-		chunks, passes, group int64
-	}{
-		{"carry groups of 3", Forward, Problem{B: 1, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 3},
-		{"few chunks, not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 1},
-		{"bf16 two tiles of 8-channel lanes, groups of 8", Forward, Problem{B: 2, T: 262144, R: 8, C: 32, DType: BFloat16}, 8, 2048, 1, 8},
-		{"bf16 one tile of 8-channel lanes, groups of 16", Forward, Problem{B: 1, T: 131072, R: 8, C: 32, DType: BFloat16}, 8, 1024, 1, 16},
-		{"bf16, 64 tiles of 512 chunks: not grouped", Forward, Problem{B: 4, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 1},
-		{"bf16, 128 tiles of 128 chunks: not grouped (G = 3 lost there)", Forward, Problem{B: 8, T: 16384, R: 64, C: 64, DType: BFloat16}, 8, 128, 1, 1},
-		{"bf16, 32 tiles of 512 chunks: groups of 3", Forward, Problem{B: 2, T: 65536, R: 64, C: 64, DType: BFloat16}, 8, 512, 1, 3},
-		{"f16, one wave (16 tiles x 16 chunks): groups of 3", Forward, Problem{B: 1, T: 2048, R: 64, C: 64, DType: Float16}, 8, 16, 1, 3},
-		{"bf16, 48 tiles of 64 chunks: groups of 2", Forward, Problem{B: 3, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 2},
-		{"bf16, 64 tiles of 64 chunks: not grouped", Forward, Problem{B: 4, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 1},
-		{"bf16, 16 tiles of 64 chunks: groups of 3", Forward, Problem{B: 1, T: 8192, R: 64, C: 64, DType: BFloat16}, 8, 64, 1, 3},
-	} {
-		pl := shortPlan(c.v, c.p, c.vec, h200)
-		if pl.Chunks != c.chunks || pl.Passes != c.passes || pl.Group != c.group || isLong(pl) {
-			t.Errorf("%s (short): chunks %d, passes %d, group %d; want %d, %d, %d", c.name, pl.Chunks, pl.Passes, pl.Group,
-				c.chunks, c.passes, c.group)
-		}
-	}
 	// The benchmark's packs (`bench --packed`): segments spread a chunk and its predecessor 256
 	// blocks apart (packedSegments), at most one per sequence; a one-tile pack takes three passes
 	// and no segments.
