@@ -124,6 +124,26 @@ type Device struct {
 	// EarlyLaunch: programmatic dependent launch (compute capability 9.0+): the workspace is reset
 	// by KernelWSReset, and the scan after it launched to overlap it (kernels/scan.cu)
 	EarlyLaunch bool
+	// SMShared: the shared memory an SM gives its resident blocks, and BlockShared: what a scan
+	// block takes there beside its staging (the scan kernels' largest static arrays and the
+	// driver's reservation per block); 0: unknown. See holds.
+	SMShared, BlockShared int64
+}
+
+// holds is whether an SM of dev holds n blocks that stage `shared` bytes each (true when
+// unknown): an H200's 228 KB holds two long 16-bit forward blocks of 88 KB, an A100's 164 KB one.
+func (dev Device) holds(n, shared int64) bool {
+	return dev.SMShared == 0 || n*(shared+dev.BlockShared) <= dev.SMShared
+}
+
+// longBlocks is the blocks an SM must hold of the long-chunk kernel of variant v for its rule
+// (longChunks) to stand: the forwards' two (they were measured at two a SM: the 8-channel one is
+// taken for the bytes two blocks keep in flight), the backward's one.
+func longBlocks(v Variant) int64 {
+	if v.backward() {
+		return 1
+	}
+	return 2
 }
 
 func align256(v int64) int64 { return (v + 255) / 256 * 256 }
@@ -173,12 +193,14 @@ func PlanBackward(a *BackwardArgs, p Problem, dev Device) ScanPlan {
 func plan(v Variant, p Problem, vec int64, dev Device) ScanPlan {
 	pl := shortPlan(v, p, vec, dev)
 	// Long chunks (longChunks) where the plan's form has a kernel for them and the device's
-	// shared memory holds their staging (an A100's does not hold the backward's 192 KB). The
+	// shared memory holds their staging (an A100's does not hold the backward's 192 KB), and an
+	// SM the blocks the rule assumes (an A100's holds one long 16-bit forward block of 88 KB). The
 	// workspace stays the short plan's: callers size
 	// it without a device. Fewer chunks need less, but under the steps and warps knobs a long
 	// chunk can be the shorter one: then its look-back would not fit, and the short plan stays.
 	lp := layout(v, p, vec, dev, 0, true)
-	if lp.Kernel != "" && lp.Lookback <= pl.Partials && (dev.MaxShared == 0 || lp.Shared <= dev.MaxShared) {
+	if lp.Kernel != "" && lp.Lookback <= pl.Partials && (dev.MaxShared == 0 || lp.Shared <= dev.MaxShared) &&
+		dev.holds(longBlocks(v), lp.Shared) {
 		lp.Workspace, lp.Partials = pl.Workspace, pl.Partials
 		return lp
 	}

@@ -8,7 +8,7 @@ lanes three passes (aggregates, every chunk's prefix, then the scan). Long-chunk
 T >= 32768 (bf16-long in LONG_CASES; bf16 and bf16-reverse under NANOSSM_TUNE_LONG=2), the
 bf16 forward over 8-channel lanes of T >= 1536 over few tiles or two long blocks per SM
 (bf16-wide: one tile, 114 chunks of 176 steps, groups of 16; bf16-wide-long in LONG_CASES, 273
-chunks, reverse) and the fp32 backwards over 5-16 tiles (wide, long-bwd); forced
+chunks, reverse) and the fp32 backwards over 5-16 tiles (wide, long-bwd; the rule allows up to SMs / 4); forced
 plans (three passes everywhere, the single pass, other carry groups, packed segments) run in a
 child process with a knob set (NANOSSM_TUNE_*): knobs are read when the library loads."""
 import os
@@ -23,7 +23,7 @@ from nanossm import ssm_scan
 from nanossm.reference import rel_err
 
 # (name, (B,T,R,C), dtype, mode): one tile and 157 forward / 313 backward chunks (625 in the
-# fp32 backward over three passes, which takes 4 warps); a row over 5
+# fp32 backward over three passes, which takes 4 warps; bf16-wide's forward 114 long ones); a row over 5
 # tiles (C = 640); bf16 packets of 4 channels (8 lanes) and of 8 (a full warp of them); scalar
 # lanes (C = 5: no 16-byte packets); packed sequences with starts inside chunks and empty ones.
 CASES = [("plain", (1, 20000, 2, 8), torch.float32, "plain"),
@@ -146,7 +146,8 @@ def _in_child(tmp_path, which, **knobs):
 @requires_cuda
 def test_forced_three_passes_match_the_cpu_backend(tmp_path):
     """Three passes for every case, the forward over packets included (its default is one pass
-    with carries by groups): against the CPU backend, bit-identical in two processes."""
+    with carries by groups; bf16-wide over long chunks, 114 of 176 steps): against the CPU
+    backend, bit-identical in two processes."""
     _knob_runs_match_cpu(tmp_path, "CASES", PASSES=3)
 
 
@@ -169,12 +170,15 @@ def test_grouped_carries_match_the_cpu_backend(tmp_path, group):
     16-bit forward over 8-channel lanes, here bf16-wide, the forward's grouped kernels over
     4-channel lanes, and the backward's grouped kernels over packets, fp32 and bf16, with states,
     reverse and a row over 5 tiles; the packed and single-channel cases run their per-chunk
-    look-back under the same knobs), forced on 157 forward and 313 backward chunks (group sizes
-    that do not divide them) against the CPU backend; bit-identical in two processes. (2, 3 and 4:
-    groupChunks' choices, 4 the 16-bit backward's over few tiles; 16 and 33: group_carry_wide's
-    shares, over eight warps in the forward (2 chunks each, the last share short, and 4 each),
-    over four in the fp32 backward and two in the 16-bit one.)"""
-    _knob_runs_match_cpu(tmp_path, "CASES", PASSES=1, GROUP=group)
+    look-back under the same knobs), forced on 157 forward and 313 backward chunks (bf16-wide: 114
+    long ones; groups 3 and 8 run the module's chunks, NANOSSM_TUNE_LONG=1, so both of its kernels
+    see small and large groups; group sizes that do not divide them) against the CPU backend;
+    bit-identical in two processes. (2, 3 and 4: groupChunks' choices, 4 the 16-bit backward's over
+    few tiles; 16 and 33: group_carry_wide's shares, over eight warps in the forward (2 chunks
+    each, the last share short, and 4 each), over four in the fp32 backward and two in the 16-bit
+    one.)"""
+    long = dict(LONG=1) if group in (3, 8) else {}
+    _knob_runs_match_cpu(tmp_path, "CASES", PASSES=1, GROUP=group, **long)
 
 
 def _knob_runs_match_cpu(tmp_path, which, **knobs):

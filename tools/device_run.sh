@@ -37,7 +37,8 @@ for tool in memcheck racecheck initcheck synccheck; do
 done
 # carries by groups (the 16-bit forward over 8-channel lanes, the fp32 forward's grouped kernel,
 # the backward's grouped kernels: group_carry at G <= 4, group_carry_wide above, both over the A
-# table's shared memory; forced on: 71 forward / 141 backward chunks, single pass)
+# table's shared memory; forced on: 71 forward (bf16: 52 long ones, longChunks) / 141 backward
+# chunks, single pass)
 for tool in memcheck racecheck; do
   for dt in "bf16 3" "f32 2" "bf16 2 bwd" "bf16 16 bwd" "f32 2 bwd" "f32 16 bwd"; do
     set -- $dt

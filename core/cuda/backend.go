@@ -25,6 +25,7 @@ import (
 	"os"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -168,6 +169,9 @@ func (d *device) load(ordinal int) (err error) {
 	if err != nil {
 		return err
 	}
+	// (a planning hint, core Device.holds: where the driver does not tell, 0, unknown)
+	smShared, errSM := attribute(ordinal, C.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR, "MAX_SHARED_MEMORY_PER_MULTIPROCESSOR")
+	reserved, errRes := attribute(ordinal, C.CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK, "RESERVED_SHARED_MEMORY_PER_BLOCK")
 	major, err := attribute(ordinal, C.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, "COMPUTE_CAPABILITY_MAJOR")
 	if err != nil {
 		return err
@@ -217,6 +221,14 @@ func (d *device) load(ordinal int) (err error) {
 			return core.CUDAError("cuFuncSetAttribute("+name+")", cErrName(r))
 		}
 		d.fns[name], d.info.MaxShared = cfn, min(d.info.MaxShared, allow)
+		if strings.HasPrefix(name, "nanossm_scan_") { // (a scan block's share of an SM: Device.holds)
+			d.info.BlockShared = max(d.info.BlockShared, int64(static))
+		}
+	}
+	if errSM == nil && errRes == nil {
+		d.info.SMShared, d.info.BlockShared = smShared, d.info.BlockShared+reserved
+	} else {
+		d.info.BlockShared = 0
 	}
 	return nil
 }

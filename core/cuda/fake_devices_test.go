@@ -58,12 +58,40 @@ func TestSharedMemoryLimitOfTheDevice(t *testing.T) {
 	}
 }
 
+// Long chunks only where an SM holds the blocks their rule assumes (core Device.holds): the
+// 16-bit forward over 8-channel lanes stages 88 KB a block over long chunks, two a SM on cuda:0
+// (an H200's 228 KB an SM), one on cuda:3 (an A100's 164 KB), which keeps the module's chunks.
+// The device reads the SM's shared memory and a scan block's share beside its staging (the
+// fake's 16 KB of static arrays and the driver's 1 KB).
+func TestLongChunksWhereAnSMHoldsTwoBlocks(t *testing.T) {
+	for _, c := range []struct {
+		dev      int
+		smShared int64
+		kernel   string
+		blocks   uint32 // one tile: the chunks
+	}{{0, 232448 + 1024, "nanossm_scan_fwd_long_bf16_v8", 24}, {3, 166912 + 1024, "nanossm_scan_fwd_bf16_v8", 32}} {
+		a := forward(t, core.BFloat16, 1, 4096, 4, 64, func(a *core.ScanArgs) { a.Device = c.dev })
+		ls := run(t, 0, func() error { return core.Scan(a) })
+		d, err := getDevice(c.dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.info.SMShared != c.smShared || d.info.BlockShared != 16<<10+1024 {
+			t.Errorf("cuda:%d: %+v, want %d bytes an SM and %d a block beside its staging", c.dev, d.info, c.smShared, 16<<10+1024)
+		}
+		last := ls[len(ls)-1]
+		if last.Kernel != c.kernel || last.Grid[0]*last.Grid[1]*last.Grid[2] != c.blocks {
+			t.Errorf("cuda:%d: launched %+v, want %s over %d chunks", c.dev, last, c.kernel, c.blocks)
+		}
+	}
+}
+
 // Errors of the backend name what failed: a device that does not exist.
 func TestNoSuchDevice(t *testing.T) {
 	a := forward(t, core.Float32, 1, 5, 2, 4, nil)
-	a.Device = 3
+	a.Device = 4
 	err := core.Scan(a)
-	if err == nil || core.StatusOf(err) != core.StatusInvalidArgument || !strings.Contains(err.Error(), "cuda:3 does not exist (3 CUDA devices visible)") {
+	if err == nil || core.StatusOf(err) != core.StatusInvalidArgument || !strings.Contains(err.Error(), "cuda:4 does not exist (4 CUDA devices visible)") {
 		t.Fatalf("got %v", err)
 	}
 }

@@ -103,8 +103,9 @@ func TestMain(m *testing.M) {
 	for prefix, n := range counts {
 		fakeSetParamCount(prefix, n)
 	}
-	fakeSetDevices(3)
+	fakeSetDevices(4)
 	fakeSetOptinShared(2, 48*1024) // cuda:2: a small GPU
+	fakeSetOptinShared(3, 166912)  // cuda:3: an A100's 163 KB a block
 	fakeSetCCMajor(1, 9)           // cuda:1: a Hopper (early launch); cuda:0 and cuda:2 before it
 	os.Exit(m.Run())
 }

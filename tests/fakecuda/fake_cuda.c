@@ -124,6 +124,10 @@ CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute attr, CUdevice dev) {
   switch (attr) {
     case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *v = FAKE_SMS; break;
     case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: *v = optin_of(dev); break;
+    /* an SM: a block's opt-in limit and the driver's 1 KB reservation (an H200's 228 KB, an
+       A100's 164 KB) */
+    case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR: *v = optin_of(dev) + 1024; break;
+    case CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK: *v = 1024; break;
     case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *v = cc_major_of(dev); break;
     default: *v = 0;
   }
