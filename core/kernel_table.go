@@ -66,6 +66,11 @@ var scanKernels = func() map[kernelKey]string {
 	// in it) at longForwardSteps8.
 	t[kernelKey{Float16, Forward, 8, formPlain, false, true}] = "nanossm_scan_fwd_long_f16_v8"
 	t[kernelKey{BFloat16, Forward, 8, formPlain, false, true}] = "nanossm_scan_fwd_long_bf16_v8"
+	// So has the packed forward's, with and without states (v82).
+	for d, dn := range map[DType]string{Float16: "f16", BFloat16: "bf16"} {
+		t[kernelKey{d, ForwardPacked, 8, formPlain, false, true}] = "nanossm_scan_fwd_packed_long_" + dn + "_v8"
+		t[kernelKey{d, ForwardPacked, 8, formPlain, true, true}] = "nanossm_scan_fwd_packed_nostate_long_" + dn + "_v8"
+	}
 	// The plain backward over packets with carries by groups (v35; groupChunks).
 	t[kernelKey{Float32, Backward, 4, formGrouped, false, false}] = "nanossm_scan_bwd_grouped_f32_v4"
 	t[kernelKey{Float16, Backward, 8, formGrouped, false, false}] = "nanossm_scan_bwd_grouped_f16_v8"

@@ -124,16 +124,20 @@ type Device struct {
 	// EarlyLaunch: programmatic dependent launch (compute capability 9.0+): the workspace is reset
 	// by KernelWSReset, and the scan after it launched to overlap it (kernels/scan.cu)
 	EarlyLaunch bool
-	// SMShared: the shared memory an SM gives its resident blocks, and BlockShared: what a scan
-	// block takes there beside its staging (the scan kernels' largest static arrays and the
-	// driver's reservation per block); 0: unknown. See holds.
-	SMShared, BlockShared int64
+	// SMShared: the shared memory an SM gives its resident blocks (0: unknown), and BlockShared:
+	// what a block of each scan kernel takes there beside its staging (its static arrays and the
+	// driver's reservation per block; a kernel not in it: unknown). See holds.
+	SMShared    int64
+	BlockShared map[string]int64
 }
 
-// holds is whether an SM of dev holds n blocks that stage `shared` bytes each (true when
-// unknown): an H200's 228 KB holds two long 16-bit forward blocks of 88 KB, an A100's 164 KB one.
-func (dev Device) holds(n, shared int64) bool {
-	return dev.SMShared == 0 || n*(shared+dev.BlockShared) <= dev.SMShared
+// holds is whether an SM of dev holds n blocks of kernel that stage `shared` bytes each (true
+// when unknown): an H200's 228 KB holds two long 16-bit forward blocks of 88 KB, an A100's 164 KB
+// one. Each kernel's own static arrays count: the largest of them all (the packed long forward's
+// 17 KB) would leave an A100 one grouped long forward block of 64 KB where its own 13 KB leave two.
+func (dev Device) holds(n int64, kernel string, shared int64) bool {
+	block, known := dev.BlockShared[kernel]
+	return dev.SMShared == 0 || !known || n*(shared+block) <= dev.SMShared
 }
 
 // longBlocks is the blocks an SM must hold of the long-chunk kernel of variant v for its rule
@@ -200,7 +204,7 @@ func plan(v Variant, p Problem, vec int64, dev Device) ScanPlan {
 	// chunk can be the shorter one: then its look-back would not fit, and the short plan stays.
 	lp := layout(v, p, vec, dev, 0, true)
 	if lp.Kernel != "" && lp.Lookback <= pl.Partials && (dev.MaxShared == 0 || lp.Shared <= dev.MaxShared) &&
-		dev.holds(longBlocks(v), lp.Shared) {
+		dev.holds(longBlocks(v), lp.Kernel, lp.Shared) {
 		lp.Workspace, lp.Partials = pl.Workspace, pl.Partials
 		return lp
 	}

@@ -222,7 +222,13 @@ var TuneLong int64
 //     one tile under the wave gained (chain-bound: 1,20000,4,64, 114 long chunks, 2.40 / 2.27,
 //     f16 2.43 / 2.25; 1,48000,4,64 2.02 / 1.79-1.86); 6,1024 gained (1.28 / 1.21) where
 //     16,1024,16,128 lost (1.24 / 1.25), so T = 1024 stays short. Hence T >= 1536 and either
-//     few tiles (fewTileGroup's) or at least two long blocks per SM.
+//     few tiles (fewTileGroup's) or at least two long blocks per SM. The packed forward's kernels
+//     where they have two long blocks per SM and more tiles than SMs / 32 (session 33 call 2,
+//     packed ms, short / long): bf16 8,2048,64,64 (16 tiles) 0.0883 / 0.0845, uneven lengths
+//     0.0954 / 0.0896, 4,8192 0.1617 / 0.1532, 16,1024,16,128 (8 tiles) uneven 0.0567 / 0.0540,
+//     f16 alike; but packs of few tiles, which carry by per-chunk look-back and segments, not
+//     groups, lost: 4,16384,4,64 (one tile) 0.0641 / 0.0658, 8,4096,8,64 (two) 0.0635 / 0.0657,
+//     16,2048,16,32 (two) 0.0688 / 0.0806; 2,1024 (192 long blocks) lost in session 32.
 //   - the fp32 late backward (single pass, per-chunk look-back, lateXY): chunks of 128 steps, one
 //     block of 192 KB a SM, over SMs / 4 tiles or fewer with 64+ long chunks (T >= 8192). Session
 //     29 call 4 (8 steps / 16 twice): 1,65601,20,64 (10 tiles) 2.67 / 2.31, 2.31, 1,16384,20,64
@@ -245,12 +251,14 @@ func longChunks(v Variant, dt DType, vec, tiles, T, sms int64) bool {
 	if sms <= 0 {
 		return false
 	}
+	chunks8 := (T + ScanMaxWarps*longForwardSteps8 - 1) / (ScanMaxWarps * longForwardSteps8) // (over 8-channel lanes)
 	switch {
 	case v == Forward && dt.Size() == 2 && vec == 4:
 		return tiles*32 <= sms && T >= 128*ScanMaxWarps*longForwardSteps
 	case v == Forward && dt.Size() == 2 && vec == 8:
-		chunks := (T + ScanMaxWarps*longForwardSteps8 - 1) / (ScanMaxWarps * longForwardSteps8)
-		return T >= 1536 && (tiles*32 <= sms || tiles*chunks >= 2*sms)
+		return T >= 1536 && (tiles*32 <= sms || tiles*chunks8 >= 2*sms)
+	case v == ForwardPacked && dt.Size() == 2 && vec == 8:
+		return T >= 1536 && tiles*32 > sms && tiles*chunks8 >= 2*sms
 	case v == Backward && dt == Float32 && vec == 4:
 		return tiles*4 <= sms && T >= 64*ScanMaxWarps*longBackwardSteps
 	}

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"fmt"
 	"math/rand"
 	"testing"
 )
@@ -8,12 +9,31 @@ import (
 // Plans over long chunks (longChunks) on devices and under knobs the default plans never meet.
 
 // a100 is an A100 as core/cuda reports it: 108 SMs, 163 KB a block less 21.5 KB of static
-// arrays, 164 KB an SM, a scan block's 16.6 KB of static arrays and the driver's 1 KB.
-var a100 = Device{SMs: 108, MaxShared: 166912 - 22016, SMShared: 164 << 10, BlockShared: 17024 + 1024}
+// arrays, 164 KB an SM, each scan block's share beside its staging (blockShared).
+var a100 = Device{SMs: 108, MaxShared: 166912 - 22016, SMShared: 164 << 10, BlockShared: blockShared()}
+
+// blockShared is a block's share of an SM beside its staging for every scan kernel, as core/cuda
+// reads it: its static arrays (cuobjdump -res-usage -arch sm_80 kernels/scan.fatbin, session 33)
+// and the driver's 1 KB. The long-chunk kernels', the only ones Device.holds is asked about, as
+// measured; the rest at the largest.
+func blockShared() map[string]int64 {
+	m := map[string]int64{}
+	for _, name := range scanKernels {
+		m[name] = 17440 + 1024
+	}
+	for name, static := range map[string]int64{"grouped_long_%s_v4": 13472, "long_%s_v8": 17024, "packed_long_%s_v8": 17440,
+		"packed_nostate_long_%s_v8": 16032} {
+		for _, dt := range []string{"f16", "bf16"} {
+			m["nanossm_scan_fwd_"+fmt.Sprintf(name, dt)] = static + 1024
+		}
+	}
+	m["nanossm_scan_bwd_late_long_f32_v4"] = 9856 + 1024
+	return m
+}
 
 // On an A100 the long fp32 backward's 192 KB does not fit: the short plan stays; the long 16-bit
 // forward over 4-channel lanes (64 KB) fits two blocks a SM, but over 8-channel lanes (88 KB) one:
-// its rule stands on two (Device.holds), so the short plan stays.
+// its rule stands on two (Device.holds), so the short plan stays, plain or packed.
 func TestLongPlansFitTheDevice(t *testing.T) {
 	if pl := plan(Backward, Problem{B: 1, T: 65601, R: 20, C: 64, DType: Float32}, 4, a100); isLong(pl) || pl.Chunks != 1026 {
 		t.Errorf("A100 fp32 backward, 10 tiles: %+v", pl)
@@ -27,6 +47,23 @@ func TestLongPlansFitTheDevice(t *testing.T) {
 		}
 		if pl := plan(Forward, p, 8, h200); !isLong(pl) {
 			t.Errorf("H200 %+v over 8-channel lanes: %+v", p, pl)
+		}
+	}
+	// The packed forward's alike over more tiles than SMs / 32 (`bench --packed`'s packs; 2 x 1024
+	// is under a wave of long blocks; few tiles lost, session 33).
+	for _, c := range []struct {
+		p    Problem
+		long bool
+	}{{Problem{B: 1, T: 8 * 2048, R: 64, C: 64, DType: BFloat16, Seqs: 8}, true},
+		{Problem{B: 1, T: 16 * 1024, R: 16, C: 128, DType: Float16, Seqs: 16, HasInitial: true}, true},
+		{Problem{B: 1, T: 2 * 1024, R: 64, C: 64, DType: BFloat16, Seqs: 2}, false},
+		{Problem{B: 1, T: 4 * 16384, R: 4, C: 64, DType: BFloat16, Seqs: 4}, false},
+		{Problem{B: 1, T: 16 * 2048, R: 16, C: 32, DType: Float16, Seqs: 16}, false}} {
+		if pl := plan(ForwardPacked, c.p, 8, h200); isLong(pl) != c.long || isLong(pl) && pl.Steps != longForwardSteps8 {
+			t.Errorf("H200 packed %+v: %+v, long chunks wanted: %v", c.p, pl, c.long)
+		}
+		if pl := plan(ForwardPacked, c.p, 8, a100); isLong(pl) {
+			t.Errorf("A100 packed %+v: %+v", c.p, pl)
 		}
 	}
 	if pl := plan(Backward, Problem{B: 1, T: 65601, R: 20, C: 64, DType: Float32}, 4, h200); !isLong(pl) ||
@@ -48,7 +85,10 @@ func TestLongPlansKeepTheWorkspaceUnderKnobs(t *testing.T) {
 		for n := 0; n < 3000; n++ {
 			p := Problem{B: 1 + rng.Int63n(4), T: 1 + rng.Int63n(1<<uint(8+rng.Intn(11))), R: 1 + rng.Int63n(40),
 				C: 4 * (1 + rng.Int63n(40)), DType: []DType{Float32, Float16, BFloat16}[rng.Intn(3)]}
-			v := []Variant{Forward, Backward}[rng.Intn(2)]
+			v := []Variant{Forward, Backward, ForwardPacked}[rng.Intn(3)]
+			if v == ForwardPacked {
+				p.B, p.Seqs = 1, 1+rng.Int63n(9)
+			}
 			vec := map[bool]int64{true: 4, false: 16 / p.DType.Size()}[v == Forward && p.DType.Size() == 2 && rng.Intn(2) == 0]
 			if p.C%vec != 0 {
 				continue
@@ -66,7 +106,7 @@ func TestLongPlansKeepTheWorkspaceUnderKnobs(t *testing.T) {
 						part = align256(pl.K * p.B * p.T * p.R * 4)
 					}
 					if pl.Kernel == "" || pl.Workspace != ref.Workspace || pl.Lookback > pl.Partials ||
-						pl.Partials+part > pl.Workspace || isLong(pl) && (pl.Shared > dev.MaxShared || !dev.holds(longBlocks(v), pl.Shared)) {
+						pl.Partials+part > pl.Workspace || isLong(pl) && (pl.Shared > dev.MaxShared || !dev.holds(longBlocks(v), pl.Kernel, pl.Shared)) {
 						t.Fatalf("knobs %+v long %d, %+v %v vec %d on %+v: %+v (without a device %+v)", k, tl, p, v, vec, dev, pl, ref)
 					}
 				}

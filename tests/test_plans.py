@@ -8,7 +8,8 @@ lanes three passes (aggregates, every chunk's prefix, then the scan). Long-chunk
 T >= 32768 (bf16-long in LONG_CASES; bf16 and bf16-reverse under NANOSSM_TUNE_LONG=2), the
 bf16 forward over 8-channel lanes of T >= 1536 over few tiles or two long blocks per SM
 (bf16-wide: one tile, 114 chunks of 176 steps, groups of 16; bf16-wide-long in LONG_CASES, 273
-chunks, reverse) and the fp32 backwards over 5-16 tiles (wide, long-bwd; the rule allows up to SMs / 4); forced
+chunks, reverse), the 16-bit packed forwards over 8-channel lanes of more tiles than SMs / 32
+(bf16-packed and bf16-packed0, one tile, under NANOSSM_TUNE_LONG=2: 114 long chunks) and the fp32 backwards over 5-16 tiles (wide, long-bwd; the rule allows up to SMs / 4); forced
 plans (three passes everywhere, the single pass, other carry groups, packed segments) run in a
 child process with a knob set (NANOSSM_TUNE_*): knobs are read when the library loads."""
 import os
@@ -209,11 +210,13 @@ PACKED_CASES = [c for c in CASES if c[3].startswith("packed")]
 
 
 @requires_cuda
-@pytest.mark.parametrize("segments", [2, 5, 9])
-def test_packed_segments_match_the_cpu_backend(tmp_path, segments):
+@pytest.mark.parametrize("segments,long", [(2, 0), (5, 0), (9, 0), (5, 2), (9, 2)])
+def test_packed_segments_match_the_cpu_backend(tmp_path, segments, long):
     """A packed single pass cut into segments at sequence starts (core/plan_heuristics.go
     packedSegments, segment_chunk in kernels/packed.cuh), forced (NANOSSM_TUNE_SEGMENTS) on one
     tile of 157 chunks: cuts where empty sequence 3 sits, before the 7777-step one (2 and 5) and,
-    with 9, one per sequence (empty segments included); against the CPU backend, bit-identical
-    in two processes."""
-    _knob_runs_match_cpu(tmp_path, "PACKED_CASES", PASSES=1, SEGMENTS=segments)
+    with 9, one per sequence (empty segments included); with LONG=2 the bf16 ones over long chunks
+    (114 of them; by default one tile keeps the module's chunks); against the CPU backend,
+    bit-identical in two processes."""
+    knobs = dict(LONG=long) if long else {}
+    _knob_runs_match_cpu(tmp_path, "PACKED_CASES", PASSES=1, SEGMENTS=segments, **knobs)

@@ -202,6 +202,7 @@ func (d *device) load(ordinal int) (err error) {
 		return cudaErr("cuModuleLoadData", err)
 	}
 	d.fns, d.info.MaxShared = map[string]C.CUfunction{}, core.StagedSharedBytes()
+	blocks := map[string]int64{} // scan kernels' static shared memory
 	for _, name := range core.ScanKernelNames() {
 		fn, err := mod.Function(name)
 		if err != nil {
@@ -222,13 +223,14 @@ func (d *device) load(ordinal int) (err error) {
 		}
 		d.fns[name], d.info.MaxShared = cfn, min(d.info.MaxShared, allow)
 		if strings.HasPrefix(name, "nanossm_scan_") { // (a scan block's share of an SM: Device.holds)
-			d.info.BlockShared = max(d.info.BlockShared, int64(static))
+			blocks[name] = int64(static)
 		}
 	}
 	if errSM == nil && errRes == nil {
-		d.info.SMShared, d.info.BlockShared = smShared, d.info.BlockShared+reserved
-	} else {
-		d.info.BlockShared = 0
+		for name := range blocks {
+			blocks[name] += reserved
+		}
+		d.info.SMShared, d.info.BlockShared = smShared, blocks
 	}
 	return nil
 }

@@ -61,8 +61,9 @@ func TestSharedMemoryLimitOfTheDevice(t *testing.T) {
 // Long chunks only where an SM holds the blocks their rule assumes (core Device.holds): the
 // 16-bit forward over 8-channel lanes stages 88 KB a block over long chunks, two a SM on cuda:0
 // (an H200's 228 KB an SM), one on cuda:3 (an A100's 164 KB), which keeps the module's chunks.
-// The device reads the SM's shared memory and a scan block's share beside its staging (the
-// fake's 16 KB of static arrays and the driver's 1 KB).
+// The device reads the SM's shared memory and each scan kernel's block's share beside its
+// staging (the fake's 16 KB of static arrays and the driver's 1 KB; the helper kernels, the
+// three prefix passes and the workspace reset, not scan kernels, are not among them).
 func TestLongChunksWhereAnSMHoldsTwoBlocks(t *testing.T) {
 	for _, c := range []struct {
 		dev      int
@@ -76,8 +77,10 @@ func TestLongChunksWhereAnSMHoldsTwoBlocks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.info.SMShared != c.smShared || d.info.BlockShared != 16<<10+1024 {
-			t.Errorf("cuda:%d: %+v, want %d bytes an SM and %d a block beside its staging", c.dev, d.info, c.smShared, 16<<10+1024)
+		if d.info.SMShared != c.smShared || len(d.info.BlockShared) != len(core.ScanKernelNames())-6 ||
+			d.info.BlockShared[c.kernel] != 16<<10+1024 {
+			t.Errorf("cuda:%d: %+v, want %d bytes an SM and %d a block of each scan kernel beside its staging", c.dev, d.info,
+				c.smShared, 16<<10+1024)
 		}
 		last := ls[len(ls)-1]
 		if last.Kernel != c.kernel || last.Grid[0]*last.Grid[1]*last.Grid[2] != c.blocks {
