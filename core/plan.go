@@ -309,6 +309,10 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64, long bo
 	if few && !v.packed() {
 		fewGroup = fewTileGroup(v, p.DType, vec, pl.Tiles, p.T)
 	}
+	if few && v.packed() { // (a pack's chains: its segments', packedChain)
+		segs := packedSegments(p.Seqs, pl.Tiles, pl.Chunks)
+		few = (pl.Chunks+segs-1)/segs > packedChain
+	}
 	groupBytes := int64(0)
 	if pl.Chunks > 2 && pl.Tiles <= maxPrefixTiles { // chunks 1 .. Chunks-2 need a prefix
 		m := pl.Chunks - 2

@@ -329,32 +329,6 @@ func fewTileGroup(v Variant, dt DType, vec, tiles, T int64) int64 {
 	return 0
 }
 
-// MaxSegments bounds packedSegments (a lane of one warp holds each cut, and one more the end:
-// segment_chunk in kernels/packed.cuh); TuneSegments, when in 1..MaxSegments, replaces its
-// choice (NANOSSM_TUNE_SEGMENTS, read by core/cuda): a benchmarking knob, not an API.
-const MaxSegments = 31
-
-var TuneSegments int64
-
-// packedSegments is the segments a packed single pass cuts its one row of chunks into (n: the
-// sequences, chunks: the row's). The chain of a packed call: one row of B*T steps per (r, c), so
-// few tiles, each with a long chain of chunks, and a chunk's predecessor dispatched only `tiles`
-// blocks before it, still loading when the chunk looks back (v28, v26 and v23 made the hops
-// cheaper and did not help). Cut at sequence starts, V segments are V independent chains,
-// dispatched level by level (kernels/packed.cuh segment_chunk), so V * tiles blocks apart:
-// V = 256 / tiles, the spread of the plain forward's (8,2048,64,64) fp32 (256 tiles;
-// 4,8192's 128 reads as well). At most one per sequence, and segments of 4+ chunks on average
-// (each ends in a part chunk).
-func packedSegments(n, tiles, chunks int64) int64 {
-	if TuneSegments >= 1 && TuneSegments <= MaxSegments {
-		return min(TuneSegments, max(n, 1))
-	}
-	return max(1, min((segmentSpread+tiles-1)/tiles, n, MaxSegments, chunks/4))
-}
-
-// segmentSpread is the blocks packedSegments puts between a chunk and its predecessor.
-const segmentSpread = 256
-
 // TuneForward16Bytes, when 8 or 16, replaces forwardPacketBytes' choice for the 16-bit plain
 // forward (NANOSSM_TUNE_FWD16_BYTES, read by core/cuda): a benchmarking knob, not an API.
 var TuneForward16Bytes int64

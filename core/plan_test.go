@@ -247,8 +247,8 @@ func TestNamedPlans(t *testing.T) {
 		}
 	}
 	// The benchmark's packs (`bench --packed`): segments spread a chunk and its predecessor 256
-	// blocks apart (packedSegments), at most one per sequence; a one-tile pack takes three passes
-	// and no segments.
+	// blocks apart (packedSegments), at most one per sequence; a pack of few tiles takes one pass
+	// with segments of up to packedChain chunks, else three passes and no segments.
 	for _, c := range []struct {
 		v                     Variant
 		p                     Problem
@@ -260,10 +260,14 @@ func TestNamedPlans(t *testing.T) {
 		{ForwardPacked, Problem{B: 1, T: 16 * 1024, R: 16, C: 128, DType: BFloat16, Seqs: 16}, 8, 16, 94 + 15},
 		{ForwardPacked, Problem{B: 1, T: 2 * 1024, R: 64, C: 64, DType: Float32, Seqs: 2}, 4, 2, 16 + 1},
 		{BackwardPacked, Problem{B: 1, T: 8 * 2048, R: 64, C: 64, DType: Float32, Seqs: 8}, 4, 8, 256 + 7},
-		{ForwardPacked, Problem{B: 1, T: 100000, R: 1, C: 8, DType: Float32, Seqs: 40}, 4, 1, 782},
+		{ForwardPacked, Problem{B: 1, T: 100000, R: 1, C: 8, DType: Float32, Seqs: 40}, 4, 31, 782 + 30},
+		{ForwardPacked, Problem{B: 1, T: 100000, R: 1, C: 8, DType: Float32, Seqs: 4}, 4, 1, 782},
+		{ForwardPacked, Problem{B: 1, T: 16 * 2048, R: 16, C: 32, DType: BFloat16, Seqs: 16}, 8, 16, 256 + 15},
+		{BackwardPacked, Problem{B: 1, T: 8 * 4096, R: 8, C: 64, DType: BFloat16, Seqs: 8}, 8, 8, 512 + 7},
+		{ForwardPacked, Problem{B: 1, T: 4 * 16384, R: 4, C: 64, DType: BFloat16, Seqs: 4}, 8, 1, 512},
 	} {
 		pl := plan(c.v, c.p, c.vec, h200)
-		if pl.Segments != c.segments || pl.Chunks != c.chunks {
+		if pl.Segments != c.segments || pl.Chunks != c.chunks || (pl.Passes == 3) != (c.segments == 1 && pl.Tiles*32 <= 132) {
 			t.Errorf("%v %+v: segments %d, chunks %d; want %d, %d", c.v, c.p, pl.Segments, pl.Chunks, c.segments, c.chunks)
 		}
 	}

@@ -9,7 +9,7 @@ namespace nanossm {
 // Packed calls cut into segments (v29). One pack is one row of B*T steps per (r, c): few tiles,
 // long chains, and a chunk's predecessor dispatched only n_tiles blocks before it, still loading
 // when the chunk looks back. So the host asks (flag bits 16-23, packedSegments in
-// core/plan_heuristics.go) for V <= 31 segments: segment v runs from the start of sequence
+// core/plan_packed.go) for V <= 31 segments: segment v runs from the start of sequence
 // floor(v*N/V) to that of the next segment, and is chunked from its own start; the chunk j of
 // segment v is no one's successor when j = 0 (the segment starts with a sequence), so the
 // segments' chains are independent.  Blocks take the chunks level by level, as the plain scan's

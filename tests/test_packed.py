@@ -179,7 +179,7 @@ def test_host_cu_seqlens_are_checked_for_cuda_calls():
 
 # Malformed device offsets (not checked: that would sync the host): out of order, out of [0, T],
 # not starting at 0 or ending at T. The results are unspecified; the calls must end (no look-back
-# waits forever: a segment's first chunk never waits, core/plan_heuristics.go packedSegments) and touch no
+# waits forever: a segment's first chunk never waits, core/plan_packed.go packedSegments) and touch no
 # memory out of bounds (an illegal address fails the synchronize).
 _MALFORMED = """
 import sys

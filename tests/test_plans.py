@@ -2,8 +2,10 @@
 state), forward and gradients, plain, with states, reverse and packed (with and without states),
 fp32 and bf16, a row over several tiles; bit-identical run to run. By default the forward over
 packets takes one pass with carries by large groups (fewTileGroup), and so does the fp32
-backward over one tile of T >= 131072 (LONG_CASES); the other backwards and single-channel
-lanes three passes (aggregates, every chunk's prefix, then the scan). Long-chunk kernels
+backward over one tile of T >= 131072 (LONG_CASES), and packs (9 sequences here) one pass cut
+into segments of up to 64 chunks on average (core/plan_packed.go packedChain); the other
+backwards and single-channel lanes three passes (aggregates, every chunk's prefix, then the
+scan). Long-chunk kernels
 (core/plan_heuristics.go longChunks) take the bf16 forward over one tile of 4-channel lanes of
 T >= 32768 (bf16-long in LONG_CASES; bf16 and bf16-reverse under NANOSSM_TUNE_LONG=2), the
 bf16 forward over 8-channel lanes of T >= 1536 over few tiles or two long blocks per SM
@@ -212,7 +214,7 @@ PACKED_CASES = [c for c in CASES if c[3].startswith("packed")]
 @requires_cuda
 @pytest.mark.parametrize("segments,long", [(2, 0), (5, 0), (9, 0), (5, 2), (9, 2)])
 def test_packed_segments_match_the_cpu_backend(tmp_path, segments, long):
-    """A packed single pass cut into segments at sequence starts (core/plan_heuristics.go
+    """A packed single pass cut into segments at sequence starts (core/plan_packed.go
     packedSegments, segment_chunk in kernels/packed.cuh), forced (NANOSSM_TUNE_SEGMENTS) on one
     tile of 157 chunks: cuts where empty sequence 3 sits, before the 7777-step one (2 and 5) and,
     with 9, one per sequence (empty segments included); with LONG=2 the bf16 ones over long chunks

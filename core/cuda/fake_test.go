@@ -67,7 +67,7 @@ func TestForwardSinglePass(t *testing.T) {
 			a.InitialState, a.FinalState = tensor(addrH0, core.Float32, 2, 3, 4), tensor(addrHT, core.Float32, 2, 3, 4)
 		}, 2 << 8, 4},
 		// 3 sequences, 8 chunks of 128 steps, one tile: 2 segments (flag bits 16-23; segments
-		// of 4+ chunks, core/plan_heuristics.go packedSegments)
+		// of 4+ chunks, core/plan_packed.go packedSegments)
 		{"f32 packed int32", core.Float32, 1, 900, 3, 4, func(a *core.ScanArgs) {
 			a.CuSeqlens = tensor(addrSeq, core.Int32, 4)
 		}, 16 | 2<<16, 4},
