@@ -186,7 +186,8 @@ func PlanBackward(a *BackwardArgs, p Problem, dev Device) ScanPlan {
 // the workspace (decoupled look-back), so every shape exposes tiles*chunks blocks of parallelism.
 //
 // Three passes (the backward, and the forward over single-channel lanes; the forward over
-// packets and the fp32 backward over one tile take large carry groups instead, fewTileGroup):
+// packets and the fp32 backward over one tile take large carry groups instead, fewTileGroup,
+// and packs whose segments are short one pass, packedChain):
 // the look-back's chain advances one chunk per L2 round trip (~0.4 us on an H200)
 // for each tile, while the tiles together move ~128 KB per block at ~4.2 TB/s (~31 ns per
 // block); with few tiles the chain, not the bandwidth, sets the time (measured: one tile of

@@ -226,9 +226,10 @@ var TuneLong int64
 //     where they have two long blocks per SM and more tiles than SMs / 32 (session 33 call 2,
 //     packed ms, short / long): bf16 8,2048,64,64 (16 tiles) 0.0883 / 0.0845, uneven lengths
 //     0.0954 / 0.0896, 4,8192 0.1617 / 0.1532, 16,1024,16,128 (8 tiles) uneven 0.0567 / 0.0540,
-//     f16 alike; but packs of few tiles, which carry by per-chunk look-back and segments, not
-//     groups, lost: 4,16384,4,64 (one tile) 0.0641 / 0.0658, 8,4096,8,64 (two) 0.0635 / 0.0657,
-//     16,2048,16,32 (two) 0.0688 / 0.0806; 2,1024 (192 long blocks) lost in session 32.
+//     f16 alike; but packs of few tiles, then in three passes, lost: 4,16384,4,64 (one tile)
+//     0.0641 / 0.0658, 8,4096,8,64 (two) 0.0635 / 0.0657, 16,2048,16,32 (two) 0.0688 / 0.0806
+//     (since v83 most such packs take one pass with segments: not measured over long chunks);
+//     2,1024 (192 long blocks) lost in session 32.
 //   - the fp32 late backward (single pass, per-chunk look-back, lateXY): chunks of 128 steps, one
 //     block of 192 KB a SM, over SMs / 4 tiles or fewer with 64+ long chunks (T >= 8192). Session
 //     29 call 4 (8 steps / 16 twice): 1,65601,20,64 (10 tiles) 2.67 / 2.31, 2.31, 1,16384,20,64

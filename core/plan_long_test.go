@@ -13,8 +13,8 @@ import (
 var a100 = Device{SMs: 108, MaxShared: 166912 - 22016, SMShared: 164 << 10, BlockShared: blockShared()}
 
 // blockShared is a block's share of an SM beside its staging for every scan kernel, as core/cuda
-// reads it: its static arrays (cuobjdump -res-usage -arch sm_80 kernels/scan.fatbin, session 33)
-// and the driver's 1 KB. The long-chunk kernels', the only ones Device.holds is asked about, as
+// reads it: its static arrays (cuobjdump -res-usage -arch sm_80 kernels/scan.fatbin, session 33;
+// the sm_90 figures are these and the driver's 1 KB) and the driver's 1 KB. The long-chunk kernels', the only ones Device.holds is asked about, as
 // measured; the rest at the largest.
 func blockShared() map[string]int64 {
 	m := map[string]int64{}

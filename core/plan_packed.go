@@ -14,7 +14,9 @@ var TuneSegments int64
 // segments are independent chains. Measured on the H200 (session 33 call 4, bf16 packs of equal
 // sequences, us, three passes / one): 16 x 2048 steps, 16 chunks a segment 68.7 / 36.5; 8 x 4096,
 // 32 chunks 63.1 / 35.3; 4 x 16384, 128 chunks 63.6 / 62.0; 2 x 32768, 256 chunks 63.2 / 96.9.
-// Half of the even point, for uneven lengths (the longest segment sets the time).
+// Half of the even point, for uneven lengths (the longest segment sets the time). The worst
+// case: one sequence holding most of a one-tile pack runs as one chain (est. ~2.5x the three
+// passes' time at 65536 tokens; docs/performance.md v83), as packs over many tiles always have.
 const packedChain = 64
 
 // packedSegments is the segments a packed single pass cuts its one row of chunks into (n: the

@@ -26,7 +26,7 @@ func TestPlanInvariants(t *testing.T) {
 		{B: 1, T: 131071, R: 4, C: 32, DType: Float32}, {B: 1, T: 131072, R: 1, C: 8, DType: Float32},
 		{B: 1, T: 200001, R: 2, C: 12, DType: Float32}, {B: 1, T: 262144, R: 4, C: 32, DType: Float32},
 		{B: 2, T: 140000, R: 1, C: 16, DType: Float32}, {B: 1, T: 300000, R: 3, C: 4, DType: Float32}}
-	longGrouped, late, longs := 0, 0, map[bool]int{}
+	longGrouped, late, longs, packedFew := 0, 0, map[bool]int{}, map[int64]int{}
 	for n := 0; n < 20000+len(long); n++ {
 		p := Problem{B: 1 + rng.Int63n(8), T: 1 + rng.Int63n(1<<uint(rng.Intn(19))), R: 1 + rng.Int63n(70),
 			C: 1 + rng.Int63n(700), DType: dtypes[rng.Intn(3)]}
@@ -149,6 +149,14 @@ func TestPlanInvariants(t *testing.T) {
 					t.Fatalf("%+v %v vec %d on %d SMs: long chunks %+v", p, v, vec, sms, pl)
 				case pl.Passes == 3 && tune == 0 && pl.Tiles*32 > sms:
 					t.Fatalf("%+v %v vec %d on %d SMs: three passes with many tiles %+v", p, v, vec, sms, pl)
+				// (v83: a pack of few tiles takes three passes exactly where its segments would
+				// average more than packedChain chunks)
+				case tune == 0 && v.packed() && (pl.Passes == 3) != (pl.Tiles*32 <= sms && base >= 64 &&
+					pl.Tiles <= maxPrefixTiles && (base+packedSegments(p.Seqs, pl.Tiles, base)-1)/packedSegments(p.Seqs, pl.Tiles, base) > packedChain):
+					t.Fatalf("%+v %v vec %d on %d SMs: packed passes %+v", p, v, vec, sms, pl)
+				}
+				if tune == 0 && v.packed() && pl.Tiles*32 <= sms && base >= 64 {
+					packedFew[pl.Passes]++
 				}
 			}
 		}
@@ -161,6 +169,9 @@ func TestPlanInvariants(t *testing.T) {
 	}
 	if longs[false] == 0 || longs[true] == 0 {
 		t.Fatalf("plans over long chunks: %d forward, %d backward", longs[false], longs[true])
+	}
+	if packedFew[1] == 0 || packedFew[3] == 0 {
+		t.Fatalf("packs of few tiles and many chunks: %d in one pass, %d in three", packedFew[1], packedFew[3])
 	}
 }
 
@@ -268,7 +279,8 @@ func TestNamedPlans(t *testing.T) {
 	} {
 		pl := plan(c.v, c.p, c.vec, h200)
 		if pl.Segments != c.segments || pl.Chunks != c.chunks || (pl.Passes == 3) != (c.segments == 1 && pl.Tiles*32 <= 132) {
-			t.Errorf("%v %+v: segments %d, chunks %d; want %d, %d", c.v, c.p, pl.Segments, pl.Chunks, c.segments, c.chunks)
+			t.Errorf("%v %+v: segments %d, chunks %d, passes %d; want %d, %d (three passes: one segment over few tiles)",
+				c.v, c.p, pl.Segments, pl.Chunks, pl.Passes, c.segments, c.chunks)
 		}
 	}
 }

@@ -205,13 +205,13 @@ NANOSSM_FWD_GROUPED_AT(nanossm_scan_fwd_grouped_long_bf16_v4, __nv_bfloat16, nan
 NANOSSM_FWD_LONG_V8(nanossm_scan_fwd_long_f16_v8, __half)
 NANOSSM_FWD_LONG_V8(nanossm_scan_fwd_long_bf16_v8, __nv_bfloat16)
 // The packed forward (cu_seqlens) over the same long chunks: its plain kernel at 22 steps, with
-// and without states (static arrays sized by the sequence count's bound; 96-102 registers, no
+// and without states (static arrays sized by the steps, 1 KB more; 96-102 registers, no
 // spills, two 88 KB blocks a SM on the H200). Measured on the H200 as a whole module so built
 // (session 32 call 1, packed / plain time, same run, 16 steps / 22): bf16 8,2048,64,64 equal
 // lengths 1.146 / 1.102, uneven 1.237 / 1.166, with states 1.170 / 1.112; 4,8192 1.123 / 1.065,
 // 1.192 / 1.118, 1.145 / 1.076; 16,1024,16,128 1.119 / 1.106, 1.241 / 1.182; f16 alike. Short
-// tensors (2,1024) lost a little, and packs of one or two tiles lost (session 33: bf16
-// 16,2048,16,32 0.069 -> 0.081 ms), so longChunks takes them over more tiles than SMs / 32 (v82).
+// tensors (2,1024) lost a little, and packs of one or two tiles (three passes then) lost (session
+// 33: bf16 16,2048,16,32 0.069 -> 0.081 ms), so longChunks takes them over more tiles than SMs / 32.
 #define NANOSSM_FWD_PACKED_LONG_V8(NAME, TYPE, STATES)                               \
   extern "C" __global__ void __launch_bounds__(WARP * MAX_WARPS, 2)                  \
       NAME(NANOSSM_COMMON_PARAMS(TYPE)) {                                            \

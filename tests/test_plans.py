@@ -48,7 +48,11 @@ CASES = [("plain", (1, 20000, 2, 8), torch.float32, "plain"),
          # packed without states: the lean kernels (*_packed_nostate_*)
          ("bf16-packed0", (1, 20000, 4, 64), torch.bfloat16, "packed0"),
          ("bf16-packed0-reverse", (1, 20000, 1, 64), torch.bfloat16, "packed0-reverse"),
-         ("packed0", (1, 20000, 2, 8), torch.float32, "packed0")]
+         ("packed0", (1, 20000, 2, 8), torch.float32, "packed0"),
+         # a row over two tiles of the backward (K = 2: dA's partial sums, then their reduction and
+         # the h0 term), in one pass with 9 segments by default (added in session 33, after its
+         # last GPU call: first run on the GPU next session)
+         ("packed-wide", (1, 20000, 1, 256), torch.float32, "packed")]
 SEQLENS = [0, 3000, 1, 0, 7777, 129, 5000, 4093, 0]  # sums to 20000
 # The default plan of a long one-tile chain: the fp32 backward over one tile of 2048+ chunks takes
 # one pass with carries by groups of 32 (core/plan_heuristics.go fewTileGroup; 2049 chunks here,
