@@ -306,13 +306,13 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64, long bo
 	}
 	// Few tiles, many chunks: the look-back's chain would set the time (see plan). (few: not the
 	// constant fewTiles, which bounds the tiles of plan's 4-warp fp32 backward)
-	few, fewGroup := pl.Tiles*32 <= dev.SMs && pl.Chunks >= 64, int64(0)
-	if few && !v.packed() {
+	// A pack's chains are its segments': three passes only where they are long (packedChain).
+	few, fewGroup, segs := pl.Tiles*32 <= dev.SMs && pl.Chunks >= 64, int64(0), int64(1)
+	if v.packed() {
+		segs = packedSegments(p.Seqs, pl.Tiles, pl.Chunks)
+		few = few && (pl.Chunks+segs-1)/segs > packedChain
+	} else if few {
 		fewGroup = fewTileGroup(v, p.DType, vec, pl.Tiles, p.T)
-	}
-	if few && v.packed() { // (a pack's chains: its segments', packedChain)
-		segs := packedSegments(p.Seqs, pl.Tiles, pl.Chunks)
-		few = (pl.Chunks+segs-1)/segs > packedChain
 	}
 	groupBytes := int64(0)
 	if pl.Chunks > 2 && pl.Tiles <= maxPrefixTiles { // chunks 1 .. Chunks-2 need a prefix
@@ -328,9 +328,9 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64, long bo
 			pl.Prefix = prefixKernels[vec]
 		}
 	}
-	if v.packed() && pl.Passes == 1 { // (three passes keep one row)
-		pl.Segments = packedSegments(p.Seqs, pl.Tiles, pl.Chunks)
-		pl.Chunks += pl.Segments - 1
+	if pl.Passes == 1 { // (three passes keep one row)
+		pl.Segments = segs
+		pl.Chunks += segs - 1
 	}
 	if pl.Passes == 1 && pl.Chunks > 1 {
 		pl.Group = groupChunks(v, p.DType, vec, pl.Tiles, pl.Chunks, dev.SMs)

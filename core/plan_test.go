@@ -93,7 +93,8 @@ func TestPlanInvariants(t *testing.T) {
 					wantF32 = 2
 				}
 				chunk := pl.Warps * pl.Steps
-				base := pl.Chunks - (pl.Segments - 1) // the chunks of one row
+				base := pl.Chunks - (pl.Segments - 1)          // the chunks of one row
+				segs := packedSegments(p.Seqs, pl.Tiles, base) // (a pack's, one pass or three)
 				lanes := p.B * p.R * (p.C / vec)
 				if v.backward() && p.C/vec <= 32 {
 					lanes = p.B * p.R * 32 / (32 / (p.C / vec))
@@ -152,7 +153,7 @@ func TestPlanInvariants(t *testing.T) {
 				// (v83: a pack of few tiles takes three passes exactly where its segments would
 				// average more than packedChain chunks)
 				case tune == 0 && v.packed() && (pl.Passes == 3) != (pl.Tiles*32 <= sms && base >= 64 &&
-					pl.Tiles <= maxPrefixTiles && (base+packedSegments(p.Seqs, pl.Tiles, base)-1)/packedSegments(p.Seqs, pl.Tiles, base) > packedChain):
+					pl.Tiles <= maxPrefixTiles && (base+segs-1)/segs > packedChain):
 					t.Fatalf("%+v %v vec %d on %d SMs: packed passes %+v", p, v, vec, sms, pl)
 				}
 				if tune == 0 && v.packed() && pl.Tiles*32 <= sms && base >= 64 {
