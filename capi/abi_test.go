@@ -9,11 +9,12 @@ import (
 
 // abiCall lays out a whole argument block: three descriptors, then the options.
 type abiCall struct {
-	t     [3]tensorDesc
-	flags uint32
-	size  uint32 // options.struct_size
-	ws    uint64
-	wsLen int64
+	t         [3]tensorDesc
+	flags     uint32
+	size      uint32 // options.struct_size
+	ws        uint64
+	wsLen     int64
+	maxSeqlen int64 // options.max_seqlen (since 0.2)
 }
 
 type tensorDesc struct {
@@ -32,6 +33,7 @@ func (c abiCall) bytes() []byte {
 	b.Write(make([]byte, 3*80))
 	binary.Write(&b, binary.LittleEndian, c.ws)
 	binary.Write(&b, binary.LittleEndian, c.wsLen)
+	binary.Write(&b, binary.LittleEndian, c.maxSeqlen)
 	return b.Bytes()
 }
 
@@ -80,6 +82,8 @@ func TestABIBadInputMatrix(t *testing.T) {
 		{"out partly over x", func(c *abiCall) { c.t[2].data = c.t[1].data + 64 }, -1, 1, "out: overlaps x without being x itself"},
 		{"struct_size", func(c *abiCall) { c.size = 7 }, -1, 1, "options: struct_size must be sizeof(nanossm_scan_options)"},
 		{"unknown flags", func(c *abiCall) { c.flags = 6 }, -1, 1, "options: unknown flags 0x6"},
+		{"max_seqlen < 0", func(c *abiCall) { c.maxSeqlen = -1 }, -1, 1, "max_seqlen: expected >= 0 (0: unknown), got -1"},
+		{"max_seqlen alone", func(c *abiCall) { c.maxSeqlen = 9 }, 0, 1, "max_seqlen: given (9) without cu_seqlens"},
 		{"device -2", func(c *abiCall) {}, -2, 1, "device: expected a CUDA ordinal >= 0 or -1 for the CPU, got -2"},
 		{"device call without CUDA", func(c *abiCall) {}, 0, 4, "no CUDA backend"},
 	}
@@ -96,6 +100,31 @@ func TestABIBadInputMatrix(t *testing.T) {
 		}
 	}
 	t.Logf("%d rows", len(rows))
+}
+
+// TestABIOptionsOfVersion01: a caller built against 0.1's header passes the options struct
+// without max_seqlen (8 bytes shorter): it is taken, and the bytes after it are never read
+// (here a max_seqlen the full struct would refuse).
+func TestABIOptionsOfVersion01(t *testing.T) {
+	c := good()
+	c.maxSeqlen = -1
+	if st := workspaceSizeCalls(c.bytes(), false, -1, 1); st != 1 {
+		t.Fatalf("full struct with max_seqlen -1: status %d, want 1 (invalid)", st)
+	}
+	c.size -= 8
+	if st := workspaceSizeCalls(c.bytes(), false, -1, 1); st != 0 {
+		t.Errorf("0.1's struct_size (%d): status %d, want 0", c.size, st)
+	}
+	b := goodBackward()
+	off := 6*80 + 8 + 4*80 + 16 // the backward options' max_seqlen: after size and flags, 4 descriptors, the workspace
+	binary.LittleEndian.PutUint64(b[off:], ^uint64(0))
+	if st := workspaceSizeCalls(b, true, -1, 1); st != 1 {
+		t.Fatalf("backward, full struct with max_seqlen -1: status %d, want 1", st)
+	}
+	binary.LittleEndian.PutUint32(b[6*80:], binary.LittleEndian.Uint32(b[6*80:])-8)
+	if st := workspaceSizeCalls(b, true, -1, 1); st != 0 {
+		t.Errorf("backward, 0.1's struct_size: status %d, want 0", st)
+	}
 }
 
 // TestHostPathAllocatesNothing: converting, validating and planning a call allocates no Go

@@ -39,7 +39,7 @@ func goodCall() []byte {
 	b.Write(desc(1<<28, 0, 4, []int64{2, 33, 3, 8}, []int64{792, 24, 8, 1}))
 	binary.Write(&b, binary.LittleEndian, uint32(abiBytes-3*80)) // struct_size
 	binary.Write(&b, binary.LittleEndian, uint32(0))             // flags
-	b.Write(make([]byte, 3*80+16))                               // no states, no seqlens, no workspace
+	b.Write(make([]byte, 3*80+24))                               // no states, seqlens, workspace or max_seqlen
 	return b.Bytes()
 }
 
@@ -83,7 +83,7 @@ func goodBackward() []byte {
 	b.Write(desc(1<<30, 0, 3, []int64{2, 33, 3}, []int64{99, 3, 1})) // grad_A
 	binary.Write(&b, binary.LittleEndian, uint32(backwardBytes-6*80))
 	binary.Write(&b, binary.LittleEndian, uint32(0))
-	b.Write(make([]byte, 4*80+16))
+	b.Write(make([]byte, 4*80+24)) // no states, seqlens, workspace or max_seqlen
 	return b.Bytes()
 }
 

@@ -212,10 +212,12 @@ func (c *call) convert(optional bool, slots ...slot) error {
 	return nil
 }
 
-// checkOptions checks an options struct's size (the ABI's version check) and its flags.
-func checkOptions(structName string, size, want, flags C.uint32_t) error {
-	if size != want {
-		return core.Invalid("options", "struct_size must be sizeof(%s) = %d, got %d", structName, want, size)
+// checkOptions checks an options struct's size (the ABI's version check: this version's, want,
+// or 0.1's, which ends before max_seqlen, at v01) and its flags.
+func checkOptions(structName string, size, want, v01, flags C.uint32_t) error {
+	if size != want && size != v01 {
+		return core.Invalid("options", "struct_size must be sizeof(%s) = %d (or %d, version 0.1's), got %d",
+			structName, want, v01, size)
 	}
 	if flags&^C.NANOSSM_SCAN_REVERSE != 0 {
 		return core.Invalid("options", "unknown flags %#x", uint32(flags&^C.NANOSSM_SCAN_REVERSE))
@@ -230,8 +232,12 @@ func (c *call) scanArgs(A, x, out *C.nanossm_tensor, o *C.nanossm_scan_options, 
 	if err := c.convert(false, slot{"A", A, &args.A}, slot{"x", x, &args.X}, slot{"out", out, &args.Out}); err != nil || o == nil {
 		return args, err
 	}
-	if err := checkOptions("nanossm_scan_options", o.struct_size, C.uint32_t(unsafe.Sizeof(*o)), o.flags); err != nil {
+	full := C.uint32_t(unsafe.Sizeof(*o))
+	if err := checkOptions("nanossm_scan_options", o.struct_size, full, C.uint32_t(unsafe.Offsetof(o.max_seqlen)), o.flags); err != nil {
 		return args, err
+	}
+	if o.struct_size == full { // (a 0.1 struct ends before it: never read past the caller's)
+		args.MaxSeqlen = int64(o.max_seqlen)
 	}
 	args.Reverse = o.flags&C.NANOSSM_SCAN_REVERSE != 0
 	args.Workspace, args.WorkspaceLen = uintptr(o.workspace), int64(o.workspace_bytes)
@@ -248,8 +254,12 @@ func (c *call) backwardArgs(A, x, out, gradOut, gradX, gradA *C.nanossm_tensor, 
 		slot{"grad_A", gradA, &args.GradA}); err != nil || o == nil {
 		return args, err
 	}
-	if err := checkOptions("nanossm_backward_options", o.struct_size, C.uint32_t(unsafe.Sizeof(*o)), o.flags); err != nil {
+	full := C.uint32_t(unsafe.Sizeof(*o))
+	if err := checkOptions("nanossm_backward_options", o.struct_size, full, C.uint32_t(unsafe.Offsetof(o.max_seqlen)), o.flags); err != nil {
 		return args, err
+	}
+	if o.struct_size == full {
+		args.MaxSeqlen = int64(o.max_seqlen)
 	}
 	args.Reverse = o.flags&C.NANOSSM_SCAN_REVERSE != 0
 	args.Workspace, args.WorkspaceLen = uintptr(o.workspace), int64(o.workspace_bytes)

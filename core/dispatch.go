@@ -5,7 +5,7 @@ import "sync"
 // Version of the library; include/nanossm.h carries the same numbers as macros.
 const (
 	VersionMajor = 0
-	VersionMinor = 1
+	VersionMinor = 2
 	VersionPatch = 0
 	// VersionNumber is major*10000 + minor*100 + patch, like NANOSSM_VERSION.
 	VersionNumber = VersionMajor*10000 + VersionMinor*100 + VersionPatch

@@ -306,11 +306,13 @@ func layout(v Variant, p Problem, vec int64, dev Device, maxWarps int64, long bo
 	}
 	// Few tiles, many chunks: the look-back's chain would set the time (see plan). (few: not the
 	// constant fewTiles, which bounds the tiles of plan's 4-warp fp32 backward)
-	// A pack's chains are its segments': three passes only where they are long (packedChain).
+	// A pack's chains are its segments': three passes only where they are long (packedChain):
+	// on average (the host does not know device offsets), or where its longest sequence is, when
+	// the caller says (max_seqlen, or host offsets): a segment holds that sequence whole.
 	few, fewGroup, segs := pl.Tiles*32 <= dev.SMs && pl.Chunks >= 64, int64(0), int64(1)
 	if v.packed() {
 		segs = packedSegments(p.Seqs, pl.Tiles, pl.Chunks)
-		few = few && (pl.Chunks+segs-1)/segs > packedChain
+		few = few && max((pl.Chunks+segs-1)/segs, (p.MaxLen+chunkLen-1)/chunkLen) > packedChain
 	} else if few {
 		fewGroup = fewTileGroup(v, p.DType, vec, pl.Tiles, p.T)
 	}

@@ -15,8 +15,10 @@ var TuneSegments int64
 // sequences, us, three passes / one): 16 x 2048 steps, 16 chunks a segment 68.7 / 36.5; 8 x 4096,
 // 32 chunks 63.1 / 35.3; 4 x 16384, 128 chunks 63.6 / 62.0; 2 x 32768, 256 chunks 63.2 / 96.9.
 // Half of the even point, for uneven lengths (the longest segment sets the time). The worst
-// case: one sequence holding most of a one-tile pack runs as one chain (est. ~2.5x the three
-// passes' time at 65536 tokens; docs/performance.md v83), as packs over many tiles always have.
+// case: one sequence holding most of a one-tile pack runs as one chain: measured (session 34,
+// bf16 65536 x 4 x 64, one sequence of 90% among 40) 152 us against 60 in three passes (v84's
+// prefix pass), as packs over many tiles always have. A caller that knows its longest sequence
+// says so (max_seqlen; host offsets give it), and the plan then weighs that sequence's chunks.
 const packedChain = 64
 
 // packedSegments is the segments a packed single pass cuts its one row of chunks into (n: the

@@ -36,6 +36,9 @@ func TestPlanInvariants(t *testing.T) {
 		}
 		if v.packed() {
 			p.Seqs = rng.Int63n(3 + p.T/(1+rng.Int63n(64)))
+			if rng.Intn(2) == 0 { // (a caller's max_seqlen: any value up to T)
+				p.MaxLen = rng.Int63n(p.T + 1)
+			}
 		}
 		vec := int64(1)
 		if n >= 20000 || rng.Intn(2) == 0 && p.C%(16/p.DType.Size()) == 0 {
@@ -48,6 +51,7 @@ func TestPlanInvariants(t *testing.T) {
 		// layout)
 		q := p
 		q.Seqs = map[bool]int64{true: 1, false: 1000}[p.Seqs > 100]
+		q.MaxLen = map[bool]int64{true: p.T, false: 0}[p.MaxLen == 0] // (nor on max_seqlen, a hint)
 		other := plan(v, q, vec, Device{})
 		for _, sms := range []int64{0, 8, 132, 1024} {
 			for _, tune := range []int64{0, 1, 3} {
@@ -151,9 +155,10 @@ func TestPlanInvariants(t *testing.T) {
 				case pl.Passes == 3 && tune == 0 && pl.Tiles*32 > sms:
 					t.Fatalf("%+v %v vec %d on %d SMs: three passes with many tiles %+v", p, v, vec, sms, pl)
 				// (v83: a pack of few tiles takes three passes exactly where its segments would
-				// average more than packedChain chunks)
+				// average more than packedChain chunks, or its longest sequence, where known, spans
+				// more)
 				case tune == 0 && v.packed() && (pl.Passes == 3) != (pl.Tiles*32 <= sms && base >= 64 &&
-					pl.Tiles <= maxPrefixTiles && (base+segs-1)/segs > packedChain):
+					pl.Tiles <= maxPrefixTiles && ((base+segs-1)/segs > packedChain || (p.MaxLen+chunk-1)/chunk > packedChain)):
 					t.Fatalf("%+v %v vec %d on %d SMs: packed passes %+v", p, v, vec, sms, pl)
 				}
 				if tune == 0 && v.packed() && pl.Tiles*32 <= sms && base >= 64 {
@@ -277,6 +282,12 @@ func TestNamedPlans(t *testing.T) {
 		{ForwardPacked, Problem{B: 1, T: 16 * 2048, R: 16, C: 32, DType: BFloat16, Seqs: 16}, 8, 16, 256 + 15},
 		{BackwardPacked, Problem{B: 1, T: 8 * 4096, R: 8, C: 64, DType: BFloat16, Seqs: 8}, 8, 8, 512 + 7},
 		{ForwardPacked, Problem{B: 1, T: 4 * 16384, R: 4, C: 64, DType: BFloat16, Seqs: 4}, 8, 1, 512},
+		// one sequence of 90% among 40 (session 34): one pass with 31 segments unless the caller
+		// says how long the longest is (max_seqlen); then three passes
+		{ForwardPacked, Problem{B: 1, T: 65536, R: 4, C: 64, DType: BFloat16, Seqs: 40}, 8, 31, 512 + 30},
+		{ForwardPacked, Problem{B: 1, T: 65536, R: 4, C: 64, DType: BFloat16, Seqs: 40, MaxLen: 58982}, 8, 1, 512},
+		{BackwardPacked, Problem{B: 1, T: 65536, R: 4, C: 64, DType: BFloat16, Seqs: 40, MaxLen: 58982}, 8, 1, 1024},
+		{ForwardPacked, Problem{B: 1, T: 65536, R: 4, C: 64, DType: BFloat16, Seqs: 40, MaxLen: 8192}, 8, 31, 512 + 30},
 	} {
 		pl := plan(c.v, c.p, c.vec, h200)
 		if pl.Segments != c.segments || pl.Chunks != c.chunks || (pl.Passes == 3) != (c.segments == 1 && pl.Tiles*32 <= 132) {

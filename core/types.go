@@ -146,7 +146,11 @@ type ScanArgs struct {
 	A, X, Out    Tensor // (B,T,R), (B,T,R,C), (B,T,R,C)
 	InitialState Tensor // optional (B,R,C) float32 (float64 with float64 x on the CPU)
 	FinalState   Tensor // optional (B,R,C), written with the state after the last step
-	CuSeqlens    Tensor // optional (N+1,) int32/int64: packed sequences (not yet supported)
+	CuSeqlens    Tensor // optional (N+1,) int32/int64: packed sequences
+	// MaxSeqlen: with CuSeqlens, the longest sequence's length if the caller knows it, else 0.
+	// A hint for the plan only (any value gives the same results): a pack whose one long
+	// sequence dominates then takes the plan that splits that sequence (core/plan.go layout).
+	MaxSeqlen    int64
 	Reverse      bool
 	Workspace    uintptr // device scratch, WorkspaceSize bytes; may be 0 when that is 0
 	WorkspaceLen int64
@@ -168,6 +172,7 @@ type BackwardArgs struct {
 	GradFinalState   Tensor // optional dL/d(final state) (S,R,C), state dtype
 	GradInitialState Tensor // optional output dL/d(initial state) (S,R,C), state dtype
 	CuSeqlens        Tensor // optional (N+1,) packed sequences, as in the forward
+	MaxSeqlen        int64  // optional hint, as ScanArgs.MaxSeqlen
 	Reverse          bool   // the forward ran in reverse
 	Workspace        uintptr
 	WorkspaceLen     int64
@@ -180,6 +185,6 @@ type BackwardArgs struct {
 // as its (scaled) final state.
 func (a *BackwardArgs) ReverseScan() ScanArgs {
 	return ScanArgs{A: a.A, X: a.GradOut, Out: a.GradX, InitialState: a.GradFinalState,
-		FinalState: a.GradInitialState, CuSeqlens: a.CuSeqlens, Reverse: !a.Reverse,
+		FinalState: a.GradInitialState, CuSeqlens: a.CuSeqlens, MaxSeqlen: a.MaxSeqlen, Reverse: !a.Reverse,
 		Workspace: a.Workspace, WorkspaceLen: a.WorkspaceLen, Device: a.Device, Stream: a.Stream}
 }

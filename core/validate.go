@@ -18,6 +18,7 @@ type Problem struct {
 	HasInitial bool
 	HasFinal   bool
 	Seqs       int64 // packed sequences (cu_seqlens given), else 0
+	MaxLen     int64 // the longest packed sequence's steps where known (max_seqlen, or host values), else 0
 	States     int64 // rows of initial/final state: Seqs when packed, else B
 }
 
@@ -40,6 +41,7 @@ func checkSeqlens(a *ScanArgs, p *Problem) error {
 		return Invalid("cu_seqlens", "packed sequences need B = 1, got B = %d", p.B)
 	}
 	p.Seqs, p.States = t.Shape[0]-1, t.Shape[0]-1
+	p.MaxLen = min(a.MaxSeqlen, p.T)
 	if a.Device != CPU {
 		// device memory: reading the values would synchronise the host. The kernels only compare
 		// them, so malformed offsets give wrong results, never out-of-bounds accesses.
@@ -49,10 +51,12 @@ func checkSeqlens(a *ScanArgs, p *Problem) error {
 	if cu[0] != 0 || cu[len(cu)-1] != p.T {
 		return Invalid("cu_seqlens", "must start at 0 and end at T = %d, got %d and %d", p.T, cu[0], cu[len(cu)-1])
 	}
+	p.MaxLen = 0 // (the values say it exactly)
 	for k := 1; k < len(cu); k++ {
 		if cu[k] < cu[k-1] {
 			return Invalid("cu_seqlens", "must be non-decreasing, got %d after %d at index %d", cu[k], cu[k-1], k)
 		}
+		p.MaxLen = max(p.MaxLen, cu[k]-cu[k-1])
 	}
 	return nil
 }
@@ -278,6 +282,12 @@ func validate(a *ScanArgs, n roles, backward bool) (Problem, error) {
 		return p, Invalid(n.out, "overlaps A")
 	}
 	p.States = p.B
+	if a.MaxSeqlen < 0 {
+		return p, Invalid("max_seqlen", "expected >= 0 (0: unknown), got %d", a.MaxSeqlen)
+	}
+	if a.MaxSeqlen > 0 && !a.CuSeqlens.Present() {
+		return p, Invalid("max_seqlen", "given (%d) without cu_seqlens", a.MaxSeqlen)
+	}
 	if a.CuSeqlens.Present() {
 		if err := checkSeqlens(a, &p); err != nil {
 			return p, err

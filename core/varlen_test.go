@@ -100,3 +100,37 @@ func TestPackedSequences(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxSeqlenHint: a problem's MaxLen is the caller's max_seqlen for device offsets (clamped to
+// T; 0 when not given) and the longest sequence of host offsets whatever the caller says; a
+// negative max_seqlen, or one without cu_seqlens, is refused by name.
+func TestMaxSeqlenHint(t *testing.T) {
+	cu := []int64{0, 3, 3, 10, 12}
+	far := func(i uintptr, shape ...int64) Tensor { return Tensor{i << 40, Float32, shape, Contiguous(shape...)} }
+	seq := Tensor{uintptr(unsafe.Pointer(&cu[0])), Int64, []int64{5}, []int64{1}}
+	call := func(device int, hint int64, packed bool) (Problem, error) {
+		a := &ScanArgs{A: far(1, 1, 12, 2), X: far(2, 1, 12, 2, 8), Out: far(3, 1, 12, 2, 8), Device: device, MaxSeqlen: hint}
+		if packed {
+			a.CuSeqlens = seq
+		}
+		return Validate(a)
+	}
+	for _, c := range []struct {
+		device     int
+		hint, want int64
+	}{{0, 0, 0}, {0, 5, 5}, {0, 99, 12}, {CPU, 0, 7}, {CPU, 2, 7}} {
+		p, err := call(c.device, c.hint, true)
+		if err != nil || p.MaxLen != c.want {
+			t.Errorf("device %d, max_seqlen %d: MaxLen %d (%v), want %d", c.device, c.hint, p.MaxLen, err, c.want)
+		}
+	}
+	for _, c := range []struct {
+		hint   int64
+		packed bool
+		msg    string
+	}{{-1, true, "max_seqlen: expected >= 0 (0: unknown), got -1"}, {4, false, "max_seqlen: given (4) without cu_seqlens"}} {
+		if _, err := call(0, c.hint, c.packed); err == nil || err.Error() != c.msg {
+			t.Errorf("max_seqlen %d (packed %v): %v, want %q", c.hint, c.packed, err, c.msg)
+		}
+	}
+}

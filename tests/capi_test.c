@@ -191,6 +191,23 @@ int main(void) {
   opt.struct_size = 3;
   st = nanossm_scan(&tA, &tx, &to, &opt, NANOSSM_CPU, NULL);
   CHECK(st == NANOSSM_ERR_INVALID_ARGUMENT && strstr(nanossm_last_error(), "struct_size"), "struct_size: %d", st);
+  /* max_seqlen (since 0.2): refused by name when negative or without cu_seqlens; a caller built
+   * against 0.1's header passes the struct without it, which is taken (the field never read) */
+  opt.struct_size = sizeof opt;
+  opt.max_seqlen = -1;
+  st = nanossm_scan(&tA, &tx, &to, &opt, NANOSSM_CPU, NULL);
+  CHECK(st == NANOSSM_ERR_INVALID_ARGUMENT && strstr(nanossm_last_error(), "max_seqlen: expected >= 0"),
+        "max_seqlen -1: %d %s", st, nanossm_last_error());
+  opt.max_seqlen = 7;
+  st = nanossm_scan(&tA, &tx, &to, &opt, NANOSSM_CPU, NULL);
+  CHECK(st == NANOSSM_ERR_INVALID_ARGUMENT && strstr(nanossm_last_error(), "max_seqlen: given (7) without cu_seqlens"),
+        "max_seqlen alone: %d %s", st, nanossm_last_error());
+  opt.struct_size = offsetof(nanossm_scan_options, max_seqlen); /* 0.1's size; the field reads 0 */
+  for (int i = 0; i < B * T * R * C; ++i) out[i] = NAN;
+  st = nanossm_scan(&tA, &tx, &to, &opt, NANOSSM_CPU, NULL);
+  CHECK(st == NANOSSM_OK && rel_error(A, x, out, B, T, R, C) <= 1e-5, "0.1's options struct: %d %s", st,
+        nanossm_last_error());
+  opt.max_seqlen = 0;
   /* the library still works after errors */
   opt.struct_size = sizeof opt;
   st = nanossm_scan(&tA, &tx, &to, &opt, NANOSSM_CPU, NULL);

@@ -3,7 +3,8 @@ whose one sequence holds a fraction of the tokens (the rest split evenly), forwa
 backward, do_bench median: v83 cuts segments by sequence count, so the big sequence runs as one
 chain. Run under the default plan and NANOSSM_TUNE_PASSES=3 (the plan before v83) and compare.
 usage: PYTHONPATH=python python3 docs/experiments/session34-skew.py T,R,C:dtype:seqs:frac ...
-(e.g. 65536,4,64:bf16:40:0.9). Not a test."""
+(e.g. 65536,4,64:bf16:40:0.9). Since v85 also with max_seqlen given (the plan hint: three passes
+for these packs), in the same run. Not a test."""
 import sys
 
 import torch
@@ -31,4 +32,9 @@ for arg in sys.argv[1:]:
     out, g = ssm_scan(A, x, cu_seqlens=cu), torch.randn_like(x)
     dx, dA = torch.empty_like(x), torch.empty_like(A)
     bwd = bench(lambda: _launch_backward(A, x, out, g, dx, dA, None, None, None, cu, False))
-    print(f"{arg:>28} packed fwd {fwd:.1f} us  bwd {bwd:.1f} us  (one sequence, plain: {plain:.1f} us)")
+    hint = max(lengths)
+    fwd_h = bench(lambda: ssm_scan(A, x, cu_seqlens=cu, max_seqlen=hint))
+    bwd_h = bench(lambda: _launch_backward(A, x, out, g, dx, dA, None, None, None, cu, False, hint))
+    cp = bench(lambda: x.clone())
+    print(f"{arg:>28} packed fwd {fwd:.1f} us  bwd {bwd:.1f} us | max_seqlen={hint}: fwd {fwd_h:.1f} us  "
+          f"bwd {bwd_h:.1f} us  (one sequence, plain: {plain:.1f} us; copy of x {cp:.1f} us)")

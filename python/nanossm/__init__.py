@@ -9,7 +9,7 @@ first call, choosing the CUDA flavour only where CUDA can start (see nanossm._lo
 from .op import ssm_scan, ssm_step
 from ._loader import NanossmError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["ssm_scan", "ssm_step", "NanossmError", "library_info"]
 
 

@@ -93,7 +93,7 @@ def _attach_workspace(buf, off, need, device):
 # The general call's buffer in one pack: A (3 dims), x and out (4 dims), then the options with
 # every optional descriptor in the 4-dim layout (fewer dims: zero-padded; absent: all zero).
 _DESC4 = _TENSOR[4].format.lstrip("<")
-_CALL = struct.Struct("<" + "".join(_TENSOR[n].format.lstrip("<") for n in (3, 4, 4)) + "II" + _DESC4 * 3 + "Qq")
+_CALL = struct.Struct("<" + "".join(_TENSOR[n].format.lstrip("<") for n in (3, 4, 4)) + "II" + _DESC4 * 3 + "Qqq")
 assert _CALL.size == _OFF_OPT + _OPT_SIZE
 _PAD = tuple((0,) * (4 - n) for n in range(5))
 _ABSENT = (0,) * 11
@@ -107,8 +107,9 @@ def _desc(t):
     return (t.data_ptr(), _DTYPE_CODES[t.dtype], len(shape), *shape, *pad, *t.stride(), *pad)
 
 
-def _launch(A, x, out, h0, hT, reverse, seq=None):
-    """One library call: out (and hT) = scan(A, x). All tensors on one device, already checked.
+def _launch(A, x, out, h0, hT, reverse, seq=None, max_len=0):
+    """One library call: out (and hT) = scan(A, x). All tensors on one device, already checked;
+    max_len: the longest packed sequence if known, else 0 (options.max_seqlen: a plan hint).
     (The whole argument block in one pack: the calls with options are small calls too, e.g.
     ssm_step, and each descriptor packed alone cost ~1 us.)"""
     L = _loader.lib()
@@ -118,10 +119,11 @@ def _launch(A, x, out, h0, hT, reverse, seq=None):
     shape, strides, xp, op = x.shape, x.stride(), x.data_ptr(), out.data_ptr()
     _CALL.pack_into(buf, 0, A.data_ptr(), _DTYPE_CODES[A.dtype], 3, *A.shape, *A.stride(),
                     xp, xd, 4, *shape, *strides, op, _DTYPE_CODES[out.dtype], 4, *out.shape, *out.stride(),
-                    _OPT_SIZE, _loader.SCAN_REVERSE if reverse else 0, *_desc(h0), *_desc(hT), *_desc(seq), 0, 0)
+                    _OPT_SIZE, _loader.SCAN_REVERSE if reverse else 0, *_desc(h0), *_desc(hT), *_desc(seq), 0, 0, max_len)
     pA, px, po, popt = addr + _OFF_A, addr + _OFF_X, addr + _OFF_OUT, addr + _OFF_OPT
     if x.is_cuda:
         dev = x.get_device()
+        # (not max_len: the workspace never depends on it, core's TestPlanInvariants)
         key = (shape, strides, out.stride(), xd, xp & 15, op & 15, reverse, seq is not None)
         need = _workspace_bytes(_ws_cache, key, L.nanossm_scan_workspace_size, pA, px, po, popt, dev)
         ws = _attach_workspace(buf, _OFF_WS, need, x.device) if need else None  # noqa: F841 (alive through the call)
@@ -177,7 +179,7 @@ def _plain(A, x):
     return out
 
 
-def _forward(A, x, h0, reverse, want_final, out=None, seq=None):
+def _forward(A, x, h0, reverse, want_final, out=None, seq=None, max_len=0):
     """out (and the final state) = scan(A, x); every argument already checked and converted."""
     if (out is None and h0 is None and not reverse and not want_final and seq is None
             and A.dtype is torch.float32 and x.dtype is not torch.float64):
@@ -187,7 +189,7 @@ def _forward(A, x, h0, reverse, want_final, out=None, seq=None):
     hT = None
     if want_final:
         hT = x.new_empty(_state_shape(x, seq), dtype=_state_dtype(x))
-    _launch(A, x, out, h0, hT, reverse, seq)
+    _launch(A, x, out, h0, hT, reverse, seq, max_len)
     return out, hT
 
 
@@ -204,13 +206,14 @@ def _state_dtype(x):
 # The backward's buffer in one pack, as _CALL: A, x, out, grad_out, grad_x (4 dims but A's 3),
 # grad_A (3 dims), then its options with every optional descriptor in the 4-dim layout.
 _BCALL = struct.Struct("<" + "".join(_TENSOR[n].format.lstrip("<") for n in (3, 4, 4, 4, 4, 3)) + "II" + _DESC4 * 4
-                       + "Qq")
+                       + "Qqq")
 assert _BCALL.size == _BOFF_OPT + _BOPT_SIZE
 _ws_bwd = {}
 
 
-def _launch_backward(A, x, out, g, dx, dA, h0, gT, dh0, seq, reverse):
-    """One nanossm_scan_backward call; every tensor on one device, already allocated. (One pack for
+def _launch_backward(A, x, out, g, dx, dA, h0, gT, dh0, seq, reverse, max_len=0):
+    """One nanossm_scan_backward call; every tensor on one device, already allocated (max_len: as
+    _launch's). (One pack for
     the whole argument block, and the workspace size cached by layout, as the forward's.)"""
     L = _loader.lib()
     buf, addr = _buffer("bwd", _BOFF_OPT + _BOPT_SIZE)
@@ -222,7 +225,7 @@ def _launch_backward(A, x, out, g, dx, dA, h0, gT, dh0, seq, reverse):
                      ptrs4[2], _DTYPE_CODES[g.dtype], 4, *g.shape, *gs, ptrs4[3], _DTYPE_CODES[dx.dtype], 4,
                      *dx.shape, *ds, dA.data_ptr(), _DTYPE_CODES[dA.dtype], 3, *dA.shape, *dA.stride(),
                      _BOPT_SIZE, _loader.SCAN_REVERSE if reverse else 0,
-                     *_desc(h0), *_desc(gT), *_desc(dh0), *_desc(seq), 0, 0)
+                     *_desc(h0), *_desc(gT), *_desc(dh0), *_desc(seq), 0, 0, max_len)
     ptrs = [addr + i * _TSIZE for i in range(6)] + [addr + _BOFF_OPT]
     if x.is_cuda:
         dev = x.get_device()

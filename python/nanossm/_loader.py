@@ -40,6 +40,7 @@ class ScanOptions(ctypes.Structure):
         ("cu_seqlens", Tensor),
         ("workspace", ctypes.c_void_p),
         ("workspace_bytes", ctypes.c_int64),
+        ("max_seqlen", ctypes.c_int64),
     ]
 
 
@@ -54,6 +55,7 @@ class BackwardOptions(ctypes.Structure):
         ("cu_seqlens", Tensor),
         ("workspace", ctypes.c_void_p),
         ("workspace_bytes", ctypes.c_int64),
+        ("max_seqlen", ctypes.c_int64),
     ]
 
 

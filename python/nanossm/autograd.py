@@ -24,26 +24,28 @@ def _empty_state(x):
 
 @torch.library.custom_op("nanossm::scan", mutates_args=())
 def _scan_op(A: torch.Tensor, x: torch.Tensor, h0: Optional[torch.Tensor], reverse: bool,
-             want_final: bool, cu_seqlens: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    out, hT = _forward(A, x, h0, reverse, want_final, seq=cu_seqlens)
+             want_final: bool, cu_seqlens: Optional[torch.Tensor] = None,
+             max_seqlen: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    out, hT = _forward(A, x, h0, reverse, want_final, seq=cu_seqlens, max_len=max_seqlen)
     return out, (hT if hT is not None else _empty_state(x))
 
 
 @_scan_op.register_fake
-def _scan_fake(A, x, h0, reverse, want_final, cu_seqlens=None):
+def _scan_fake(A, x, h0, reverse, want_final, cu_seqlens=None, max_seqlen=0):
     hT = x.new_empty(_state_shape(x, cu_seqlens) if want_final else (0,), dtype=_state_dtype(x))
     return torch.empty(x.shape, dtype=x.dtype, device=x.device), hT
 
 
 def _backward_impl(A: torch.Tensor, x: torch.Tensor, out: torch.Tensor, g: torch.Tensor,
                    g_final: Optional[torch.Tensor], h0: Optional[torch.Tensor], reverse: bool,
-                   cu_seqlens: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   cu_seqlens: Optional[torch.Tensor] = None,
+                   max_seqlen: int = 0) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     dA = torch.empty(A.shape, dtype=A.dtype, device=A.device)
     dh0 = torch.empty(_state_shape(x, cu_seqlens), dtype=_state_dtype(x), device=x.device) if h0 is not None else None
     if g_final is not None:
         g_final = g_final.to(_state_dtype(x)).contiguous()
-    _launch_backward(A, x, out, g.to(x.dtype), dx, dA, h0, g_final, dh0, cu_seqlens, reverse)
+    _launch_backward(A, x, out, g.to(x.dtype), dx, dA, h0, g_final, dh0, cu_seqlens, reverse, max_seqlen)
     return dx, dA, (dh0 if dh0 is not None else _empty_state(x))
 
 
@@ -51,19 +53,21 @@ _scan_backward_op = torch.library.custom_op("nanossm::scan_backward", mutates_ar
 
 
 @_scan_backward_op.register_fake
-def _scan_backward_fake(A, x, out, g, g_final, h0, reverse, cu_seqlens=None):
+def _scan_backward_fake(A, x, out, g, g_final, h0, reverse, cu_seqlens=None, max_seqlen=0):
     dh0 = x.new_empty(_state_shape(x, cu_seqlens) if h0 is not None else (0,), dtype=_state_dtype(x))
     return torch.empty(x.shape, dtype=x.dtype, device=x.device), torch.empty_like(A), dh0
 
 
 def _scan_setup(ctx, inputs, output):
-    A, x, h0, reverse, want_final, seq = inputs
+    A, x, h0, reverse, want_final, seq = inputs[:6]
     ctx.save_for_backward(A, x, output[0], h0, seq)
     ctx.reverse, ctx.want_final = reverse, want_final
+    # (an op call may leave max_seqlen to its default: one gradient per input it was given)
+    ctx.max_len, ctx.n_inputs = (inputs[6] if len(inputs) > 6 else 0), len(inputs)
 
 
 def _gradients(ctx, g, g_final, backward):
-    """(dA, dx, dh0, None, None, None) of a scan saved by _scan_setup, through `backward` (the
+    """(dA, dx, dh0, None, None, None, None) of a scan saved by _scan_setup, through `backward` (the
     op nanossm::scan_backward, or _backward_impl itself). The final state's gradient joins g at
     the last step."""
     A, x, out, h0, seq = ctx.saved_tensors
@@ -74,8 +78,9 @@ def _gradients(ctx, g, g_final, backward):
         # e.g. the expanded gradient of a sum: one copy buys the 16-byte vector path, which is
         # ~2.5x faster than the per-channel one on the GPU
         g = g.contiguous()
-    dx, dA, dh0 = backward(A, x, out, g, gT, h0, ctx.reverse, seq)
-    return dA, dx, (dh0 if h0 is not None else None), None, None, None
+    dx, dA, dh0 = backward(A, x, out, g, gT, h0, ctx.reverse, seq, ctx.max_len)
+    grads = (dA, dx, (dh0 if h0 is not None else None), None, None, None, None)
+    return grads[:ctx.n_inputs]
 
 
 def _op_backward(ctx, g, g_final):
@@ -87,14 +92,14 @@ _scan_op.register_autograd(_op_backward, setup_context=_scan_setup)
 
 class _Scan(torch.autograd.Function):
     """nanossm::scan's forward and backward without the custom-op dispatcher, for eager calls
-    (ssm_scan; torch.compile traces the op instead). Arguments as nanossm::scan's."""
+    (ssm_scan; torch.compile traces the op instead). Arguments as nanossm::scan's, all seven."""
 
     @staticmethod
-    def forward(ctx, A, x, h0, reverse, want_final, seq):
+    def forward(ctx, A, x, h0, reverse, want_final, seq, max_len=0):
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None: no zeros made
-        out, hT = _forward(A, x, h0, reverse, want_final, seq=seq)
+        out, hT = _forward(A, x, h0, reverse, want_final, seq=seq, max_len=max_len)
         hT = hT if hT is not None else _empty_state(x)
-        _scan_setup(ctx, (A, x, h0, reverse, want_final, seq), (out, hT))
+        _scan_setup(ctx, (A, x, h0, reverse, want_final, seq, max_len), (out, hT))
         return out, hT
 
     @staticmethod
@@ -110,8 +115,8 @@ class _ScanFunc(torch.autograd.Function):
     tensors (they have no storage to hand the library)."""
 
     @staticmethod
-    def forward(A, x, h0, reverse, want_final, seq):
-        out, hT = _forward(A, x, h0, reverse, want_final, seq=seq)
+    def forward(A, x, h0, reverse, want_final, seq, max_len=0):
+        out, hT = _forward(A, x, h0, reverse, want_final, seq=seq, max_len=max_len)
         return out, (hT if hT is not None else _empty_state(x))
 
     @staticmethod
