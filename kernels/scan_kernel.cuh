@@ -4,6 +4,7 @@
 
 #include "packed.cuh"
 #include "scan_parts.cuh"
+#include "scan_policy.cuh"
 
 namespace nanossm {
 
@@ -23,11 +24,13 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 
   const int lane = threadIdx.x, w = threadIdx.y, S = blockDim.y;
   const int64_t T_ = P.T, R = P.R, C = P.C, flags = P.flags;
-  // (F_UNDECAYED, F_SCALE_HT: the backward's, compiled out of the packed forward, v31-v32)
-  constexpr bool kFwdPacked = PACKED && !BWD;
-  // GROUPED: the group's aggregates read by several warps, their sums where the A table was
-  // (group_carry_wide; the packed forward reads its tables again in phase 3: not there)
-  constexpr bool kWide = GROUPED;
+  // The kernel's compile-time choices: kernels/scan_policy.cuh says why each.
+  using Pol = ScanPolicy<T, VEC, BWD, PACKED, GROUPED, STATES>;
+  constexpr bool kFwdPacked = Pol::kFwdPacked, kWide = Pol::kWide, kTable = Pol::kTable, kPreA = Pol::kPreA,
+                 kSplitA = Pol::kSplitA, kBits = Pol::kBits, kResets = Pol::kResets, kUnrollFold = Pol::kUnrollFold,
+                 kOneLooker = Pol::kOneLooker, kGrouped = Pol::kGrouped, kRefold = Pol::kRefold,
+                 kStepPtr = Pol::kStepPtr;
+  constexpr int kWideBatch = Pol::kWideBatch;
   static_assert(!GROUPED || !PACKED, "carries by groups: the plain forward and backward only");
   const bool reverse = flags & F_REVERSE, undecayed = !kFwdPacked && (flags & F_UNDECAYED);
   const bool agg_only = flags & F_AGG_ONLY, prefixed = flags & F_PREFIXED;
@@ -150,9 +153,6 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   }
   const int64_t row_lo = __shfl_sync(0xffffffffu, row, 0);
   const int q_row = active ? static_cast<int>(row - row_lo) : 0;  // lanes' rows differ by < 32
-  // (the packed forward without states has it since v30, bf16 8,2048 packed / plain 1.211 ->
-  // 1.142, with states since v32; the packed backward took 3-6% longer with it)
-  constexpr bool kTable = !PACKED || !BWD;
   const bool use_tab = kTable && __reduce_max_sync(0xffffffffu, static_cast<unsigned>(q_row)) < AT_ROWS &&
                        __all_sync(0xffffffffu, active);
   if (use_tab) issue_a_table<NS, AT_ROWS>(a_tab[w], q_row, Ab, P.sA[1], T_, reverse, ts);
@@ -161,10 +161,6 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     a_prev_raw = a_before_load(ts, use_tab);
     a_blk_raw = a_before_load(t0, use_tab && !kWide);
   }
-  // a at the end of chunk - 2, for a look-back that walks past the chunk before (v56): the fp32
-  // backward and the 16-bit forward over 8-channel lanes (the 80-register kernels have no room;
-  // the 16-bit backward, with v57, slowed on 4,8192: bf16 2.37 -> 2.59-2.62, session 22)
-  constexpr bool kPreA = !PACKED && !GROUPED && (BWD ? sizeof(T) == 4 : sizeof(T) == 2 && VEC == 8);
   float a_m2_raw = 0.f;
   if constexpr (kPreA) {
     const int64_t tau = t0 - chunk_len - 1;  // (chunk >= 2: tau >= 0)
@@ -175,9 +171,6 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     // Step pointers walked by increments (opaque(): not rematerialised per step).
     const int64_t t_first = reverse ? T_ - 1 - ts : ts, dir = reverse ? -1 : 1;
     const T* px = opaque(xb + t_first * P.sx[1]);
-    // Without the table, each step's A in the copies' loop, or (kSplitA) in a loop of its own
-    // that the table's warps skip (v18; the fp32 forward spilled 44 bytes with the split).
-    constexpr bool kSplitA = !PACKED && (BWD || (sizeof(T) == 2 && VEC == 8));
     const float* pa = opaque(Ab + t_first * P.sA[1]);
     const int64_t dx = dir * P.sx[1], da = dir * P.sA[1];
     const T* pxo = row_at(P.xo, P.sxo, t_first);
@@ -247,7 +240,6 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   // unrolled loops (kBits, the backward's way, inline in every step, stalled the forward on
   // instruction fetch, v25). decay_at: a step's decay again (same bits), which a rolled loop
   // cannot index from dec[]; start_at: the state a sequence starting at step i restarts from.
-  constexpr bool kBits = PACKED && BWD;
   auto start_at = [&](int i, float d, float (&st)[VEC]) { ls.start(sh_seq[w][i], d, st); };
   auto decay_at = [&](int i, float& al) -> float {
     if (use_tab) return d_tab[w][q_row][i];
@@ -284,16 +276,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
   if (lane == 0) sh_reset[w] = static_cast<int>(reset) | (PACKED && (smask & 1)) << 1;
   __syncthreads();
 
-  // Sub-chunk s holds a sequence start: only packed calls have starts (v57: the plain kernels read
-  // no flag, and their barrier's aftermath holds no shared-memory round trip for them; the GROUPED
-  // forward kernels, at 80 registers, spilled 4 bytes without the reads: they keep them).
-  constexpr bool kResets = PACKED || (GROUPED && !BWD);
   auto reset_at = [&](int s) { return kResets && sh_reset[s]; };
-  // The sub-chunks before n folded into a running state, UNROLL where registers allow (v57: the
-  // publisher's, on the chain's path, in the kernels over 16-byte packets but the fp32 forward and
-  // the grouped ones, whose 80 registers spilled 8-24 bytes with it; every warp's phase-3 fold
-  // unrolled too slowed the 16-bit forward 1-6%, v58)
-  constexpr bool kUnrollFold = !GROUPED && VEC >= 4 && (BWD || (sizeof(T) == 2 && VEC == 8));
   auto fold_first = [&](int n, float& a_end, float (&st)[VEC]) {
     fold_subchunks<NW, VEC, false>(n, sh_agg, sh_aend, reset_at, a_end, st);
   };
@@ -324,22 +307,7 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
 #pragma unroll
     for (int v = 0; v < VEC; ++v) agg[v] = 0.f;
     const bool publisher = w == S - 1 && !last && !prefixed;  // (pass 3: all published)
-    // kOneLooker (v67-v72; docs/performance.md has the figures): the last warp alone looks back
-    // and hands the carry on (hand_carry): one warp's polls per block, not S warps', which queue
-    // behind the SM's bulk traffic on long chains (backward f32 8,2048 2.11 -> 2.01 of the copy).
-    // Packed, it looks back when warp 0 takes a carry in (no start at the block's first step),
-    // which every warp that takes one implies; the others discard it (a start replaces their
-    // state). Not in the packed forwards over single channels or the fp32 one with states, whose
-    // 80 registers spilled with it: there every warp that needs the carry looks back.
-    constexpr bool kOneLooker = !GROUPED && !(kFwdPacked && (VEC == 1 || (STATES && sizeof(T) == 4)));
     const bool carry_in = !(PACKED && (sh_reset[0] & 2));  // (block-uniform)
-    // Carries by groups: in the 16-bit forward over 8-channel lanes and the GROUPED kernels
-    // (groupChunks, fewTileGroup); in the plain fp32 forward it cost the plans that do not group
-    // 1-3% (v24), the 4-channel 16-bit forward spilled, the plain backward slowed (v19).
-    constexpr bool kGrouped = !PACKED && (GROUPED || (!BWD && sizeof(T) == 2 && VEC == 8));
-    // GROUPED: the publisher folds its aggregate again after the carry (same bits): held across
-    // group_carry it spilled 32 bytes at 80 registers.
-    constexpr bool kRefold = GROUPED;
     const int64_t group = (flags >> F_GROUP_SHIFT) & 0xff;
     const bool grouped = kGrouped && group > 1;
     if (publisher) {
@@ -363,9 +331,6 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
         auto h0_at = [&](int v) { return h0 && active ? h0[st_b + v] : 0.f; };
         // (the narrow form's carry: through sh_carry_s, or in the wide kernels the dead tables)
         __shared__ float sh_carry_s[kWide ? 1 : WARP][VEC];
-        // aggregates per round trip of the backward's wide shares (v37: 16-bit lanes spilled
-        // with 8; the forward's 80 registers spilled with 4, v38)
-        constexpr int kWideBatch = !BWD ? 0 : VEC >= 8 ? 4 : 8;
         block_group_carry<VEC, kWide, kTabFloats, kWideBatch>(aggs, incl, chunk, tile, P.n_tiles, group, a_blk,
                                                               a_end_of, a_start, h0_at, tab_mem, sh_carry_s, carry);
       }
@@ -413,9 +378,6 @@ __device__ __forceinline__ void scan_kernel(const Params<T>& P) {
     return active ? expf(Ab[t * P.sA[1]] - prev) : 0.f;
   };
   float dpart[NS];  // backward: this lane's share of dA at each step
-  // The output pointer walks by increments where registers allow (the backward, the 16-byte
-  // 16-bit forward, the packed rolled loop; the fp32 forward spilled 32 bytes with it, v17).
-  constexpr bool kStepPtr = BWD || (sizeof(T) == 2 && VEC == 8);
   T* po = ob + (reverse ? T_ - 1 - ts : ts) * P.so[1];
   const int64_t dout = reverse ? -P.so[1] : P.so[1];
   // (an end matters only with a final state; the forward's idle lanes have left)
