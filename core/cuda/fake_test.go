@@ -313,3 +313,47 @@ func BenchmarkScanLaunch(b *testing.B) {
 		}
 	}
 }
+
+// max_seqlen reaches the plan through the backend, forward and backward (ReverseScan keeps it):
+// a bf16 pack of one tile, 65536 steps in 40 sequences, takes one pass cut into segments without
+// it and three passes (the prefix kernel launched) with a longest sequence of 58982 steps; the
+// workspace is the same either way (callers cache it by layout).
+func TestPackedMaxSeqlenHint(t *testing.T) {
+	const T, R, C, S = 65536, 4, 64, 40
+	prefixes := func(ls []fakeRecord) int {
+		n := 0
+		for _, l := range ls {
+			if strings.HasPrefix(l.Kernel, "nanossm_chunk_prefix_") {
+				n++
+			}
+		}
+		return n
+	}
+	var ws []int64
+	for _, hint := range []int64{0, 58982} {
+		a := forward(t, core.BFloat16, 1, T, R, C, func(a *core.ScanArgs) {
+			a.CuSeqlens, a.MaxSeqlen = tensor(addrSeq, core.Int32, S+1), hint
+		})
+		ws = append(ws, a.WorkspaceLen)
+		ls := run(t, fakePrimary, func() error { return core.Scan(a) })
+		sh := []int64{1, T, R, C}
+		b := &core.BackwardArgs{A: a.A, X: a.X, Out: a.Out, GradOut: tensor(0x80000000, core.BFloat16, sh...),
+			GradX: tensor(0x90000000, core.BFloat16, sh...), GradA: tensor(0xA0000000, core.Float32, 1, T, R),
+			CuSeqlens: a.CuSeqlens, MaxSeqlen: hint, Device: 0, Stream: stream}
+		n, err := core.BackwardWorkspaceSize(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Workspace, b.WorkspaceLen = addrWS, n
+		ws = append(ws, n)
+		lb := run(t, fakePrimary, func() error { return core.ScanBackward(b) })
+		want := map[bool]int{false: 0, true: 1}[hint > 0]
+		if prefixes(ls) != want || prefixes(lb) != want {
+			t.Errorf("max_seqlen %d: %d forward and %d backward prefix passes, want %d (%+v / %+v)",
+				hint, prefixes(ls), prefixes(lb), want, ls, lb)
+		}
+	}
+	if ws[0] != ws[2] || ws[1] != ws[3] {
+		t.Errorf("workspaces (forward, backward) %v without the hint, %v with it", ws[:2], ws[2:])
+	}
+}
