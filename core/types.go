@@ -148,8 +148,9 @@ type ScanArgs struct {
 	FinalState   Tensor // optional (B,R,C), written with the state after the last step
 	CuSeqlens    Tensor // optional (N+1,) int32/int64: packed sequences
 	// MaxSeqlen: with CuSeqlens, the longest sequence's length if the caller knows it, else 0.
-	// A hint for the plan only (any value gives the same results): a pack whose one long
-	// sequence dominates then takes the plan that splits that sequence (core/plan.go layout).
+	// A hint for the plan only (any value gives equally accurate results; the bits may differ,
+	// as the plan does): a pack whose one long sequence dominates then takes the plan that splits
+	// that sequence (core/plan.go layout).
 	MaxSeqlen    int64
 	Reverse      bool
 	Workspace    uintptr // device scratch, WorkspaceSize bytes; may be 0 when that is 0

@@ -23,14 +23,16 @@ DTYPES = {"cpu": [torch.float32], "cuda": [torch.float32, torch.float16, torch.b
 def test_max_seqlen_is_checked():
     A, x = make_inputs((1, 10, 2, 4))
     cu = torch.tensor([0, 4, 10])
-    for bad, err, msg in [(-1, ValueError, "max_seqlen: expected >= 0"), (True, TypeError, "max_seqlen: expected an int"),
-                          (2.5, TypeError, "max_seqlen: expected an int, got float")]:
+    for bad, err, msg in [(-1, ValueError, "max_seqlen: expected >= 0"), (1 << 63, ValueError, "and < 2"),
+                          (True, TypeError, "max_seqlen: expected an int"),
+                          (2.5, TypeError, "max_seqlen: expected an int, got float"),
+                          (torch.tensor(6), TypeError, "max_seqlen: expected an int, got Tensor")]:
         with pytest.raises(err, match=msg):
             ssm_scan(A, x, cu_seqlens=cu, max_seqlen=bad)
     with pytest.raises(ValueError, match=r"max_seqlen: given \(6\) without cu_seqlens"):
         ssm_scan(A, x, max_seqlen=6)
     ref = ssm_scan(A, x, cu_seqlens=cu)
-    for ok in (0, 6, 10, 99, torch.tensor(6)):  # (any value, and what stands for an int)
+    for ok in (0, 6, 10, 99, (1 << 63) - 1):  # (any value)
         assert torch.equal(ssm_scan(A, x, cu_seqlens=cu, max_seqlen=ok), ref)
     assert torch.equal(ssm_scan(A, x, max_seqlen=0), ssm_scan(A, x))  # 0: unknown, allowed alone
 
@@ -91,6 +93,7 @@ def test_max_seqlen_through_the_op_and_compile(device):
         return ssm_scan(a, v, cu_seqlens=cu, max_seqlen=40).square().sum()
 
     results = []
+    torch._dynamo.reset()
     for f in (loss, torch.compile(loss, fullgraph=True)):
         leaves = [t.clone().requires_grad_() for t in (A, x)]
         value = f(*leaves)
@@ -98,3 +101,21 @@ def test_max_seqlen_through_the_op_and_compile(device):
         results.append([value.detach()] + [t.grad for t in leaves])
     for a, b in zip(*results):
         assert rel_err(a, b) <= 1e-5
+
+
+def test_max_seqlen_changes_do_not_recompile():
+    """Varlen training changes max_seqlen every batch: a compiled call takes it as a symbolic int
+    (one recompile from the first value to a dynamic one at most), so twelve lengths stay within
+    the recompile limit (its default 8 would raise under fullgraph)."""
+    A, x = make_inputs((1, 70, 3, 8), torch.float32, "cpu", seed=64)
+    cu = torch.tensor([0, 30, 30, 70])
+
+    def f(a, v, m):
+        return ssm_scan(a, v, cu_seqlens=cu, max_seqlen=m)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True)
+    ref = f(A, x, 40)
+    for m in range(40, 52):
+        assert rel_err(compiled(A, x, m), ref) <= 1e-6, m
+    torch._dynamo.reset()
