@@ -67,7 +67,8 @@ def ssm_scan(cumsum_A, x, use_assoc_scan=False, *, initial_state=None, return_fi
     Differentiable in A, x and initial_state.
     """
     del use_assoc_scan
-    max_len = _checked_max_seqlen(max_seqlen, cu_seqlens)
+    # (no call on the hot path when absent)
+    max_len = 0 if max_seqlen is None else _checked_max_seqlen(max_seqlen, cu_seqlens)
     # Fast paths: inputs already in the kernel's dtypes, eager (_plain_ok), and options (if any)
     # already as the library takes them (_options_ok). The plain call (no options) has its own;
     # anything unusual takes the general path below, which explains itself. With gradients they go
