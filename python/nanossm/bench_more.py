@@ -4,7 +4,8 @@ Backward: the fused library call alone (dx, dA from x, out, g: reads three tenso
 against the copy of x (its floor is two copies) and against torch.addcmul (PyTorch's elementwise
 kernel moving the same bytes: three reads, one write); and a training step (forward + backward through
 autograd) against the einsum baseline's forward alone. Packed: B sequences of T steps packed as
-(1, B*T, R, C) with cu_seqlens, equal and uneven lengths, against the plain (B,T,R,C) scan; and
+(1, B*T, R, C) with cu_seqlens, equal and uneven lengths and one sequence of 90% of the tokens
+(without and with max_seqlen, the plan's hint), against the plain (B,T,R,C) scan; and
 the fused backward of the equal pack against the plain one's (no states: the lean kernels).
 Median times with a cold L2, like bench.py (with --timing graph, the library's calls, the copy and
 addcmul by CUDA-graph replay; the training step and the einsum baseline always by events). Not a
@@ -68,6 +69,18 @@ def _backward_errors(A, x, g, dx, dA):
     return rel_err(dx, dxr), ((dA.double() - dAr).norm() / torch.maximum(dAr.norm(), scale)).item()
 
 
+def skewed_offsets(B, T, share=0.9, device="cuda"):
+    """cu_seqlens of B sequences over B*T tokens, the middle one holding `share` of them and the
+    others the rest in equal parts (the last takes the remainder); and the longest's length."""
+    n = B * T
+    big = int(share * n)
+    rest = (n - big) // (B - 1)
+    lengths = [rest] * (B // 2) + [big] + [rest] * (B - 1 - B // 2)
+    lengths[-1] += n - sum(lengths)
+    cu = torch.tensor([0, *lengths], dtype=torch.int64).cumsum(0).to(device=device, dtype=torch.int32)
+    return cu, max(lengths)
+
+
 def bench_packed(shapes, dtypes):
     rows = []
     for dname in dtypes:
@@ -88,6 +101,12 @@ def bench_packed(shapes, dtypes):
             row = {"shape": shape, "dtype": dname, "plain": plain}
             for name, cu in (("packed_equal", equal), ("packed_uneven", uneven)):
                 row[name] = bench_ms(lambda: ssm_scan(Ap, xp, cu_seqlens=cu))
+            # one sequence of 90% of the tokens (the plan cannot see it in GPU offsets), without
+            # and with max_seqlen, the hint that lets the plan split it (v85)
+            skewed, longest = skewed_offsets(B, T)
+            row["packed_skewed"] = bench_ms(lambda: ssm_scan(Ap, xp, cu_seqlens=skewed))
+            row["packed_skewed_hint"] = bench_ms(
+                lambda: ssm_scan(Ap, xp, cu_seqlens=skewed, max_seqlen=longest))
             # with initial and final states (the packed kernels with their code): against the plain
             # scan with states
             h0 = torch.randn(B, R, C, device="cuda")
@@ -106,8 +125,9 @@ def bench_packed(shapes, dtypes):
             rows.append(row)
             print(f"{dname:>4} {str(shape):>20}  plain {plain:.4f} ms  packed equal {row['packed_equal']:.4f} "
                   f"({row['packed_equal'] / plain:.3f}x)  packed uneven {row['packed_uneven']:.4f} "
-                  f"({row['packed_uneven'] / plain:.3f}x)  with states {row['plain_states']:.4f} packed "
-                  f"{row['packed_states']:.4f} ({row['packed_states'] / row['plain_states']:.3f}x)  "
+                  f"({row['packed_uneven'] / plain:.3f}x)  skewed {row['packed_skewed'] / plain:.3f}x "
+                  f"(max_seqlen {row['packed_skewed_hint'] / plain:.3f}x)  with states {row['plain_states']:.4f} "
+                  f"packed {row['packed_states']:.4f} ({row['packed_states'] / row['plain_states']:.3f}x)  "
                   f"err {row['err_equal']:.1e}  backward plain "
                   f"{row['bwd_plain']:.4f} packed equal {row['bwd_packed_equal']:.4f} "
                   f"({row['bwd_packed_equal'] / row['bwd_plain']:.3f}x)")
