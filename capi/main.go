@@ -213,16 +213,17 @@ func (c *call) convert(optional bool, slots ...slot) error {
 }
 
 // checkOptions checks an options struct's size (the ABI's version check: this version's, want,
-// or 0.1's, which ends before max_seqlen, at v01) and its flags.
-func checkOptions(structName string, size, want, v01, flags C.uint32_t) error {
+// or 0.1's, which ends before max_seqlen, at v01) and its flags; full: the struct has max_seqlen
+// (a 0.1 struct ends before it: never read past the caller's).
+func checkOptions(structName string, size, want, v01, flags C.uint32_t) (full bool, err error) {
 	if size != want && size != v01 {
-		return core.Invalid("options", "struct_size must be sizeof(%s) = %d (or %d, version 0.1's), got %d",
+		return false, core.Invalid("options", "struct_size must be sizeof(%s) = %d (or %d, version 0.1's), got %d",
 			structName, want, v01, size)
 	}
 	if flags&^C.NANOSSM_SCAN_REVERSE != 0 {
-		return core.Invalid("options", "unknown flags %#x", uint32(flags&^C.NANOSSM_SCAN_REVERSE))
+		return false, core.Invalid("options", "unknown flags %#x", uint32(flags&^C.NANOSSM_SCAN_REVERSE))
 	}
-	return nil
+	return size == want, nil
 }
 
 func (c *call) scanArgs(A, x, out *C.nanossm_tensor, o *C.nanossm_scan_options, device C.int32_t,
@@ -232,11 +233,12 @@ func (c *call) scanArgs(A, x, out *C.nanossm_tensor, o *C.nanossm_scan_options, 
 	if err := c.convert(false, slot{"A", A, &args.A}, slot{"x", x, &args.X}, slot{"out", out, &args.Out}); err != nil || o == nil {
 		return args, err
 	}
-	full := C.uint32_t(unsafe.Sizeof(*o))
-	if err := checkOptions("nanossm_scan_options", o.struct_size, full, C.uint32_t(unsafe.Offsetof(o.max_seqlen)), o.flags); err != nil {
+	full, err := checkOptions("nanossm_scan_options", o.struct_size, C.uint32_t(unsafe.Sizeof(*o)),
+		C.uint32_t(unsafe.Offsetof(o.max_seqlen)), o.flags)
+	if err != nil {
 		return args, err
 	}
-	if o.struct_size == full { // (a 0.1 struct ends before it: never read past the caller's)
+	if full {
 		args.MaxSeqlen = int64(o.max_seqlen)
 	}
 	args.Reverse = o.flags&C.NANOSSM_SCAN_REVERSE != 0
@@ -254,11 +256,12 @@ func (c *call) backwardArgs(A, x, out, gradOut, gradX, gradA *C.nanossm_tensor, 
 		slot{"grad_A", gradA, &args.GradA}); err != nil || o == nil {
 		return args, err
 	}
-	full := C.uint32_t(unsafe.Sizeof(*o))
-	if err := checkOptions("nanossm_backward_options", o.struct_size, full, C.uint32_t(unsafe.Offsetof(o.max_seqlen)), o.flags); err != nil {
+	full, err := checkOptions("nanossm_backward_options", o.struct_size, C.uint32_t(unsafe.Sizeof(*o)),
+		C.uint32_t(unsafe.Offsetof(o.max_seqlen)), o.flags)
+	if err != nil {
 		return args, err
 	}
-	if o.struct_size == full {
+	if full {
 		args.MaxSeqlen = int64(o.max_seqlen)
 	}
 	args.Reverse = o.flags&C.NANOSSM_SCAN_REVERSE != 0

@@ -59,11 +59,9 @@ def _scan_backward_fake(A, x, out, g, g_final, h0, reverse, cu_seqlens=None, max
 
 
 def _scan_setup(ctx, inputs, output):
-    A, x, h0, reverse, want_final, seq = inputs[:6]
+    A, x, h0, reverse, want_final, seq, max_len = inputs  # (the op's and _ScanFunc's defaults bound)
     ctx.save_for_backward(A, x, output[0], h0, seq)
-    ctx.reverse, ctx.want_final = reverse, want_final
-    # (an op call may leave max_seqlen to its default: one gradient per input it was given)
-    ctx.max_len, ctx.n_inputs = (inputs[6] if len(inputs) > 6 else 0), len(inputs)
+    ctx.reverse, ctx.want_final, ctx.max_len = reverse, want_final, max_len
 
 
 def _gradients(ctx, g, g_final, backward):
@@ -79,8 +77,8 @@ def _gradients(ctx, g, g_final, backward):
         # ~2.5x faster than the per-channel one on the GPU
         g = g.contiguous()
     dx, dA, dh0 = backward(A, x, out, g, gT, h0, ctx.reverse, seq, ctx.max_len)
-    grads = (dA, dx, (dh0 if h0 is not None else None), None, None, None, None)
-    return grads[:ctx.n_inputs]
+    # (one per input; _Scan.apply given six takes the trailing None as PyTorch allows)
+    return dA, dx, (dh0 if h0 is not None else None), None, None, None, None
 
 
 def _op_backward(ctx, g, g_final):
